@@ -1,0 +1,65 @@
+"""`Denoiser`: a network + a process + a parameterization → `Prediction` in float32."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .parameterizations import Parameterization, Prediction
+from .processes.base import Process, append_dims
+
+CONDITIONINGS = ("t", "log_snr", "sigma", "log_sigma")
+
+
+class Denoiser(nn.Module):
+    """denoiser(z, t) → Prediction(x0, eps, score).
+
+    The network is called as `model(z_in, c)` with c of shape [B], the noise conditioning:
+      t          — the time itself (scaled by `cond_scale`, e.g. 1000 for DDPM recipes)
+      log_snr    — λ_t, the same input for every process (VDM)
+      sigma      — σ_t (NCSN's noise level)
+      log_sigma  — ¼ log σ_t (EDM's c_noise)
+    With `scale_input=True` the network sees z / sqrt(α² + σ²), unit scale even for VE.
+
+    The network may run under autocast (bf16/fp16); its output is cast to float32 (or
+    float64 if z is float64) and the conversion to x0/eps/score is done with autocast
+    off, so mixed precision never leaks into the prediction (STYLE.md).
+    """
+
+    def __init__(self, model: nn.Module, process: Process, parameterization: Parameterization,
+                 conditioning: str = "t", cond_scale: float = 1.0, scale_input: bool = False):
+        super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        self.model = model
+        self.process = process
+        self.parameterization = parameterization
+        self.conditioning = conditioning
+        self.cond_scale = float(cond_scale)
+        self.scale_input = scale_input
+
+    def condition(self, t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        if self.conditioning == "t":
+            c = t
+        elif self.conditioning == "log_snr":
+            c = 2 * (alpha.log() - sigma.log())
+        elif self.conditioning == "sigma":
+            c = sigma
+        else:
+            c = 0.25 * sigma.log()
+        return c * self.cond_scale
+
+    def forward(self, z: Tensor, t: Tensor) -> Prediction:
+        out_dtype = torch.promote_types(z.dtype, torch.float32)
+        if t.ndim == 0:
+            t = t.expand(z.shape[0])
+        alpha, sigma = self.process.alpha_sigma(t)
+        alpha, sigma = alpha.to(out_dtype), sigma.to(out_dtype)
+        z_in = z
+        if self.scale_input:
+            z_in = z / append_dims((alpha**2 + sigma**2).sqrt(), z.ndim).to(z.dtype)
+        out = self.model(z_in, self.condition(t, alpha, sigma).to(z.dtype if z.is_floating_point() else out_dtype))
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            out = out.to(out_dtype)
+            zf = z.to(out_dtype)
+            a, s = append_dims(alpha, z.ndim), append_dims(sigma, z.ndim)
+            return self.parameterization.predict(out, zf, a, s)

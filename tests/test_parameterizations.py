@@ -1,0 +1,83 @@
+"""Parameterizations: every pair converts exactly through α, σ; denoiser output stays fp32."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from difflab.denoiser import Denoiser
+from difflab.parameterizations import V, X0, Epsilon, Score
+from difflab.processes import VESDE, VPSDE
+
+PARAMS = {"eps": Epsilon(), "x0": X0(), "score": Score(), "score_scaled": Score(scale_by_sigma=True), "v": V()}
+
+
+@pytest.mark.parametrize("src,dst", list(itertools.product(PARAMS, PARAMS)))
+def test_round_trip_every_pair(src, dst):
+    g = torch.Generator().manual_seed(0)
+    n, d = 64, 5
+    x = torch.randn(n, d, dtype=torch.float64, generator=g)
+    eps = torch.randn(n, d, dtype=torch.float64, generator=g)
+    # random (α, σ): VP-like, VE-like (α = 1, σ up to 50) and arbitrary positive pairs
+    alpha = torch.cat([torch.rand(n // 2, 1, dtype=torch.float64, generator=g) * 1.5 + 0.05, torch.ones(n // 2, 1, dtype=torch.float64)])
+    sigma = torch.cat([torch.rand(n // 2, 1, dtype=torch.float64, generator=g) * 1.5 + 0.01, torch.logspace(-2, 1.7, n // 2, dtype=torch.float64)[:, None]])
+    z = alpha * x + sigma * eps
+    P, Q = PARAMS[src], PARAMS[dst]
+    pred = P.predict(P.target(x, eps, alpha, sigma), z, alpha, sigma)
+    torch.testing.assert_close(pred.x0, x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(pred.eps, eps, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(pred.score, -eps / sigma, rtol=1e-9, atol=1e-9)  # ∇ log q(z|x)
+    torch.testing.assert_close(Q.output_from(pred, z, alpha, sigma), Q.target(x, eps, alpha, sigma), rtol=1e-9, atol=1e-9)
+
+
+def test_v_definition():
+    x, eps = torch.randn(3, 2), torch.randn(3, 2)
+    a, s = torch.tensor([[0.6]]), torch.tensor([[0.8]])
+    torch.testing.assert_close(V().target(x, eps, a, s), 0.6 * eps - 0.8 * x)
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.seen_dtype = None
+
+    def forward(self, z, c):
+        out = self.lin(torch.cat([z, c[:, None]], 1))
+        self.seen_dtype = out.dtype
+        return out
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("param", ["eps", "x0", "score", "v"])
+def test_denoiser_output_fp32_under_autocast(dtype, param):
+    net = _Net()
+    den = Denoiser(net, VPSDE(), PARAMS[param], conditioning="log_snr")
+    z, t = torch.randn(8, 2), torch.rand(8) * 0.9 + 0.05
+    with torch.autocast("cpu", dtype=dtype):
+        pred = den(z, t)
+    assert net.seen_dtype == dtype, "the network itself should have run in low precision"
+    for field in pred:
+        assert field.dtype == torch.float32
+        assert torch.isfinite(field).all()
+
+
+@pytest.mark.parametrize("conditioning", ["t", "log_snr", "sigma", "log_sigma"])
+def test_denoiser_conditioning_values(conditioning):
+    seen = {}
+
+    class Spy(nn.Module):
+        def forward(self, z, c):
+            seen["c"] = c
+            return torch.zeros_like(z)
+
+    p = VESDE()
+    t = torch.tensor([0.2, 0.7])
+    Denoiser(Spy(), p, Epsilon(), conditioning=conditioning, cond_scale=2.0)(torch.zeros(2, 3), t)
+    expected = {"t": t, "log_snr": p.log_snr(t), "sigma": p.sigma(t), "log_sigma": 0.25 * p.sigma(t).log()}[conditioning]
+    torch.testing.assert_close(seen["c"], 2.0 * expected)
+
+
+def test_denoiser_rejects_unknown_conditioning():
+    with pytest.raises(ValueError, match="conditioning"):
+        Denoiser(nn.Identity(), VPSDE(), Epsilon(), conditioning="noise")
