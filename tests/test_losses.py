@@ -380,3 +380,43 @@ def test_every_weighting_config_instantiates():
         assert isinstance(loss, DiffusionLoss) and loss.weighting == name
         out = loss(make_denoiser(mixture(), process, "eps"), torch.randn(8, 2), generator=torch.Generator().manual_seed(0))
         assert out.shape == (8,) and torch.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------- training end to end
+@pytest.mark.slow
+@pytest.mark.parametrize("param", ["eps", "score", "v"])
+def test_mlp_trained_with_elbo_weighting_reaches_exact_nll(param):
+    """Issue 5 Must-show (library half): an MLP trained on a 2-D mixture with the ELBO weighting
+    (pure PyTorch loop, ~15 s on one core) has a continuous-ELBO test NLL within 0.1 nats/dim of
+    the mixture's exact NLL, and the bound still holds (ELBO ≥ NLL up to Monte Carlo error).
+    Measured: gap ≈ 0.008 ± 0.027 nats/dim for eps, score and v (800 steps); an x0 network gets
+    ≈ 0.49 nats/dim in the same budget (see docs/objectives.md)."""
+    torch.manual_seed(0)
+    oracle = GMMOracle([[-2.5, -1.0], [2.5, -1.0], [0.0, 2.5]], [0.5, 0.4, 0.6], [0.3, 0.5, 0.2])  # data=gmm default
+    process = ContinuousSNR("linear", -10, 10)
+    p = {"eps": Epsilon(), "score": Score(scale_by_sigma=True), "v": V()}[param]
+    from difflab.models import MLP
+
+    net = MLP(2, hidden=128, depth=3, emb_dim=64)
+    den = Denoiser(net, process, p, conditioning="log_snr")
+    loss_fn = DiffusionLoss(process, p, "elbo", time_sampling="antithetic", reduce_dims="sum")
+    steps = 800
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.05)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        loss = loss_fn(den, oracle.sample(512, generator=g), g).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    net.eval()
+    x = oracle.sample(20000, generator=torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        elbo = torch.stack([continuous_elbo(den, process, x, generator=torch.Generator().manual_seed(k),
+                                            time_sampling="antithetic").total.double() for k in range(5)]).mean(0)
+    gap = elbo - (-oracle.log_prob(x.double()))
+    per_dim, se = float(gap.mean()) / 2, float(gap.std() / math.sqrt(len(gap))) / 2
+    assert per_dim < 0.1, (per_dim, se)
+    assert per_dim > -4 * se, (per_dim, se)
