@@ -420,3 +420,31 @@ def test_mlp_trained_with_elbo_weighting_reaches_exact_nll(param):
     per_dim, se = float(gap.mean()) / 2, float(gap.std() / math.sqrt(len(gap))) / 2
     assert per_dim < 0.1, (per_dim, se)
     assert per_dim > -4 * se, (per_dim, se)
+
+
+def test_loss_under_bf16_autocast_runs_network_in_bf16_and_the_rest_in_fp32():
+    from difflab.models import MLP
+
+    seen = {}
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = MLP(2, hidden=16, depth=1, emb_dim=8)
+            nn.init.normal_(self.net.out[-1].weight, std=0.1)
+
+        def forward(self, z, c):
+            out = self.net(z, c)
+            seen["dtype"] = out.dtype
+            return out
+
+    process = ContinuousSNR("learned", -8, 8, hidden=8)
+    den = Denoiser(Spy(), process, Epsilon(), conditioning="log_snr")
+    loss_fn = DiffusionLoss(process, Epsilon(), "elbo")
+    x = torch.randn(64, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = loss_fn(den, x, torch.Generator().manual_seed(0))
+    assert seen["dtype"] == torch.bfloat16 and low.dtype == torch.float32 and torch.isfinite(low).all()
+    ref = loss_fn(den, x, torch.Generator().manual_seed(0))
+    assert seen["dtype"] == torch.float32
+    torch.testing.assert_close(low, ref, rtol=0.1, atol=0.05)

@@ -211,6 +211,30 @@ def eps_squared_error(pred, x: Tensor, noise: Tensor, alpha: Tensor, sigma: Tens
     return _sum_dims(err.pow(2))
 
 
+def _with_caller_autocast(denoiser, device_type: str):
+    """Wrap `denoiser` so it runs under the autocast state active now (captured before the loss
+    turns autocast off for its own float32 arithmetic)."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+        dtype = torch.get_autocast_dtype(device_type)
+    except TypeError:  # older torch: no per-device query
+        return denoiser
+    if not enabled:
+        return denoiser
+
+    def run(z, t):
+        with torch.autocast(device_type, dtype=dtype, enabled=True):
+            return denoiser(z, t)
+
+    run.parameterization = getattr(denoiser, "parameterization", None)
+    return run
+
+
+def _predicts_x0(denoiser) -> bool:
+    """Whether the network behind `denoiser` predicts x₀ (then ‖ε − ε̂‖² is computed from x̂)."""
+    return getattr(getattr(denoiser, "parameterization", None), "name", "") == "x0"
+
+
 def _f32(x: Tensor) -> Tensor:
     return x if x.dtype == torch.float64 else x.to(torch.float32)
 
@@ -265,7 +289,15 @@ class DiffusionLoss(nn.Module):
 
     def loss(self, denoiser, x: Tensor, generator: torch.Generator | None = None, t: Tensor | None = None,
              noise: Tensor | None = None) -> Tensor:
-        """Per-example loss [B]. `t` and `noise` may be given (tests); else they are drawn."""
+        """Per-example loss [B]. `t` and `noise` may be given (tests); else they are drawn.
+
+        Everything but the network runs in float32 with autocast off (a learned schedule's λ(t)
+        and λ'(t) included); the denoiser runs under the caller's autocast (bf16/16-mixed)."""
+        network = _with_caller_autocast(denoiser, x.device.type)  # before autocast is turned off
+        with torch.autocast(x.device.type, enabled=False):
+            return self._loss(network, x, generator, t, noise)
+
+    def _loss(self, denoiser, x, generator, t, noise) -> Tensor:
         x = _f32(x)
         span = grid_span(self.process, self.num_steps)
         if t is None:
@@ -374,6 +406,13 @@ def continuous_elbo(denoiser, process: Process, x: Tensor, *, generator: torch.G
 
     Differentiable (a learned log-SNR schedule trains on it). Inputs in float32 or float64.
     """
+    network = _with_caller_autocast(denoiser, x.device.type)  # network under the caller's autocast,
+    with torch.autocast(x.device.type, enabled=False):  # everything else in float32
+        return _continuous_elbo(network, process, x, generator=generator, time_sampling=time_sampling, decoder=decoder, bits=bits)
+
+
+def _continuous_elbo(denoiser, process: Process, x: Tensor, *, generator: torch.Generator | None = None,
+                    time_sampling="uniform", decoder: str = "gaussian", bits: int = 8) -> ElboTerms:
     x = _f32(x)
     draw = sample_times(process, as_time_sampler(time_sampling), x.shape[0], device=x.device, generator=generator,
                         dtype=x.dtype)
@@ -382,7 +421,7 @@ def continuous_elbo(denoiser, process: Process, x: Tensor, *, generator: torch.G
     z = process.q_sample(x, t, noise)
     pred = denoiser(z, t)
     alpha, sigma = process.alpha_sigma(t)
-    sq = eps_squared_error(pred, x, noise, alpha, sigma)
+    sq = eps_squared_error(pred, x, noise, alpha, sigma, from_x0=_predicts_x0(denoiser))
     diffusion = (0.5 * -process.dlog_snr_dt(t) * draw.inv_density).to(sq.dtype) * sq
     rec_noise = _noise_like(x, generator)
     return ElboTerms(prior=prior_kl(process, x), diffusion=diffusion,
@@ -401,6 +440,13 @@ def discrete_elbo(denoiser, process: Process, x: Tensor, num_steps: int, *, gene
     continuous ELBO as T grows (VDM, Appendix). For DDPM's own chain (t_min = 1/T', t_max = 1)
     num_steps = T' − 1 puts s, t on its steps. `time_sampling`: uniform or antithetic over i.
     """
+    network = _with_caller_autocast(denoiser, x.device.type)  # network under the caller's autocast,
+    with torch.autocast(x.device.type, enabled=False):  # everything else in float32
+        return _discrete_elbo(network, process, x, num_steps, generator=generator, time_sampling=time_sampling, decoder=decoder, bits=bits)
+
+
+def _discrete_elbo(denoiser, process: Process, x: Tensor, num_steps: int, *, generator: torch.Generator | None = None,
+                  time_sampling="uniform", decoder: str = "gaussian", bits: int = 8) -> ElboTerms:
     T = int(num_steps)
     if T < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -417,7 +463,7 @@ def discrete_elbo(denoiser, process: Process, x: Tensor, num_steps: int, *, gene
     z = process.q_sample(x, t, noise)
     pred = denoiser(z, t)
     alpha, sigma = process.alpha_sigma(t)
-    sq = eps_squared_error(pred, x, noise, alpha, sigma)
+    sq = eps_squared_error(pred, x, noise, alpha, sigma, from_x0=_predicts_x0(denoiser))
     diffusion = (0.5 * T * torch.expm1(process.log_snr(s) - process.log_snr(t))).to(sq.dtype) * sq
     rec_noise = _noise_like(x, generator)
     return ElboTerms(prior=prior_kl(process, x), diffusion=diffusion,
