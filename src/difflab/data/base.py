@@ -12,7 +12,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 class IndexedDataset(Dataset):
@@ -52,6 +52,8 @@ class BaseDataModule(L.LightningDataModule):
     `build_train()` / `build_val()` returning map-style datasets of tensors."""
 
     data_shape: tuple[int, ...] = ()
+    #: seed of the epoch permutations (DistributedSampler adds the epoch number)
+    seed_for_shuffle: int = 0
 
     def __init__(self, batch_size: int = 128, num_workers: int = 0, shuffle: bool = True,
                  drop_last: bool = True, val_batch_size: int | None = None, pin_memory: bool = False):
@@ -87,8 +89,19 @@ class BaseDataModule(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        """Always through a `DistributedSampler` (one replica without DDP): the permutation
+        is the same for any number of processes and rank r takes items r, r+W, ..., so
+        W processes with batch B/W see exactly the batches of one process with batch B."""
         self.setup("fit")
-        return self._loader(self.train_set, self.batch_size, self.shuffle, self.drop_last)
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if len(self.train_set) < world:
+            raise ValueError(f"the training set ({len(self.train_set)} items) is smaller than the number of processes ({world})")
+        sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=self.shuffle,
+                                     seed=self.seed_for_shuffle, drop_last=True)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
+                          drop_last=self.drop_last and len(self.train_set) // world >= self.batch_size,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self):
         self.setup("fit")
