@@ -2,8 +2,8 @@
 same global batch: raw weights and EMA weights agree after a few steps.
 
 Why they must agree: with `per_sample_noise` each example's (t, ε) depends only on
-(seed, step, dataset index); the data module always samples through a DistributedSampler
-(one replica without DDP), whose epoch permutation does not depend on the number of
+(seed, step, dataset index); the data module always samples through a step-indexed sampler
+(difflab.data.base.StepSampler), whose epoch permutation does not depend on the number of
 processes, and rank r takes its items r, r+2, ..., so the two local batches of 4 are
 exactly the single-process batch of 8;
 DDP averages the two local mean gradients = the global mean gradient; clipping, Adam and
