@@ -82,9 +82,17 @@ def fit(cb, tmp_path, **trainer_kw):
     return trainer, module
 
 
-@pytest.fixture(autouse=True)
-def feature_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
+@pytest.fixture(autouse=True, scope="module")
+def feature_cache(tmp_path_factory):
+    """One feature-net cache for the module (the net trains once) and one thread (tiny
+    tensors: a second thread only adds contention on a 2-core machine)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DIFFLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+    mp.undo()
 
 
 def test_chunks_cover_every_sample_once():
