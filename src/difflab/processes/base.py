@@ -169,10 +169,15 @@ class Process(nn.Module):
 
     @staticmethod
     def _time_derivative(fn, t: Tensor) -> Tensor:
+        # Keep the graph when the caller tracks gradients, so dλ/dt of a learned schedule
+        # (VDM) passes gradients to the schedule's parameters in the ELBO's −λ'(t) factor.
+        create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
             tt = t.detach().clone().requires_grad_(True)
             y = fn(tt)
-            (dy,) = torch.autograd.grad(y.sum(), tt, create_graph=torch.is_grad_enabled() and t.requires_grad)
+            if not y.requires_grad:  # constant in t
+                return torch.zeros_like(tt).detach()
+            (dy,) = torch.autograd.grad(y.sum(), tt, create_graph=create_graph)
         return dy
 
     def extra_repr(self) -> str:

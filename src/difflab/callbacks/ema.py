@@ -1,0 +1,74 @@
+"""Exponential moving average of weights, kept in float32 beside the trained module.
+
+    θ_ema ← d · θ_ema + (1 − d) · θ,   d = min(decay, (1 + n) / (10 + n)) with warm-up, else decay
+
+(n = number of updates so far; the warm-up form is the one of TF's ExponentialMovingAverage
+with num_updates, used by the score_sde and ADM code bases).
+
+Why not Lightning's `EMAWeightAveraging` (PITFALLS): it keeps the average in the module's
+own dtype (bf16/fp16 updates round to zero), writes the *average* into the checkpoint's
+`state_dict` and copies it over the live weights when training ends, so the raw weights and
+the average can no longer be told apart by a loader. Here the shadow weights are plain
+float32 tensors held *outside* the (DDP-wrapped) module, saved as their own checkpoint entry
+`{"decay", "warmup", "num_updates", "shadow"}` beside the raw `state_dict`, and restored
+exactly on resume. Every DDP rank applies the same update to the same (all-reduced)
+weights, so the average is identical on every rank without any communication.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class ExponentialMovingAverage:
+    """Float32 shadow copies of a module's floating-point parameters (buffers are copied raw)."""
+
+    def __init__(self, module: nn.Module, decay: float = 0.9999, warmup: bool = False):
+        if not 0.0 <= float(decay) < 1.0:
+            raise ValueError(f"ema.decay must be in [0, 1), got {decay}")
+        self.decay, self.warmup = float(decay), bool(warmup)
+        self.num_updates = 0
+        self.shadow: dict[str, Tensor] = {
+            name: p.detach().to(torch.float32).clone() for name, p in module.named_parameters() if p.is_floating_point()
+        }
+
+    def current_decay(self) -> float:
+        if self.warmup:
+            return min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
+        return self.decay
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        d = self.current_decay()
+        for name, p in module.named_parameters():
+            s = self.shadow.get(name)
+            if s is None:
+                continue
+            if s.device != p.device:
+                s = self.shadow[name] = s.to(p.device)
+            s.lerp_(p.detach().to(torch.float32), 1.0 - d)  # s + (1-d)(p - s) = d s + (1-d) p
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, module: nn.Module) -> None:
+        """Write the averaged weights into `module` (cast to each parameter's dtype)."""
+        for name, p in module.named_parameters():
+            if name in self.shadow:
+                p.copy_(self.shadow[name].to(device=p.device, dtype=p.dtype))
+
+    def to(self, device) -> "ExponentialMovingAverage":
+        self.shadow = {k: v.to(device) for k, v in self.shadow.items()}
+        return self
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates,
+                "shadow": {k: v.detach().cpu().clone() for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = set(self.shadow) - set(state["shadow"])
+        if missing:
+            raise ValueError(f"EMA state lacks weights for {sorted(missing)[:3]}...; the checkpoint is from another model")
+        self.decay, self.warmup = float(state["decay"]), bool(state["warmup"])
+        self.num_updates = int(state["num_updates"])
+        dev = {k: v.device for k, v in self.shadow.items()}
+        self.shadow = {k: state["shadow"][k].to(device=dev[k], dtype=torch.float32).clone() for k in self.shadow}

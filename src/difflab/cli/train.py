@@ -1,0 +1,199 @@
+"""`difflab-train`: compose the config, build data + DiffusionModule + Trainer, fit.
+
+    difflab-train experiment=digits output=runs/digits
+    difflab-train output=runs/digits ckpt_path=runs/digits/checkpoints/last.ckpt   # resume
+
+Writes `<output>/config.yaml` (the resolved config) and `<output>/checkpoints/last.ckpt`
+(every `checkpoint_every` steps and at the end). Every check that can fail on user input
+(unknown option, data root, model/data shape, an existing run directory) runs before
+anything is written; failures print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .common import UsageError, hydra_entry, instantiate
+
+
+def plain(node):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def build_datamodule(cfg):
+    """The data module, with its files checked (a missing root fails here, before writing)."""
+    dm = instantiate(cfg.data, "data")
+    if hasattr(dm, "prepare_data"):
+        dm.prepare_data()
+    return dm
+
+
+def build_module(cfg, data_shape):
+    from ..lit_module import DiffusionModule
+
+    if cfg.get("weighting") is None:
+        raise UsageError("no loss chosen: add weighting=simple (or elbo, snr, min_snr, likelihood, sigma2)")
+    return DiffusionModule(
+        model=plain(cfg.model), process=plain(cfg.process), parameterization=plain(cfg.parameterization),
+        loss=plain(cfg.weighting), data_shape=data_shape, data_config=plain(cfg.data),
+        denoiser=plain(cfg.get("denoiser")), optim=plain(cfg.get("optim")), ema=plain(cfg.get("ema")),
+        per_sample_noise=bool(cfg.get("per_sample_noise", False)), seed=int(cfg.seed),
+    )
+
+
+def has_results(out: Path) -> bool:
+    return (out / "config.yaml").exists() or any((out / "checkpoints").glob("*.ckpt"))
+
+
+def check_run_dir(out: Path, ckpt_path) -> None:
+    if ckpt_path:
+        if not Path(str(ckpt_path)).is_file():
+            raise UsageError(f"ckpt_path={ckpt_path} does not exist; resume from <run dir>/checkpoints/last.ckpt")
+    elif has_results(out):
+        raise UsageError(
+            f"output={out} already holds a training run; choose a new output=... or resume it with "
+            f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"
+        )
+
+
+def wandb_logger(project: str = "difflab", entity=None, name=None, tags=(), offline=None, save_dir: str = ".", **kwargs):
+    """W&B logger, offline when no WANDB_API_KEY is set; the run id lives in
+    `<save_dir>/wandb_run_id` so a resumed run continues the same W&B run."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise UsageError("logger=wandb needs the wandb package (pip install wandb), or use logger=csv") from None
+    from lightning.pytorch.loggers import WandbLogger
+
+    if offline is None:
+        offline = not os.environ.get("WANDB_API_KEY")
+    if offline and "WANDB_MODE" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+    id_file = Path(save_dir) / "wandb_run_id"
+    if id_file.exists():
+        run_id = id_file.read_text().strip()
+    else:
+        import wandb.util
+
+        run_id = wandb.util.generate_id()
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run_id + "\n")
+    return WandbLogger(project=project, entity=entity, name=name, tags=list(tags or []), offline=bool(offline),
+                       save_dir=str(save_dir), id=run_id, resume="allow", **kwargs)
+
+
+def build_logger(cfg, out: Path):
+    node = cfg.get("logger")
+    if not node or node.get("_target_") is None:
+        return False
+    from hydra.utils import instantiate as _inst
+
+    try:
+        return _inst(node, save_dir=str(out))
+    except Exception as e:
+        cause = e.__cause__ or e
+        if isinstance(cause, UsageError):
+            raise cause from None
+        raise UsageError(f"could not build logger: {cause}") from e
+
+
+def build_callbacks(cfg, out: Path, with_logger: bool) -> list:
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    cbs = [SaveLast(out / "checkpoints", int(cfg.get("checkpoint_every") or 0))]
+    for key, node in (cfg.get("callbacks") or {}).items():
+        if node is None or node.get("_target_") is None:
+            continue
+        cb = instantiate(node, f"callbacks.{key}")
+        if isinstance(cb, LearningRateMonitor) and not with_logger:
+            continue  # it refuses to run without a logger
+        cbs.append(cb)
+    return cbs
+
+
+def _save_last_class():
+    from lightning.pytorch.callbacks import Callback
+
+    class SaveLast(Callback):
+        """Writes `last.ckpt` atomically every `every` optimiser steps and at the end of
+        training, on every strategy (ddp_spawn included: it runs inside the workers)."""
+
+        def __init__(self, dirpath: Path, every: int = 0):
+            self.dirpath, self.every, self._saved_step = Path(dirpath), int(every), -1
+
+        def _save(self, trainer) -> None:
+            if trainer.global_step == self._saved_step or trainer.sanity_checking:
+                return
+            self._saved_step = trainer.global_step
+            path = self.dirpath / "last.ckpt"
+            tmp = self.dirpath / ".last.ckpt.tmp"
+            if trainer.is_global_zero:
+                self.dirpath.mkdir(parents=True, exist_ok=True)
+            trainer.strategy.barrier()
+            trainer.save_checkpoint(tmp)
+            if trainer.is_global_zero:
+                os.replace(tmp, path)
+            trainer.strategy.barrier()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if self.every and trainer.global_step % self.every == 0:
+                self._save(trainer)
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self._save(trainer)
+
+    return SaveLast
+
+
+SaveLast = _save_last_class()
+
+
+def train(cfg, out: Path):
+    """Fit from a composed config; returns (module, trainer, datamodule)."""
+    import lightning as L
+    from omegaconf import OmegaConf
+
+    out = Path(out)
+    ckpt_path = cfg.get("ckpt_path")
+    check_run_dir(out, ckpt_path)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    dm = build_datamodule(cfg)
+    try:
+        module = build_module(cfg, dm.data_shape)
+    except UsageError:
+        raise
+    except Exception as e:  # a bad option inside model/process/loss: one line naming it
+        raise UsageError(str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__) from e
+    logger = build_logger(cfg, out)
+    callbacks = build_callbacks(cfg, out, with_logger=bool(logger))
+    trainer_cfg = cfg.trainer
+    from hydra.utils import instantiate as _inst
+
+    try:
+        trainer = _inst(trainer_cfg, logger=logger, callbacks=callbacks, default_root_dir=str(out), enable_checkpointing=False)
+    except Exception as e:
+        raise UsageError(f"could not build trainer: {e.__cause__ or e}") from e
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "config.yaml").exists():
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except FloatingPointError as e:
+        raise UsageError(str(e)) from e
+    return module, trainer, dm
+
+
+def run(cfg, out: Path) -> None:
+    torch.set_float32_matmul_precision("high")
+    train(cfg, out)
+
+
+main = hydra_entry("train", "difflab-train")(run)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The shared shape of every data module: batches of `(x, index)` with x in model space.
+
+Every data module is a `LightningDataModule` with a `data_shape` known *before* `setup()`
+(the model is sized and checked against it), and its batches are `(x, index)`: x is a float
+tensor (images in [-1, 1]), `index` the example's position in the training set. The index
+lets the training module seed each example's noise from the example itself, so one
+process and N DDP processes draw the same noise for the same example (PITFALLS, "seed each
+sample, not each process").
+"""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+
+class IndexedDataset(Dataset):
+    """Wraps a dataset (tensor or torchvision) so that item i is `(x_i, i)`; labels are dropped."""
+
+    def __init__(self, base, transform=None):
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        item = self.base[i]
+        if isinstance(item, (tuple, list)):
+            item = item[0]
+        if self.transform is not None:
+            item = self.transform(item)
+        return item, i
+
+
+class TensorDataset1(Dataset):
+    """A plain tensor as a dataset (item i is x[i])."""
+
+    def __init__(self, x: Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.x[i]
+
+
+class BaseDataModule(L.LightningDataModule):
+    """Loader plumbing shared by all data sets. Subclasses set `data_shape` and implement
+    `build_train()` / `build_val()` returning map-style datasets of tensors."""
+
+    data_shape: tuple[int, ...] = ()
+
+    def __init__(self, batch_size: int = 128, num_workers: int = 0, shuffle: bool = True,
+                 drop_last: bool = True, val_batch_size: int | None = None, pin_memory: bool = False):
+        super().__init__()
+        if int(batch_size) < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.pin_memory = bool(pin_memory)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    # subclasses ---------------------------------------------------------------
+    def build_train(self) -> Dataset:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build_val(self) -> Dataset | None:
+        return None
+
+    # Lightning ---------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = IndexedDataset(self.build_train())
+            val = self.build_val()
+            self.val_set = IndexedDataset(val) if val is not None else None
+
+    def _loader(self, ds, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last and len(ds) >= batch_size,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_set, self.batch_size, self.shuffle, self.drop_last)
+
+    def val_dataloader(self):
+        self.setup("fit")
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, self.val_batch_size, False, False)
+
+    def train_tensor(self, n: int | None = None) -> Tensor:
+        """Up to n training examples stacked (for evaluation against real data)."""
+        self.setup("fit")
+        n = len(self.train_set) if n is None else min(n, len(self.train_set))
+        return torch.stack([self.train_set[i][0] for i in range(n)])
+
+
+def as_float_tensor(x, name: str) -> Tensor:
+    t = torch.as_tensor(x, dtype=torch.float32)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return t
+

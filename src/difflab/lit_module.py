@@ -1,0 +1,291 @@
+"""`DiffusionModule`: Lightning training of model × process × parameterization × loss, with
+float32 EMA weights, and `load_denoiser` to rebuild a trained denoiser from its checkpoint.
+
+A checkpoint is self-describing: its `hyper_parameters` hold plain containers only
+(`_target_` specs of model, process, parameterization, loss; the denoiser's conditioning;
+optimiser and EMA settings; the data shape and data config), so
+`torch.load(path, weights_only=True)` works and `load_denoiser` rebuilds everything
+without the Hydra config that produced it. Beside the raw `state_dict` the checkpoint
+holds `ema` = {decay, warmup, num_updates, shadow} (see `callbacks/ema.py`).
+
+The training loss is the per-example loss of `difflab.losses.DiffusionLoss` (DESIGN.md,
+"Losses and weightings"), averaged over the batch:
+    L = ½ E_t [ w(λ_t) · (−dλ/dt) · ‖ε − ε̂‖² ]   (+ prior and reconstruction terms for the ELBO).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from .callbacks.ema import ExponentialMovingAverage
+from .denoiser import Denoiser
+
+DEFAULT_OPTIM = {"name": "adam", "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                 "warmup_steps": 0, "schedule": "constant", "total_steps": None, "min_lr_ratio": 0.0}
+DEFAULT_EMA = {"decay": 0.9999, "warmup": False}
+DEFAULT_DENOISER = {"conditioning": "t", "cond_scale": 1.0, "scale_input": False}
+
+
+def plain(x: Any) -> Any:
+    """DictConfig/ListConfig → dict/list (resolved), tuples → lists: safe for weights_only loading."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(x, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(x, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(x, Mapping):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    return x
+
+
+def build(spec: Mapping, what: str, **kwargs):
+    """Instantiate a `_target_` spec (plain dict) with extra keyword arguments."""
+    if not isinstance(spec, Mapping) or "_target_" not in spec:
+        if isinstance(spec, Mapping) and spec.get("name") == "oracle":
+            raise ValueError("model=oracle is the exact GMM denoiser and has nothing to train; choose model=mlp or a model=unet_*")
+        raise ValueError(f"the {what} config has no _target_ (got {spec!r}); pick an option of the `{what}` group")
+    from hydra.utils import instantiate
+
+    return instantiate(dict(spec), **kwargs, _convert_="all")
+
+
+def check_model_fits(model: nn.Module, data_shape: Sequence[int]) -> None:
+    """Run the network once on zeros shaped like the data; raise a ValueError naming the
+    fix if it cannot take that shape or returns another shape."""
+    x = torch.zeros(2, *data_shape)
+    c = torch.full((2,), 0.5)
+    name = type(model).__name__
+    hint = ("choose a model whose input matches the data (MLP: model.dim = number of features; "
+            "UNet: model.in_channels and model.image_size), or data.flatten=true for an MLP on digits")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x, c)
+    except Exception as e:  # shape errors surface as RuntimeError/ValueError/AssertionError
+        raise ValueError(f"model {name} does not fit data of shape {tuple(data_shape)} ({str(e).splitlines()[0][:160]}); {hint}") from None
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"model {name} maps data of shape {tuple(data_shape)} to {tuple(out.shape[1:])}; {hint}")
+
+
+class LRLambda:
+    """Linear warm-up over `warmup_steps`, then constant, cosine or linear decay to
+    `min_lr_ratio` at `total_steps` (a class, not a closure: it pickles for ddp_spawn)."""
+
+    def __init__(self, warmup_steps: int = 0, schedule: str = "constant", total_steps: int | None = None, min_lr_ratio: float = 0.0):
+        if schedule not in ("constant", "cosine", "linear"):
+            raise ValueError(f"optim.schedule must be constant, cosine or linear, got {schedule!r}")
+        if schedule != "constant" and not total_steps:
+            raise ValueError(f"optim.schedule={schedule} needs optim.total_steps (or trainer.max_steps)")
+        self.warmup_steps, self.schedule = int(warmup_steps or 0), schedule
+        self.total_steps, self.min_lr_ratio = int(total_steps or 0), float(min_lr_ratio)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        span = max(1, self.total_steps - self.warmup_steps)
+        frac = min(1.0, max(0.0, (step - self.warmup_steps) / span))
+        shape = 0.5 * (1 + math.cos(math.pi * frac)) if self.schedule == "cosine" else 1.0 - frac
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape
+
+
+class DiffusionModule(L.LightningModule):
+    """Trains `Denoiser(model, process, parameterization)` with `loss(denoiser, x) → [B]`.
+
+    Arguments are plain `_target_` specs and dicts (what Hydra's config groups hold), saved
+    as hyper-parameters so that a checkpoint rebuilds the whole model on its own.
+
+    Noise: every step draws from a generator seeded by (seed, step, rank), so DDP ranks
+    never share noise (Lightning#16166) and a resumed run continues the same stream. With
+    `per_sample_noise=True` example i's noise and time come from (seed, step, dataset
+    index of i) alone — one process and N DDP processes then make exactly the same update
+    (the loss is evaluated one example at a time: a reproducibility mode, not for speed).
+    """
+
+    def __init__(self, model: Mapping, process: Mapping, parameterization: Mapping, loss: Mapping,
+                 data_shape: Sequence[int], data_config: Mapping | None = None, denoiser: Mapping | None = None,
+                 optim: Mapping | None = None, ema: Mapping | None = None, per_sample_noise: bool = False, seed: int = 0):
+        super().__init__()
+        hp = dict(model=plain(model), process=plain(process), parameterization=plain(parameterization), loss=plain(loss),
+                  data_shape=[int(s) for s in data_shape], data_config=plain(data_config or {}),
+                  denoiser={**DEFAULT_DENOISER, **plain(denoiser or {})}, optim={**DEFAULT_OPTIM, **plain(optim or {})},
+                  ema={**DEFAULT_EMA, **plain(ema or {})}, per_sample_noise=bool(per_sample_noise), seed=int(seed))
+        self.save_hyperparameters(hp)
+        self.data_shape = tuple(hp["data_shape"])
+        unknown = set(hp["optim"]) - set(DEFAULT_OPTIM)
+        if unknown:
+            raise ValueError(f"unknown optim keys {sorted(unknown)}; known: {sorted(DEFAULT_OPTIM)}")
+        net = build(hp["model"], "model")
+        check_model_fits(net, self.data_shape)
+        proc = build(hp["process"], "process")
+        param = build(hp["parameterization"], "parameterization")
+        self.net = Denoiser(net, proc, param, **hp["denoiser"])
+        self.loss_fn = build(hp["loss"], "weighting", process=proc, parameterization=param)
+        self.per_sample_noise, self.seed = hp["per_sample_noise"], hp["seed"]
+        # float32 shadow weights: a plain attribute, so neither DDP nor state_dict sees it
+        self.ema = ExponentialMovingAverage(self.net, **hp["ema"])
+        self._ema_step = -1
+        object.__setattr__(self, "_ema_net", None)  # not a registered submodule
+
+    # ----------------------------------------------------------------- accessors
+    @property
+    def process(self):
+        return self.net.process
+
+    @property
+    def parameterization(self):
+        return self.net.parameterization
+
+    def denoiser(self, use_ema: bool = True) -> Denoiser:
+        """The denoiser with EMA weights (a float32 copy, eval mode) or the live one."""
+        if not use_ema:
+            return self.net
+        if self._ema_net is None:
+            object.__setattr__(self, "_ema_net", copy.deepcopy(self.net).requires_grad_(False))
+        ema_net = self._ema_net.to(self.device).float()
+        self.ema.copy_to(ema_net)
+        return ema_net.eval()
+
+    # ----------------------------------------------------------------- training
+    def _generator(self, *key: int) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(hash((self.seed,) + tuple(int(k) for k in key)) & 0x7FFF_FFFF_FFFF_FFFF)
+        return g
+
+    def _losses(self, net: nn.Module, x: Tensor, index: Tensor, stage: int) -> Tensor:
+        step = self.global_step if stage == 0 else 0
+        if self.per_sample_noise:
+            return torch.cat([self.loss_fn(net, x[i:i + 1], generator=self._generator(stage, step, int(index[i])))
+                              for i in range(x.shape[0])])
+        rank = self.global_rank if stage == 0 else int(index[0])
+        return self.loss_fn(net, x, generator=self._generator(stage, step, rank))
+
+    @staticmethod
+    def _split(batch) -> tuple[Tensor, Tensor]:
+        if isinstance(batch, (tuple, list)):
+            x, index = batch[0], batch[1] if len(batch) > 1 else torch.arange(batch[0].shape[0])
+        else:
+            x, index = batch, torch.arange(batch.shape[0])
+        return x.float(), index
+
+    def training_step(self, batch, batch_idx):
+        x, index = self._split(batch)
+        losses = self._losses(self.net, x, index, stage=0)
+        loss = losses.mean()
+        bad = not bool(torch.isfinite(loss.detach()))
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            raise FloatingPointError(
+                f"training loss is {float(loss.detach())} at step {self.global_step}: lower optim.lr, set "
+                f"trainer.gradient_clip_val (e.g. 1.0) or use a float32/bf16 precision"
+            )
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    def on_fit_start(self) -> None:
+        self.ema.to(self.device)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # update once per optimiser step (also under gradient accumulation)
+        if self.global_step != self._ema_step:
+            self._ema_step = self.global_step
+            self.ema.update(self.net)
+
+    def validation_step(self, batch, batch_idx):
+        x, index = self._split(batch)
+        self.log("val/loss", self._losses(self.net, x, index, stage=1).mean(), sync_dist=True, batch_size=x.shape[0])
+        with torch.no_grad():
+            ema_losses = self._losses(self.denoiser(use_ema=True), x, index, stage=1)
+        self.log("val/loss_ema", ema_losses.mean(), sync_dist=True, batch_size=x.shape[0])
+
+    def configure_optimizers(self):
+        o = self.hparams["optim"]
+        params = [p for p in self.parameters() if p.requires_grad]
+        kw = dict(lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"]), weight_decay=float(o["weight_decay"]))
+        name = str(o["name"]).lower()
+        if name == "adam":
+            opt = torch.optim.Adam(params, **kw)
+        elif name == "adamw":
+            opt = torch.optim.AdamW(params, **kw)
+        else:
+            raise ValueError(f"optim.name must be adam or adamw, got {o['name']!r}")
+        total = o["total_steps"]
+        if total is None and o["schedule"] != "constant" and self._trainer is not None:
+            total = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, LRLambda(o["warmup_steps"], o["schedule"], total, o["min_lr_ratio"]))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ema"] = self.ema.state_dict()
+        try:  # metric modules (FID's Inception, ~90 MB) never go into checkpoints
+            from torchmetrics import Metric
+
+            prefixes = tuple(n + "." for n, m in self.named_modules() if isinstance(m, Metric) and n)
+            if prefixes:
+                checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)}
+        except ImportError:  # pragma: no cover
+            pass
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+        self._ema_step = int(checkpoint.get("global_step", -1))
+
+
+@dataclass
+class LoadedModel:
+    """What `load_denoiser` returns."""
+
+    denoiser: Denoiser
+    process: nn.Module
+    data_shape: tuple
+    data_config: dict
+    module: DiffusionModule = field(repr=False)
+    global_step: int = 0
+    used_ema: bool = True
+
+
+def load_denoiser(ckpt_path, device=None, use_ema: bool = True) -> LoadedModel:
+    """Rebuild the denoiser of a `difflab-train` checkpoint (EMA weights by default).
+
+    Loads with `weights_only=True`; raises FileNotFoundError / ValueError with a clear
+    message for a missing file or a checkpoint that is not a difflab training checkpoint.
+    """
+    from pathlib import Path
+
+    path = Path(str(ckpt_path))
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hp = ckpt.get("hyper_parameters")
+    if not isinstance(hp, dict) or "model" not in hp or "process" not in hp:
+        raise ValueError(f"{path} is not a difflab-train checkpoint (no model/process hyper-parameters)")
+    module = DiffusionModule(**hp)
+    state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
+    module.load_state_dict(state)
+    has_ema = "ema" in ckpt
+    if has_ema:
+        module.ema.load_state_dict(ckpt["ema"])
+    use_ema = bool(use_ema and has_ema)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    module.to(dev)
+    den = module.denoiser(use_ema=use_ema) if use_ema else module.net.eval()
+    den = den.to(dev).requires_grad_(False)
+    return LoadedModel(denoiser=den, process=den.process, data_shape=tuple(hp["data_shape"]), data_config=dict(hp["data_config"]),
+                       module=module, global_step=int(ckpt.get("global_step", 0)), used_ema=use_ema)
