@@ -253,6 +253,8 @@ def _real_from_datamodule(trainer, n: int) -> Tensor:
     dm = getattr(trainer, "datamodule", None) if trainer is not None else None
     if dm is None:
         raise ValueError("EvalCallback needs real data: pass real_data=... or train with a datamodule")
+    if hasattr(dm, "train_tensor"):  # difflab's data modules: the first n training examples
+        return dm.train_tensor(n)
     loader = None
     for name in ("val_dataloader", "train_dataloader"):
         try:
