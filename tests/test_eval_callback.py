@@ -101,9 +101,13 @@ def test_chunks_cover_every_sample_once():
 
 
 def test_logs_metrics_with_ema_weights(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
     cb = make_callback()
-    trainer, module = fit(cb, tmp_path)
+    trainer, module = fit(cb, tmp_path, logger=CSVLogger(tmp_path, name="logs", version=""))
     m = trainer.callback_metrics
+    header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "eval/fid_learned_n300" in header  # reaches the loggers (CSV here, W&B alike)
     assert "eval/fid_learned_n300" in m and "eval/fid_learned_n300_floor" in m and "eval/kid_learned_n300" in m
     assert float(m["eval/num_samples"]) == 300
     assert module.ema_requests == [True]
