@@ -36,9 +36,10 @@ def chunk_sizes(num_samples: int, chunk_size: int) -> list[int]:
     return [chunk_size] * full + ([rest] if rest else [])
 
 
-def chunk_generator(seed: int, chunk: int) -> torch.Generator:
-    """The generator of chunk `chunk`: depends on (seed, chunk) only, never on the rank."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(chunk))
+def chunk_generator(seed: int, chunk: int, device=None) -> torch.Generator:
+    """The generator of chunk `chunk`: depends on (seed, chunk) only, never on the rank.
+    It lives on the sampling device (CUDA and CPU streams differ, ranks on one device type agree)."""
+    return torch.Generator(device=device or "cpu").manual_seed(int(seed) * 1_000_003 + int(chunk))
 
 
 def _default_sample_fn(denoiser, process, shape, *, generator, device, sampler, steps, **options):
@@ -181,7 +182,7 @@ class EvalCallback(Callback):
             for c, n in enumerate(chunk_sizes(self.num_samples, self.chunk_size)):
                 if c % world != rank:
                     continue
-                res = self.sample_fn(denoiser, process, (n, *shape), generator=chunk_generator(self.seed, c),
+                res = self.sample_fn(denoiser, process, (n, *shape), generator=chunk_generator(self.seed, c, device),
                                      device=device, sampler=self.sampler, steps=self.steps, **self.sampler_options)
                 x = getattr(res, "samples", res).detach().float()
                 if not bool(torch.isfinite(x).all()):

@@ -130,7 +130,7 @@ def generate(model: Model, num: int, seed: int, chunk_size: int, sampler_args: d
 
     out, nfe = [], 0
     for c, n in enumerate(chunk_sizes(num, chunk_size)):
-        res = sample(model.denoiser, model.process, (n, *model.data_shape), generator=chunk_generator(seed, c), device=device,
+        res = sample(model.denoiser, model.process, (n, *model.data_shape), generator=chunk_generator(seed, c, device), device=device,
                      **sampler_args)
         out.append(getattr(res, "samples", res).detach().float().cpu())
         nfe = int(getattr(res, "nfe", 0))
