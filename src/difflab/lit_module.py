@@ -198,7 +198,7 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def on_fit_start(self) -> None:
-        self.ema.to(self.device)
+        self.ema.to(self.device, copy=True)  # private per rank (ddp_spawn shares pickled CPU tensors)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # update once per optimiser step (also under gradient accumulation)

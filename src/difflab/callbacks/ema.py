@@ -56,8 +56,10 @@ class ExponentialMovingAverage:
             if name in self.shadow:
                 p.copy_(self.shadow[name].to(device=p.device, dtype=p.dtype))
 
-    def to(self, device) -> "ExponentialMovingAverage":
-        self.shadow = {k: v.to(device) for k, v in self.shadow.items()}
+    def to(self, device, copy: bool = False) -> "ExponentialMovingAverage":
+        """Move the shadow weights; `copy=True` gives each process private storage (tensors
+        pickled to ddp_spawn workers arrive in shared memory, common to all ranks)."""
+        self.shadow = {k: v.to(device, copy=copy) for k, v in self.shadow.items()}
         return self
 
     def state_dict(self) -> dict:

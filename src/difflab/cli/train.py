@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from .common import UsageError, hydra_entry, instantiate
 
@@ -115,41 +116,33 @@ def build_callbacks(cfg, out: Path, with_logger: bool) -> list:
     return cbs
 
 
-def _save_last_class():
-    from lightning.pytorch.callbacks import Callback
+class SaveLast(Callback):
+    """Writes `last.ckpt` atomically every `every` optimiser steps and at the end of
+    training, on every strategy (ddp_spawn included: it runs inside the workers)."""
 
-    class SaveLast(Callback):
-        """Writes `last.ckpt` atomically every `every` optimiser steps and at the end of
-        training, on every strategy (ddp_spawn included: it runs inside the workers)."""
+    def __init__(self, dirpath: Path, every: int = 0):
+        self.dirpath, self.every, self._saved_step = Path(dirpath), int(every), -1
 
-        def __init__(self, dirpath: Path, every: int = 0):
-            self.dirpath, self.every, self._saved_step = Path(dirpath), int(every), -1
+    def _save(self, trainer) -> None:
+        if trainer.global_step == self._saved_step or trainer.sanity_checking:
+            return
+        self._saved_step = trainer.global_step
+        path = self.dirpath / "last.ckpt"
+        tmp = self.dirpath / ".last.ckpt.tmp"
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.strategy.barrier()
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+        trainer.strategy.barrier()
 
-        def _save(self, trainer) -> None:
-            if trainer.global_step == self._saved_step or trainer.sanity_checking:
-                return
-            self._saved_step = trainer.global_step
-            path = self.dirpath / "last.ckpt"
-            tmp = self.dirpath / ".last.ckpt.tmp"
-            if trainer.is_global_zero:
-                self.dirpath.mkdir(parents=True, exist_ok=True)
-            trainer.strategy.barrier()
-            trainer.save_checkpoint(tmp)
-            if trainer.is_global_zero:
-                os.replace(tmp, path)
-            trainer.strategy.barrier()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            if self.every and trainer.global_step % self.every == 0:
-                self._save(trainer)
-
-        def on_train_end(self, trainer, pl_module) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every and trainer.global_step % self.every == 0:
             self._save(trainer)
 
-    return SaveLast
-
-
-SaveLast = _save_last_class()
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer)
 
 
 def train(cfg, out: Path):

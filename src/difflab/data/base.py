@@ -12,7 +12,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class IndexedDataset(Dataset):
@@ -47,11 +47,45 @@ class TensorDataset1(Dataset):
         return self.x[i]
 
 
+class StepSampler(Sampler[int]):
+    """Training indices as a function of the number of batches already consumed.
+
+    Epoch e is the permutation `randperm(N, seed + e)` (identity without shuffle), cut to a
+    whole number of global batches of `world · batch_size`; global batch k holds items
+    k·W·B … (k+1)·W·B − 1 of it, and rank r takes every W-th of those (r, r+W, …). So
+    W processes with batch B make exactly the global batches of one process with batch W·B
+    (DistributedSampler's layout), and `__iter__` starts where `batches_done()` says the
+    run is: a resumed run reads the batches an uninterrupted one would have read.
+    """
+
+    def __init__(self, n: int, batch_size: int, world: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0,
+                 batches_done=None):
+        self.n, self.batch_size, self.world, self.rank = n, batch_size, world, rank
+        self.shuffle, self.seed, self.batches_done = shuffle, seed, batches_done
+        self.batches_per_epoch = n // (world * batch_size)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch * self.batch_size
+
+    def __iter__(self):
+        done = int(self.batches_done()) if self.batches_done is not None else 0
+        epoch, offset = divmod(done, self.batches_per_epoch)
+        if self.shuffle:
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+        else:
+            perm = torch.arange(self.n)
+        perm = perm[: self.batches_per_epoch * self.world * self.batch_size]
+        mine = perm[self.rank::self.world]  # global batch k → local items k·B … (k+1)·B − 1
+        return iter(mine[offset * self.batch_size:].tolist())
+
+
 class BaseDataModule(L.LightningDataModule):
     """Loader plumbing shared by all data sets. Subclasses set `data_shape` and implement
     `build_train()` / `build_val()` returning map-style datasets of tensors."""
 
     data_shape: tuple[int, ...] = ()
+    #: seed of the epoch permutations (DistributedSampler adds the epoch number)
+    seed_for_shuffle: int = 0
 
     def __init__(self, batch_size: int = 128, num_workers: int = 0, shuffle: bool = True,
                  drop_last: bool = True, val_batch_size: int | None = None, pin_memory: bool = False):
@@ -87,8 +121,23 @@ class BaseDataModule(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        """Batches through a `StepSampler`: the data order is a function of the optimiser
+        step alone, the same for any number of processes, and a run resumed mid-epoch
+        continues with exactly the batches it would have seen (PITFALLS: stateful sampler)."""
         self.setup("fit")
-        return self._loader(self.train_set, self.batch_size, self.shuffle, self.drop_last)
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if len(self.train_set) < world * self.batch_size:
+            raise ValueError(f"the training set ({len(self.train_set)} items) is smaller than one global batch "
+                             f"({world} processes x data.batch_size={self.batch_size}); lower data.batch_size")
+        sampler = StepSampler(len(self.train_set), self.batch_size, world, rank, self.shuffle, self.seed_for_shuffle,
+                              self._batches_done)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+
+    def _batches_done(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_step * trainer.accumulate_grad_batches) if trainer is not None else 0
 
     def val_dataloader(self):
         self.setup("fit")
