@@ -1,0 +1,98 @@
+"""`sample()`: the one entry point over every sampler (registry, validation, NFE, seeding)."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from . import ode, stochastic
+from ._util import CountingModel
+from .grids import make_grid
+
+
+class SampleOutput(NamedTuple):
+    samples: Tensor
+    nfe: int
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler function, its default time grid and its NFE per step (None: adaptive)."""
+
+    fn: Callable
+    default_grid: str
+    nfe_per_step: Callable[[dict], int] | None = None
+    options: dict = field(default_factory=dict)
+
+    @staticmethod
+    def make(fn, default_grid, nfe_per_step=None):
+        params = inspect.signature(fn).parameters
+        opts = {k: p.default for k, p in params.items() if k not in ("model", "process", "x", "ts", "callback", "generator")}
+        return SamplerSpec(fn, default_grid, nfe_per_step, opts)
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "ancestral": SamplerSpec.make(stochastic.ancestral, "uniform_t", lambda o: 1),
+    "ddim": SamplerSpec.make(stochastic.ddim, "uniform_t", lambda o: 1),
+    "euler_maruyama": SamplerSpec.make(stochastic.euler_maruyama, "uniform_t", lambda o: 1),
+    "pc": SamplerSpec.make(stochastic.pc, "uniform_t", lambda o: 1 + int(o["corrector_steps"])),
+    "annealed_langevin": SamplerSpec.make(stochastic.annealed_langevin, "uniform_log_snr", lambda o: int(o["steps_each"])),
+    "ode_euler": SamplerSpec.make(ode.ode_euler, "uniform_log_snr", lambda o: 1),
+    "ode_heun": SamplerSpec.make(ode.ode_heun, "edm", lambda o: 2),
+    "ode_rk45": SamplerSpec.make(ode.ode_rk45, "uniform_t", None),
+    "dpm_solver": SamplerSpec.make(ode.dpm_solver, "uniform_log_snr", lambda o: 1),
+}
+
+
+def check_sampler(sampler: str, steps, options: dict) -> dict:
+    """Validate the name, the step count and the option names; return the full option dict."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps}")
+    spec = SAMPLERS[sampler]
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        allowed = ", ".join(spec.options) or "none"
+        raise ValueError(f"sampler {sampler!r} has no option {', '.join(unknown)}; its options are: {allowed}")
+    return {**spec.options, **options}
+
+
+def sample(denoiser, process, shape, sampler: str = "ddim", steps: int = 50, *, generator=None, device=None,
+           dtype=torch.float32, callback=None, x_T: Tensor | None = None, grid=None, **options) -> SampleOutput:
+    """Draw samples by running `sampler` for `steps` steps from the prior at t_max to t_min.
+
+    denoiser: any callable (z [B, ...], t [B]) -> Prediction (a `Denoiser`, or
+        `GMMOracle(...).denoiser(process)` for the exact answer).
+    shape: (N, *data_shape). x_T: a start (else a draw of the process's prior).
+    grid: None (the sampler's default), a name in `grids.GRIDS`, a function
+        (process, steps) -> times, or an explicit descending sequence of steps + 1 times.
+    generator: a torch.Generator, or a list of them, one per equal chunk of rows.
+    options: the sampler's own (ddim: eta; pc: snr, corrector_steps; annealed_langevin:
+        steps_each, step_lr; ode_rk45: rtol, atol, adaptive; dpm_solver: lower_order_final);
+        grid options (edm: rho) are given as grid_rho=....
+    Returns SampleOutput(samples, nfe) with nfe the number of denoiser calls on the batch.
+    """
+    grid_kwargs = {k[len("grid_"):]: options.pop(k) for k in list(options) if k.startswith("grid_")}
+    opts = check_sampler(sampler, steps, options)
+    spec = SAMPLERS[sampler]
+    ts = make_grid(process, int(steps), grid or spec.default_grid, **grid_kwargs)
+    if device is None:
+        device = x_T.device if x_T is not None else (generator.device if isinstance(generator, torch.Generator) else "cpu")
+    if x_T is None:
+        if isinstance(generator, (list, tuple)):
+            n = shape[0] // len(generator)
+            x_T = torch.cat([process.prior_sample((n,) + tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
+        else:
+            x_T = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
+    else:
+        if tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)}; give matching shapes")
+        x_T = x_T.to(device=device, dtype=dtype)
+    model = CountingModel(denoiser)
+    with torch.no_grad():
+        x = spec.fn(model, process, x_T, ts, callback=callback, generator=generator, **opts)
+    return SampleOutput(x, model.nfe)

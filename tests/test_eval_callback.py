@@ -1,0 +1,162 @@
+"""EvalCallback: same samples and metric with 1 or 2 processes, errors never stop
+training, no metric state in checkpoints, fp32 metric states under autocast."""
+import warnings
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from difflab.callbacks.eval import EvalCallback, chunk_sizes
+from difflab.models import GMMOracle
+from difflab.processes import VPSDE
+from difflab.processes.base import append_dims
+
+MEANS = [[-2.5, -1.0], [2.5, -1.0], [0.0, 2.5]]
+STDS = [0.5, 0.4, 0.6]
+WEIGHTS = [0.3, 0.5, 0.2]
+
+
+def euler_pf_ode(denoiser, process, shape, *, generator, device, sampler, steps, **options):
+    """A small self-contained probability-flow sampler (prior noise from `generator`)."""
+    z = process.prior_sample(shape, generator=generator).to(device)
+    ts = torch.linspace(process.t_max, process.t_min, steps + 1)
+    for t0, t1 in zip(ts[:-1], ts[1:]):
+        t = torch.full((shape[0],), float(t0))
+        f, g = process.sde(z, t)
+        v = f - 0.5 * append_dims(g**2, z.ndim) * denoiser(z, t).score
+        z = z + (t1 - t0) * v
+    return z
+
+
+def failing_sampler(*args, **kwargs):
+    raise RuntimeError("sampler exploded")
+
+
+class TinyModule(L.LightningModule):
+    """The training module's interface: `.denoiser(use_ema=True)` and `.process`."""
+
+    def __init__(self):
+        super().__init__()
+        self.oracle = GMMOracle(MEANS, STDS, WEIGHTS)
+        self.process = VPSDE(0.1, 20.0)
+        self.w = nn.Parameter(torch.zeros(2))
+        self.ema_requests = []
+
+    def denoiser(self, use_ema: bool = True):
+        self.ema_requests.append(use_ema)
+        return self.oracle.denoiser(self.process)
+
+    def training_step(self, batch, batch_idx):
+        return ((self.w - batch[0]) ** 2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def train_dataloader(self):
+        x = self.oracle.sample(64, generator=torch.Generator().manual_seed(0))
+        return DataLoader(TensorDataset(x), batch_size=32)
+
+
+def real_data():
+    return GMMOracle(MEANS, STDS, WEIGHTS).sample(600, generator=torch.Generator().manual_seed(1))
+
+
+def make_callback(**kw):
+    opts = dict(every_n_epochs=1, num_samples=300, chunk_size=64, metrics=("fid", "kid"), steps=20, seed=7,
+                real_data=real_data(), features="learned", sample_fn=euler_pf_ode)
+    opts.update(kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return EvalCallback(**opts)
+
+
+def fit(cb, tmp_path, **trainer_kw):
+    opts = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    opts.update(trainer_kw)
+    trainer = L.Trainer(callbacks=[cb], **opts)
+    module = TinyModule()
+    trainer.fit(module)
+    return trainer, module
+
+
+@pytest.fixture(autouse=True, scope="module")
+def feature_cache(tmp_path_factory):
+    """One feature-net cache for the module (the net trains once) and one thread (tiny
+    tensors: a second thread only adds contention on a 2-core machine)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DIFFLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+    mp.undo()
+
+
+def test_chunks_cover_every_sample_once():
+    assert chunk_sizes(300, 64) == [64, 64, 64, 64, 44]
+    assert sum(chunk_sizes(2048, 256)) == 2048
+
+
+def test_logs_metrics_with_ema_weights(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    cb = make_callback()
+    trainer, module = fit(cb, tmp_path, logger=CSVLogger(tmp_path, name="logs", version=""))
+    m = trainer.callback_metrics
+    header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "eval/fid_learned_n300" in header  # reaches the loggers (CSV here, W&B alike)
+    assert "eval/fid_learned_n300" in m and "eval/fid_learned_n300_floor" in m and "eval/kid_learned_n300" in m
+    assert float(m["eval/num_samples"]) == 300
+    assert module.ema_requests == [True]
+    # oracle samples are good: FID is of the order of the real-vs-real floor, far below noise
+    assert float(m["eval/fid_learned_n300"]) < 5 * float(m["eval/fid_learned_n300_floor"]) + 0.5
+
+
+@pytest.mark.slow
+def test_ddp_spawn_two_processes_same_metric(tmp_path):
+    """Must show: under ddp_spawn with 2 CPU processes (gloo) the metric equals one process's:
+    chunks are seeded by index, not by rank, and each sample is counted exactly once."""
+    single, _ = fit(make_callback(), tmp_path / "one")
+    double, _ = fit(make_callback(), tmp_path / "two", devices=2, strategy="ddp_spawn")
+    for key in ("eval/fid_learned_n300", "eval/kid_learned_n300", "eval/num_samples"):
+        assert key in double.callback_metrics, key
+        assert float(double.callback_metrics[key]) == pytest.approx(float(single.callback_metrics[key]), rel=1e-6, abs=1e-9), key
+
+
+def test_evaluation_error_never_stops_training(tmp_path):
+    cb = make_callback(sample_fn=failing_sampler)
+    with pytest.warns(UserWarning, match="sampler exploded"):
+        trainer, _ = fit(cb, tmp_path, max_epochs=2)
+    assert trainer.current_epoch == 2  # both epochs ran
+    assert not any(k.startswith("eval/") for k in trainer.callback_metrics)
+
+
+def test_no_metric_state_in_checkpoint(tmp_path):
+    cb = make_callback()
+    trainer, _ = fit(cb, tmp_path)
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    assert not any("feature" in k or "_net" in k for k in ckpt["state_dict"])
+    states = [v for k, v in ckpt["callbacks"].items() if "EvalCallback" in k]
+    assert states == [{"num_evaluations": 1}]
+
+
+def test_metrics_fp32_under_autocast():
+    """Features run with autocast off: a bf16 autocast region changes nothing."""
+    module = TinyModule()
+    cb = make_callback(metrics=("fid",))
+    plain = cb.evaluate(None, module)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = cb.evaluate(None, module)
+    assert plain and plain == mixed
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="unknown metrics"):
+        EvalCallback(metrics=("fid", "precision"))
+    with pytest.warns(UserWarning, match="num_samples=100"):
+        EvalCallback(metrics=("fid",), num_samples=100)

@@ -1,0 +1,167 @@
+"""FID / KID / IS against the peers (torchmetrics, torch-fidelity) and against what an FID
+must do (zero for identical sets, rising with corruption)."""
+import math
+import warnings
+
+import pytest
+import torch
+
+from difflab.metrics import (
+    FeatureStats,
+    MissingWeightsError,
+    extract,
+    fid,
+    find_inception_weights,
+    inception_score,
+    kid,
+    protocol_key,
+    reference_stats,
+    sample_quality,
+    train_feature_net,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 16 * 2 - 1  # [1797, 1, 8, 8] in [-1, 1]
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    return x[perm], torch.as_tensor(d.target)[perm]
+
+
+@pytest.fixture(scope="module")
+def net(digits, tmp_path_factory):
+    x, y = digits
+    return train_feature_net(x, y, steps=300, cache=tmp_path_factory.mktemp("cache"))
+
+
+def test_fid_real_vs_real_zero_and_monotone_in_noise(digits, net):
+    """Must show: FID(real, real) ≈ 0, and it rises monotonically as Gaussian noise of
+    growing size is added to one side."""
+    x, _ = digits
+    a, b = x[:800], x[800:1600]
+    fa = extract(net, a)
+    assert abs(fid(fa, fa)) < 1e-6
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(b.shape, generator=g)
+    values = [fid(fa, extract(net, b + s * noise)) for s in (0.0, 0.1, 0.2, 0.4, 0.8, 1.6)]
+    assert all(v2 > v1 for v1, v2 in zip(values, values[1:])), values
+    assert values[0] < 0.1 * values[-1]  # disjoint real halves: only the small-sample floor
+
+
+def test_fid_equals_torchmetrics(digits, net):
+    """Must show: our FID equals torchmetrics' FrechetInceptionDistance given the same
+    feature network (passed as a custom nn.Module)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    x, _ = digits
+    real, fake = x[:700], (x[700:1400] + 0.3 * torch.randn(700, 1, 8, 8, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    tm = FrechetInceptionDistance(feature=net, normalize=True)
+    tm.update(real, real=True)
+    tm.update(fake, real=False)
+    ours = fid(extract(net, real), extract(net, fake))
+    assert ours > 1e-3
+    assert ours == pytest.approx(float(tm.compute()), rel=1e-4)
+
+
+def test_kid_and_is_equal_torchmetrics(digits, net):
+    from torchmetrics.image.inception import InceptionScore
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    x, _ = digits
+    real, fake = x[:300], (x[300:600] + 0.5 * torch.randn(300, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    tm = KernelInceptionDistance(feature=net, subsets=1, subset_size=300, normalize=True)
+    tm.update(real, real=True)
+    tm.update(fake, real=False)
+    ours, _ = kid(extract(net, real), extract(net, fake), subsets=1, subset_size=300)
+    assert ours == pytest.approx(float(tm.compute()[0]), rel=1e-4, abs=1e-7)
+
+    class Logits(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.logits(x).double()  # torchmetrics takes the softmax in the input dtype
+
+    tis = InceptionScore(feature=Logits(net), splits=1, normalize=False)  # True would cast to bytes
+    tis.update(fake)
+    ours_is, _ = inception_score(extract(net, fake, logits=True), splits=1)
+    assert ours_is == pytest.approx(float(tis.compute()[0]), rel=1e-4)
+    # a classifier that is sure and uses all 10 classes evenly has IS near 10
+    assert 5 < inception_score(extract(net, real, logits=True), splits=1)[0] <= 10
+
+
+def test_features_fp32_under_autocast(digits, net):
+    x, _ = digits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        f = net(x[:16])
+        lg = net.logits(x[:16])
+    assert f.dtype == torch.float32 and lg.dtype == torch.float32
+    torch.testing.assert_close(f, net(x[:16]))
+
+
+def test_sample_quality_names_protocol_and_warns(digits, net):
+    x, _ = digits
+    fr, ff = extract(net, x[:1000]), extract(net, x[1000:1500])
+    lg = extract(net, x[1000:1500], logits=True)
+    with pytest.warns(UserWarning, match="500 samples"):
+        out = sample_quality(fr, ff, ("fid", "kid", "is"), features="learned", fake_logits=lg, kid_subsets=5)
+    assert set(out) == {"fid_learned_n500", "fid_learned_n500_floor", "kid_learned_n500", "kid_learned_n500_std",
+                        "is_learned_n500", "is_learned_n500_std"}
+    assert out["fid_learned_n500_floor"] == pytest.approx(fid(fr[:500], fr[500:1000]))
+    assert protocol_key("fid", 2000) == "fid_n2k" and protocol_key("fid", 50000) == "fid_n50k"
+    assert protocol_key("kid", 2048, "learned") == "kid_learned_n2048"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sample_quality(torch.randn(4200, 3, dtype=torch.float64), torch.randn(2100, 3, dtype=torch.float64), ("fid",))
+
+
+def test_reference_stats_cached(tmp_path, monkeypatch):
+    f = torch.randn(100, 4, dtype=torch.float64)
+    s1 = reference_stats(f, "toy", "train", "feat", cache=tmp_path)
+    assert list((tmp_path / "refstats").glob("toy-train-feat-n100.npz"))
+    monkeypatch.setattr(FeatureStats, "from_features", classmethod(lambda cls, f: (_ for _ in ()).throw(AssertionError("recomputed"))))
+    s2 = reference_stats(f, "toy", "train", "feat", cache=tmp_path)
+    torch.testing.assert_close(s1.mean, s2.mean)
+    torch.testing.assert_close(s1.cov, s2.cov)
+    with pytest.raises(FileNotFoundError, match="reference statistics"):
+        FeatureStats.load(tmp_path / "nope.npz")
+
+
+def test_feature_net_cached_and_deterministic(tmp_path):
+    x = torch.randn(200, 2)
+    n1 = train_feature_net(x, steps=20, cache=tmp_path)
+    files = list((tmp_path / "features").glob("*.pt"))
+    assert len(files) == 1
+    n2 = train_feature_net(x, steps=20, cache=tmp_path)
+    n3 = train_feature_net(x, steps=20, cache=False)
+    for a, b, c in zip(n1.parameters(), n2.parameters(), n3.parameters()):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_missing_inception_weights_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("DIFFLAB_INCEPTION_WEIGHTS", raising=False)
+    with pytest.raises(MissingWeightsError, match="download https://.*weights-inception.*features=learned"):
+        find_inception_weights()
+    p = tmp_path / "w.pth"
+    p.write_bytes(b"x")
+    assert find_inception_weights(p) == p
+
+
+def test_fid_rejects_mismatched_features():
+    with pytest.raises(ValueError, match="feature sizes differ"):
+        fid(torch.randn(10, 3), torch.randn(10, 4))
+    with pytest.raises(ValueError, match="at least 2"):
+        fid(torch.randn(1, 3), torch.randn(10, 3))
