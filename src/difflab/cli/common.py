@@ -33,8 +33,12 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         import hydra
         from hydra.errors import InstantiationException
 
+        captured: dict = {}
+
         @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
         def _hydra_main(cfg) -> None:
+            if "stderr" in captured:  # composition succeeded: the real stderr again
+                sys.stderr = captured.pop("stderr")
             try:
                 run(cfg, output_dir(cfg))
             except (UsageError, ValueError, InstantiationException, FileNotFoundError) as e:
@@ -45,16 +49,53 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
 
         @functools.wraps(run)
         def main() -> None:
+            import io
+            import os
+
+            if os.environ.get("HYDRA_FULL_ERROR") != "1" and not any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info") or a.startswith(("--cfg", "--info", "-c")) for a in sys.argv[1:]):
+                captured["stderr"] = sys.stderr  # Hydra's multi-line config errors, condensed below
+                sys.stderr = io.StringIO()
             try:
                 _hydra_main()
             except SystemExit as e:  # Hydra exits 1 on config errors; ours is 2
+                if "stderr" in captured:
+                    text, sys.stderr = sys.stderr.getvalue(), captured.pop("stderr")
+                    if text.strip():
+                        print(f"{prog}: error: {one_line(text)}", file=sys.stderr)
                 if e.code not in (0, None):
                     sys.exit(2)
                 raise
+            finally:
+                if "stderr" in captured:
+                    text, sys.stderr = sys.stderr.getvalue(), captured.pop("stderr")
+                    sys.stderr.write(text)
 
         return main
 
     return wrap
+
+
+def one_line(text: str) -> str:
+    """Hydra's multi-line config error as one line: the message, the available options
+    as a comma list, without the search path and the HYDRA_FULL_ERROR hint."""
+    parts: list[str] = []
+    options: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or "HYDRA_FULL_ERROR" in line or line.startswith(("full_key:", "object_type=")):
+            continue
+        if line.startswith("Config search path"):
+            break
+        if raw.startswith("\t"):
+            options.append(line)
+            continue
+        if options:
+            parts[-1] += " " + ", ".join(options)
+            options = []
+        parts.append(line.rstrip(".:") + (":" if line.endswith(":") else ""))
+    if options and parts:
+        parts[-1] += " " + ", ".join(options)
+    return "; ".join(parts)
 
 
 def output_dir(cfg) -> Path:

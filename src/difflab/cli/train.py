@@ -78,9 +78,9 @@ def wandb_logger(project: str = "difflab", entity=None, name=None, tags=(), offl
     if id_file.exists():
         run_id = id_file.read_text().strip()
     else:
-        import wandb.util
+        import secrets
 
-        run_id = wandb.util.generate_id()
+        run_id = secrets.token_hex(4)
         id_file.parent.mkdir(parents=True, exist_ok=True)
         id_file.write_text(run_id + "\n")
     return WandbLogger(project=project, entity=entity, name=name, tags=list(tags or []), offline=bool(offline),

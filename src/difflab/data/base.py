@@ -102,6 +102,21 @@ class BaseDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
 
     # subclasses ---------------------------------------------------------------
+    def check_declared(self, dim=None, channels=None, image_size=None) -> None:
+        """The config may declare `dim`, `channels`, `image_size` (the model configs size
+        themselves from them, e.g. `${oc.select:data.dim,2}`); they must match the data."""
+        shape = tuple(self.data_shape)
+        numel = 1
+        for s in shape:
+            numel *= s
+        name = type(self).__name__
+        if dim is not None and int(dim) != numel:
+            raise ValueError(f"data.dim={dim} but {name} gives examples of shape {shape} ({numel} features); set data.dim={numel}")
+        if channels is not None and (len(shape) != 3 or int(channels) != shape[0]):
+            raise ValueError(f"data.channels={channels} but {name} gives examples of shape {shape}; set data.channels={shape[0] if len(shape) == 3 else 'null'}")
+        if image_size is not None and (len(shape) != 3 or int(image_size) != shape[-1]):
+            raise ValueError(f"data.image_size={image_size} but {name} gives examples of shape {shape}; set data.image_size={shape[-1] if len(shape) == 3 else 'null'}")
+
     def build_train(self) -> Dataset:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -22,10 +22,12 @@ class DigitsDataModule(BaseDataModule):
     """Train on the first `len − num_val` digits (a fixed shuffle), validate on the rest.
     `flatten=true` gives [64] vectors for MLPs."""
 
-    def __init__(self, batch_size: int = 128, num_val: int = 197, flatten: bool = False, seed: int = 0, **loader):
+    def __init__(self, batch_size: int = 128, num_val: int = 197, flatten: bool = False, seed: int = 0,
+                 dim: int | None = None, channels: int | None = None, image_size: int | None = None, **loader):
         super().__init__(batch_size=batch_size, **loader)
         self.num_val, self.flatten, self.seed = int(num_val), bool(flatten), int(seed)
         self.data_shape = (64,) if self.flatten else (1, 8, 8)
+        self.check_declared(dim=dim, channels=None if self.flatten else channels, image_size=None if self.flatten else image_size)
         self._split = None
 
     def _data(self):

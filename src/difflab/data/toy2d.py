@@ -42,12 +42,13 @@ def toy2d_sample(name: str, n: int, seed: int = 0, noise: float = 0.05) -> torch
 
 class Toy2DDataModule(BaseDataModule):
     def __init__(self, name: str = "moons", num_train: int = 65536, num_val: int = 8192, noise: float = 0.05,
-                 batch_size: int = 512, seed: int = 0, **loader):
+                 batch_size: int = 512, seed: int = 0, dim: int | None = None, **loader):
         super().__init__(batch_size=batch_size, **loader)
         if name not in SHAPES:
             raise ValueError(f"data.name must be one of {SHAPES}, got {name!r}")
         self.name, self.num_train, self.num_val, self.noise, self.seed = name, int(num_train), int(num_val), float(noise), int(seed)
         self.data_shape = (2,)
+        self.check_declared(dim=dim)
 
     def build_train(self):
         return TensorDataset1(toy2d_sample(self.name, self.num_train, self.seed, self.noise))

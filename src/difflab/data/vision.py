@@ -64,11 +64,13 @@ class MNISTDataModule(_TorchvisionDataModule):
     name = "mnist"
     howto = "put the MNIST files in <root>/MNIST/raw (from https://yann.lecun.com/exdb/mnist/)"
 
-    def __init__(self, root: str = "data", download: bool = False, batch_size: int = 128, pad: int = 0, **loader):
+    def __init__(self, root: str = "data", download: bool = False, batch_size: int = 128, pad: int = 0,
+                 channels: int | None = None, image_size: int | None = None, dim: int | None = None, **loader):
         super().__init__(root, download, batch_size, **loader)
         self.pad = int(pad)
         s = 28 + 2 * self.pad
         self.data_shape = (1, s, s)
+        self.check_declared(dim, channels, image_size)
 
     def _dataset(self, train, download=False):
         from torchvision import datasets, transforms as T
@@ -81,10 +83,12 @@ class CIFAR10DataModule(_TorchvisionDataModule):
     name = "cifar10"
     howto = "extract cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) into <root>"
 
-    def __init__(self, root: str = "data", download: bool = False, batch_size: int = 128, random_flip: bool = True, **loader):
+    def __init__(self, root: str = "data", download: bool = False, batch_size: int = 128, random_flip: bool = True,
+                 channels: int | None = None, image_size: int | None = None, dim: int | None = None, **loader):
         super().__init__(root, download, batch_size, **loader)
         self.random_flip = bool(random_flip)
         self.data_shape = (3, 32, 32)
+        self.check_declared(dim, channels, image_size)
 
     def _dataset(self, train, download=False):
         from torchvision import datasets, transforms as T
@@ -102,13 +106,14 @@ class ImageFolderDataModule(_TorchvisionDataModule):
     howto = "point data.root at a folder with one sub-folder of .png/.jpg images per class"
 
     def __init__(self, root: str = "data", image_size: int = 32, channels: int = 3, random_flip: bool = True,
-                 val_root: str | None = None, batch_size: int = 128, **loader):
+                 val_root: str | None = None, batch_size: int = 128, dim: int | None = None, **loader):
         super().__init__(root, False, batch_size, **loader)
         self.image_size, self.channels, self.random_flip = int(image_size), int(channels), bool(random_flip)
         if self.channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")
         self.val_root = Path(str(val_root)).expanduser() if val_root else None
         self.data_shape = (self.channels, self.image_size, self.image_size)
+        self.check_declared(dim=dim)
 
     def _transform(self, train: bool):
         from torchvision import transforms as T

@@ -1,0 +1,72 @@
+"""`difflab-train` end to end: writes config.yaml + checkpoints/last.ckpt, resumes with
+ckpt_path=, and bad input gives one clear line, exit status 2 and nothing written over."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from difflab.cli import train as train_cli
+
+pytestmark = pytest.mark.slow
+
+TINY = ["data=gmm", "data.num_train=64", "data.num_val=16", "data.batch_size=16", "model.hidden=16", "model.depth=1",
+        "trainer=cpu", "trainer.val_check_interval=2", "logger=csv", "callbacks=none", "+trainer.enable_progress_bar=false"]
+
+
+def run_cli(monkeypatch, *args) -> int:
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", ["difflab-train", *args])
+    try:
+        train_cli.main()
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def snapshot(d: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_train_writes_resumes_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert run_cli(monkeypatch, f"output={out}", "trainer.max_steps=3", *TINY) == 0
+    assert (out / "config.yaml").is_file() and (out / "logs" / "metrics.csv").is_file()
+    ck = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ck["global_step"] == 3 and ck["ema"]["num_updates"] == 3
+
+    before = snapshot(out)
+    capsys.readouterr()
+    assert run_cli(monkeypatch, f"output={out}", "trainer.max_steps=3", *TINY) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a training run" in err[0] and "ckpt_path=" in err[0]
+    assert snapshot(out) == before
+
+    assert run_cli(monkeypatch, f"output={out}", "trainer.max_steps=5", f"ckpt_path={out}/checkpoints/last.ckpt", *TINY) == 0
+    ck = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ck["global_step"] == 5 and ck["ema"]["num_updates"] == 5
+
+    from difflab.lit_module import load_denoiser
+
+    loaded = load_denoiser(out / "checkpoints" / "last.ckpt")
+    assert loaded.data_shape == (2,) and loaded.data_config["_target_"] == "difflab.data.GMMDataModule"
+
+
+@pytest.mark.parametrize("bad, expect", [
+    (["optim.lrr=1"], "lrr"),                                  # misspelled key
+    (["process=foo"], "process/foo"),                          # unknown option
+    (["data=digits", "model.dim=2"], "does not fit data of shape (1, 8, 8)"),  # model/data shapes
+    (["data=cifar10", "data.root=/nonexistent/cifar"], "data.root=/nonexistent/cifar"),  # missing root
+    (["data=gmm", "data.means=[[0,0,0],[1,1,1]]", "data.stds=[1,1]", "data.weights=[1,1]"], "data.dim=3"),
+    (["ckpt_path=/nonexistent.ckpt"], "ckpt_path=/nonexistent.ckpt does not exist"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, bad, expect):
+    out = tmp_path / "run"
+    code = run_cli(monkeypatch, f"output={out}", "trainer.max_steps=1", "logger=csv", "trainer=cpu", *bad)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expect in err
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("difflab-train: error: "), err
+    assert not out.exists() or not any(out.iterdir())
