@@ -113,9 +113,7 @@ def load_model(cfg, device) -> Model:
 
 
 def _sampler_args(cfg) -> dict:
-    spec = _plain(cfg.get("sampler")) or {}
-    if not spec:
-        raise UsageError("sample metrics need a sampler: add sampler=ode_heun (or any of conf/sampler)")
+    spec = _plain(cfg.get("sampler")) or {"name": "ode_heun", "steps": 50}  # no sampler group: Heun's PF-ODE
     spec = {k: v for k, v in spec.items() if k != "_target_"}
     name = spec.pop("name", None) or spec.pop("sampler", None)
     if name is None:
@@ -269,6 +267,8 @@ def run(cfg, output_dir: Path) -> dict:
     if int(cfg.mc_samples) < 2 or int(cfg.num_eval) < 2 or int(cfg.num_samples) < 2:
         raise UsageError("mc_samples, num_eval and num_samples must be >= 2 (a standard error needs two draws)")
     torch.manual_seed(int(cfg.seed))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
     model = load_model(cfg, device)
     out: dict = {"data_shape": list(model.data_shape)}
