@@ -64,7 +64,7 @@ def real_data():
 
 
 def make_callback(**kw):
-    opts = dict(every_n_epochs=1, num_samples=300, chunk_size=64, metrics=("fid", "kid"), steps=20, seed=7,
+    opts = dict(every_n_epochs=1, num_samples=300, chunk_size=64, metrics=("fid", "kid", "swd", "mmd"), steps=20, seed=7,
                 real_data=real_data(), features="learned", sample_fn=euler_pf_ode)
     opts.update(kw)
     with warnings.catch_warnings():
@@ -121,9 +121,18 @@ def test_ddp_spawn_two_processes_same_metric(tmp_path):
     chunks are seeded by index, not by rank, and each sample is counted exactly once."""
     single, _ = fit(make_callback(), tmp_path / "one")
     double, _ = fit(make_callback(), tmp_path / "two", devices=2, strategy="ddp_spawn")
-    for key in ("eval/fid_learned_n300", "eval/kid_learned_n300", "eval/num_samples"):
+    for key in ("eval/fid_learned_n300", "eval/kid_learned_n300", "eval/swd", "eval/mmd", "eval/num_samples"):
         assert key in double.callback_metrics, key
         assert float(double.callback_metrics[key]) == pytest.approx(float(single.callback_metrics[key]), rel=1e-6, abs=1e-9), key
+
+
+def test_default_sampler_from_difflab_samplers(tmp_path):
+    """Without sample_fn the callback samples with difflab.samplers.sample (Heun PF-ODE)."""
+    cb = make_callback(sample_fn=None, metrics=("swd", "mmd"), steps=10, num_samples=256, chunk_size=128)
+    trainer, _ = fit(cb, tmp_path)
+    m = trainer.callback_metrics
+    assert float(m["eval/num_samples"]) == 256
+    assert float(m["eval/swd"]) < 0.5 and abs(float(m["eval/mmd"])) < 0.02  # oracle samples match the data
 
 
 def test_evaluation_error_never_stops_training(tmp_path):

@@ -256,6 +256,7 @@ def sample_metrics(cfg, model: Model, metrics, device) -> dict:
                                       real_stats=stats))
         for w in caught:
             print(f"difflab-eval: warning: {w.message}")
+            out.setdefault("warnings", []).append(str(w.message))
     return out
 
 
