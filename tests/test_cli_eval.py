@@ -99,3 +99,50 @@ def test_oracle_sample_metrics(tmp_path):
     assert abs(m["mmd"]) < 0.01
     assert m["fid_learned_n512"] < 3 * m["fid_learned_n512_floor"] + 0.05
     assert {"kid_learned_n512", "kid_learned_n512_std"} <= m.keys()
+
+
+MIX = dict(means=[[-2.0, 0.0], [2.0, 1.0]], stds=[0.5, 0.3], weights=[0.4, 0.6])
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A few steps of a real DiffusionModule on a mixture, saved like difflab-train does."""
+    import lightning as L
+
+    from difflab.data import GMMDataModule
+    from difflab.lit_module import DiffusionModule
+
+    m = DiffusionModule(
+        model={"_target_": "difflab.models.MLP", "dim": 2, "hidden": 32, "depth": 2, "emb_dim": 16},
+        process={"_target_": "difflab.processes.VPSDE"},
+        parameterization={"_target_": "difflab.parameterizations.Epsilon"},
+        loss={"_target_": "difflab.losses.DiffusionLoss", "weighting": "simple", "time_sampling": "uniform"},
+        data_shape=(2,), data_config={"_target_": "difflab.data.GMMDataModule", **MIX},
+        denoiser={"conditioning": "log_snr"}, optim={"lr": 1e-2}, ema={"decay": 0.9, "warmup": False},
+    )
+    tr = L.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0, num_sanity_val_steps=0)
+    tr.fit(m, GMMDataModule(**MIX, num_train=64, num_val=0, batch_size=16))
+    path = tmp_path / "last.ckpt"
+    tr.save_checkpoint(path)
+    return path
+
+
+def test_checkpoint_evaluation_uses_its_own_data(tmp_path, checkpoint):
+    out = tmp_path / "eval"
+    m = evaluate(out, f"ckpt_path={checkpoint}", "metrics=[nll_ode,nll_elbo,swd]", "mc_samples=20000", "num_eval=64",
+                 "num_samples=256")
+    for key in ("nll_ode", "nll_ode_se", "nll_elbo", "nll_elbo_se", "swd", "nfe", "nll", "nll_se"):
+        assert key in m, key
+    exact = __import__("difflab.models", fromlist=["GMMOracle"]).GMMOracle(**MIX).nll()[0]
+    assert m["nll"] == pytest.approx(exact, abs=0.01)  # the checkpoint's mixture, not the default data=gmm
+    # an untrained model: its bound lies above the truth
+    assert m["nll_elbo"] > m["nll"]
+
+
+def test_checkpoint_for_other_data_is_refused(tmp_path, checkpoint, monkeypatch):
+    import difflab.cli.evaluate as ev
+
+    monkeypatch.setattr(ev, "_user_chose", lambda group: group == "data")  # as if data=digits was typed
+    with pytest.raises(UsageError, match="trained on data GMMDataModule but data=DigitsDataModule"):
+        evaluate(tmp_path / "eval", f"ckpt_path={checkpoint}", "data=digits", "metrics=[nll_ode]")

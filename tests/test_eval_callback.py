@@ -169,3 +169,27 @@ def test_bad_options():
         EvalCallback(metrics=("fid", "precision"))
     with pytest.warns(UserWarning, match="num_samples=100"):
         EvalCallback(metrics=("fid",), num_samples=100)
+
+
+def test_with_the_real_diffusion_module(tmp_path):
+    """The training module (EMA denoiser, real data from its datamodule) plugs in as is."""
+    from difflab.data import GMMDataModule
+    from difflab.lit_module import DiffusionModule
+
+    mix = dict(means=MEANS, stds=STDS, weights=WEIGHTS)
+    module = DiffusionModule(
+        model={"_target_": "difflab.models.MLP", "dim": 2, "hidden": 32, "depth": 2, "emb_dim": 16},
+        process={"_target_": "difflab.processes.VPSDE"},
+        parameterization={"_target_": "difflab.parameterizations.Epsilon"},
+        loss={"_target_": "difflab.losses.DiffusionLoss", "weighting": "simple", "time_sampling": "uniform"},
+        data_shape=(2,), data_config={"_target_": "difflab.data.GMMDataModule", **mix},
+        denoiser={"conditioning": "log_snr"}, optim={"lr": 1e-2}, ema={"decay": 0.9, "warmup": False},
+    )
+    cb = make_callback(real_data=None, sample_fn=None, metrics=("swd",), steps=5, num_samples=128, num_reference=256)
+    trainer = L.Trainer(callbacks=[cb], max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(module, GMMDataModule(**mix, num_train=64, num_val=0, batch_size=32))
+    assert float(trainer.callback_metrics["eval/num_samples"]) == 128
+    assert cb._real.shape == (64, 2)  # the datamodule's training examples (all 64 of them)
+    assert torch.isfinite(trainer.callback_metrics["eval/swd"])

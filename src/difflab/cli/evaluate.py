@@ -46,8 +46,9 @@ def _target_name(spec) -> str:
 class Model:
     """What is evaluated: denoiser + process + data module + (for gmm) the exact mixture."""
 
-    def __init__(self, denoiser, process, data_spec: dict, data_shape, oracle=None):
+    def __init__(self, denoiser, process, data_spec: dict, data_shape, oracle=None, is_oracle: bool = False):
         self.denoiser, self.process, self.data_spec, self.data_shape, self.oracle = denoiser, process, data_spec, tuple(data_shape), oracle
+        self.is_oracle = is_oracle  # the denoiser *is* the mixture's exact posterior mean (runs in float64)
         self._dm = None
 
     def datamodule(self):
@@ -109,7 +110,7 @@ def load_model(cfg, device) -> Model:
     oracle = build_oracle(cfg.data)
     process = build_process(cfg).to(device)
     den = oracle.to(device).denoiser(process, build_parameterization(cfg))
-    return Model(den, process, _plain(cfg.data), (oracle.dim,), oracle)
+    return Model(den, process, _plain(cfg.data), (oracle.dim,), oracle, is_oracle=True)
 
 
 def _sampler_args(cfg) -> dict:
@@ -158,10 +159,9 @@ def likelihood_metrics(cfg, model: Model, metrics, device) -> dict:
     ode_batch = int(ode.pop("batch_size", 1024))
     elbo = dict(_plain(cfg.elbo))
     num_steps = elbo.pop("num_steps", None)
-    dtype = torch.float64 if model.oracle is not None else torch.float32
-    if model.oracle is not None:
-        model.denoiser = model.denoiser.to(dtype) if hasattr(model.denoiser, "to") else model.denoiser
-        model.process = model.process.to(dtype) if hasattr(model.process, "to") else model.process
+    dtype = torch.float64 if model.is_oracle else torch.float32
+    if model.is_oracle:
+        model.denoiser, model.process = model.denoiser.to(dtype), model.process.to(dtype)
 
     if "nll_ode" in metrics or "bpd_ode" in metrics:
         x = model.real(int(cfg.num_eval), seed + 1, split=cfg.split).to(device, dtype)
@@ -185,7 +185,7 @@ def likelihood_metrics(cfg, model: Model, metrics, device) -> dict:
             continue
         g = torch.Generator(device=device).manual_seed(seed + 3)
         discrete = elbo.get("decoder") == "discretized"
-        if model.oracle is not None:
+        if model.oracle is not None:  # a mixture: fresh exact samples for every draw
             oracle = model.oracle
 
             def data(n, gen, _o=oracle):
