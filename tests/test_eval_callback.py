@@ -193,3 +193,17 @@ def test_with_the_real_diffusion_module(tmp_path):
     assert float(trainer.callback_metrics["eval/num_samples"]) == 128
     assert cb._real.shape == (64, 2)  # the datamodule's training examples (all 64 of them)
     assert torch.isfinite(trainer.callback_metrics["eval/swd"])
+
+
+def test_callbacks_eval_config_instantiates():
+    """`difflab-train callbacks=eval` adds the callback to the default ones."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from difflab.cli.common import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["callbacks=eval", "output=unused"])
+    assert {"progress", "lr_monitor", "eval"} <= set(cfg.callbacks)
+    cb = instantiate(cfg.callbacks.eval)
+    assert isinstance(cb, EvalCallback) and cb.num_samples == 2048 and cb.sampler == "ode_heun"
