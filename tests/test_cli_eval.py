@@ -70,3 +70,79 @@ def test_console_script_exit_2_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("difflab-eval: error: unknown metrics")
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_oracle_elbo_reaches_se_0005_quickly(tmp_path):
+    """The issue: the oracle's ELBO reaches SE 0.005 nats/dim in well under a minute on a
+    CPU (default mc_samples: 4M batched draws); it bounds the exact nll."""
+    m = evaluate(tmp_path, "metrics=[nll_elbo]")
+    assert m["nll_elbo_num_samples"] == 4_000_000
+    assert m["nll_elbo_se"] <= 0.005
+    assert m["nll_elbo"] >= m["nll"] - 3 * (m["nll_elbo_se"] + m["nll_se"])
+    assert m["nll_elbo"] - m["nll"] < 0.05
+    print(f"nll_elbo {m['nll_elbo']:.4f} ± {m['nll_elbo_se']:.4f} in {m['nll_elbo_seconds']:.1f} s; nll {m['nll']:.4f}")
+
+
+def test_mc_samples_option_and_discrete_elbo(tmp_path):
+    m = evaluate(tmp_path, "metrics=[nll_elbo]", "mc_samples=20000", "elbo.num_steps=1000")
+    assert m["nll_elbo_num_samples"] == 20000
+    assert m["nll_elbo_se"] > 0.005  # fewer draws, larger error: the option is used
+
+
+def test_oracle_sample_metrics(tmp_path):
+    """Oracle samples (exact denoiser, Heun PF-ODE) are as close to the data as a second
+    real set: swd and FID against their real-vs-real floors; a protocol-named FID."""
+    m = evaluate(tmp_path, "metrics=[swd,mmd,fid,kid]", "num_samples=512", "num_reference=1024")
+    assert any("512 samples (< 2048)" in w for w in m["warnings"])  # too few for a stable FID: said, with the number
+    assert m["nfe"] > 0
+    assert m["swd"] < 3 * m["swd_floor"] + 0.02
+    assert abs(m["mmd"]) < 0.01
+    assert m["fid_learned_n512"] < 3 * m["fid_learned_n512_floor"] + 0.05
+    assert {"kid_learned_n512", "kid_learned_n512_std"} <= m.keys()
+
+
+MIX = dict(means=[[-2.0, 0.0], [2.0, 1.0]], stds=[0.5, 0.3], weights=[0.4, 0.6])
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A few steps of a real DiffusionModule on a mixture, saved like difflab-train does."""
+    import lightning as L
+
+    from difflab.data import GMMDataModule
+    from difflab.lit_module import DiffusionModule
+
+    m = DiffusionModule(
+        model={"_target_": "difflab.models.MLP", "dim": 2, "hidden": 32, "depth": 2, "emb_dim": 16},
+        process={"_target_": "difflab.processes.VPSDE"},
+        parameterization={"_target_": "difflab.parameterizations.Epsilon"},
+        loss={"_target_": "difflab.losses.DiffusionLoss", "weighting": "simple", "time_sampling": "uniform"},
+        data_shape=(2,), data_config={"_target_": "difflab.data.GMMDataModule", **MIX},
+        denoiser={"conditioning": "log_snr"}, optim={"lr": 1e-2}, ema={"decay": 0.9, "warmup": False},
+    )
+    tr = L.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0, num_sanity_val_steps=0)
+    tr.fit(m, GMMDataModule(**MIX, num_train=64, num_val=0, batch_size=16))
+    path = tmp_path / "last.ckpt"
+    tr.save_checkpoint(path)
+    return path
+
+
+def test_checkpoint_evaluation_uses_its_own_data(tmp_path, checkpoint):
+    out = tmp_path / "eval"
+    m = evaluate(out, f"ckpt_path={checkpoint}", "metrics=[nll_ode,nll_elbo,swd]", "mc_samples=20000", "num_eval=64",
+                 "num_samples=256")
+    for key in ("nll_ode", "nll_ode_se", "nll_elbo", "nll_elbo_se", "swd", "nfe", "nll", "nll_se"):
+        assert key in m, key
+    exact = __import__("difflab.models", fromlist=["GMMOracle"]).GMMOracle(**MIX).nll()[0]
+    assert m["nll"] == pytest.approx(exact, abs=0.01)  # the checkpoint's mixture, not the default data=gmm
+    # an untrained model: its bound lies above the truth
+    assert m["nll_elbo"] > m["nll"]
+
+
+def test_checkpoint_for_other_data_is_refused(tmp_path, checkpoint, monkeypatch):
+    import difflab.cli.evaluate as ev
+
+    monkeypatch.setattr(ev, "_user_chose", lambda group: group == "data")  # as if data=digits was typed
+    with pytest.raises(UsageError, match="trained on data GMMDataModule but data=DigitsDataModule"):
+        evaluate(tmp_path / "eval", f"ckpt_path={checkpoint}", "data=digits", "metrics=[nll_ode]")

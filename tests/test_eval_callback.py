@@ -64,7 +64,7 @@ def real_data():
 
 
 def make_callback(**kw):
-    opts = dict(every_n_epochs=1, num_samples=300, chunk_size=64, metrics=("fid", "kid"), steps=20, seed=7,
+    opts = dict(every_n_epochs=1, num_samples=300, chunk_size=64, metrics=("fid", "kid", "swd", "mmd"), steps=20, seed=7,
                 real_data=real_data(), features="learned", sample_fn=euler_pf_ode)
     opts.update(kw)
     with warnings.catch_warnings():
@@ -121,9 +121,18 @@ def test_ddp_spawn_two_processes_same_metric(tmp_path):
     chunks are seeded by index, not by rank, and each sample is counted exactly once."""
     single, _ = fit(make_callback(), tmp_path / "one")
     double, _ = fit(make_callback(), tmp_path / "two", devices=2, strategy="ddp_spawn")
-    for key in ("eval/fid_learned_n300", "eval/kid_learned_n300", "eval/num_samples"):
+    for key in ("eval/fid_learned_n300", "eval/kid_learned_n300", "eval/swd", "eval/mmd", "eval/num_samples"):
         assert key in double.callback_metrics, key
         assert float(double.callback_metrics[key]) == pytest.approx(float(single.callback_metrics[key]), rel=1e-6, abs=1e-9), key
+
+
+def test_default_sampler_from_difflab_samplers(tmp_path):
+    """Without sample_fn the callback samples with difflab.samplers.sample (Heun PF-ODE)."""
+    cb = make_callback(sample_fn=None, metrics=("swd", "mmd"), steps=10, num_samples=256, chunk_size=128)
+    trainer, _ = fit(cb, tmp_path)
+    m = trainer.callback_metrics
+    assert float(m["eval/num_samples"]) == 256
+    assert float(m["eval/swd"]) < 0.5 and abs(float(m["eval/mmd"])) < 0.02  # oracle samples match the data
 
 
 def test_evaluation_error_never_stops_training(tmp_path):
@@ -160,3 +169,41 @@ def test_bad_options():
         EvalCallback(metrics=("fid", "precision"))
     with pytest.warns(UserWarning, match="num_samples=100"):
         EvalCallback(metrics=("fid",), num_samples=100)
+
+
+def test_with_the_real_diffusion_module(tmp_path):
+    """The training module (EMA denoiser, real data from its datamodule) plugs in as is."""
+    from difflab.data import GMMDataModule
+    from difflab.lit_module import DiffusionModule
+
+    mix = dict(means=MEANS, stds=STDS, weights=WEIGHTS)
+    module = DiffusionModule(
+        model={"_target_": "difflab.models.MLP", "dim": 2, "hidden": 32, "depth": 2, "emb_dim": 16},
+        process={"_target_": "difflab.processes.VPSDE"},
+        parameterization={"_target_": "difflab.parameterizations.Epsilon"},
+        loss={"_target_": "difflab.losses.DiffusionLoss", "weighting": "simple", "time_sampling": "uniform"},
+        data_shape=(2,), data_config={"_target_": "difflab.data.GMMDataModule", **mix},
+        denoiser={"conditioning": "log_snr"}, optim={"lr": 1e-2}, ema={"decay": 0.9, "warmup": False},
+    )
+    cb = make_callback(real_data=None, sample_fn=None, metrics=("swd",), steps=5, num_samples=128, num_reference=256)
+    trainer = L.Trainer(callbacks=[cb], max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(module, GMMDataModule(**mix, num_train=64, num_val=0, batch_size=32))
+    assert float(trainer.callback_metrics["eval/num_samples"]) == 128
+    assert cb._real.shape == (64, 2)  # the datamodule's training examples (all 64 of them)
+    assert torch.isfinite(trainer.callback_metrics["eval/swd"])
+
+
+def test_callbacks_eval_config_instantiates():
+    """`difflab-train callbacks=eval` adds the callback to the default ones."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from difflab.cli.common import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["callbacks=eval", "output=unused"])
+    assert {"progress", "lr_monitor", "eval"} <= set(cfg.callbacks)
+    cb = instantiate(cfg.callbacks.eval)
+    assert isinstance(cb, EvalCallback) and cb.num_samples == 2048 and cb.sampler == "ode_heun"

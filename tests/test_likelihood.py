@@ -185,3 +185,17 @@ def test_elbo_invariant_to_schedule_shape_not_endpoints(oracle):
     wide = _elbo(oracle, ContinuousSNR("linear", -10, 10), 2_000_000, seed=5).per_dim
     assert abs(lin[0] - cos[0]) < 3 * math.hypot(lin[1], cos[1])
     assert abs(lin[0] - wide[0]) > 5 * math.hypot(lin[1], wide[1])
+
+
+def test_elbo_se_on_a_fixed_data_set_counts_examples_not_draws(oracle):
+    """Cycling 64 points 1000 times must not pretend to be 64 000 independent x's."""
+    from difflab.likelihood import nll_elbo
+
+    proc = ContinuousSNR("linear", -10, 10)
+    x = _data(oracle, 64, seed=9).float()
+    fixed = nll_elbo(oracle.denoiser(proc), proc, x, num_draws=64_000, generator=torch.Generator().manual_seed(0))
+    fresh = nll_elbo(oracle.denoiser(proc), proc, lambda n, g: oracle.sample(n, generator=g), num_draws=64_000,
+                     generator=torch.Generator().manual_seed(0))
+    exact = -oracle.log_prob(x).double()
+    assert fixed.se > 1.5 * fresh.se  # the 64 points' own spread dominates
+    assert abs(fixed.mean - float(exact.mean())) < 3 * fixed.se

@@ -165,3 +165,28 @@ def test_fid_rejects_mismatched_features():
         fid(torch.randn(10, 3), torch.randn(10, 4))
     with pytest.raises(ValueError, match="at least 2"):
         fid(torch.randn(1, 3), torch.randn(10, 3))
+
+
+@pytest.mark.slow
+def test_inception_features_from_a_local_weights_file(tmp_path, monkeypatch):
+    """The Inception path end to end with a stand-in weights file (random weights, the real
+    architecture): found on disk, uint8 by rounding, grayscale to RGB, 2048 features + 1008 logits."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    from difflab.metrics import InceptionFeatures
+    from difflab.metrics.features import to_uint8
+
+    with monkeypatch.context() as m:  # build the architecture once without any download
+        m.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+        m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+        torch.manual_seed(0)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
+    path = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save(net.state_dict(), path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    feats = InceptionFeatures(weights_path=path)
+    x = torch.rand(3, 1, 16, 16) * 2 - 1
+    f, lg = feats(x), feats.logits(x)
+    assert f.shape == (3, 2048) and lg.shape == (3, 1008) and f.dtype == torch.float32
+    u = to_uint8(torch.tensor([-1.0, -0.999, 0.0, 1.0]).reshape(1, 1, 2, 2))
+    assert u.shape == (1, 3, 2, 2) and u[0, 0].flatten().tolist() == [0, 0, 128, 255]  # rounding, not truncation

@@ -268,7 +268,9 @@ def nll_elbo(
     draws, each scored by `difflab.losses.continuous_elbo` (VDM; `num_steps=None`) or
     `discrete_elbo` (DDPM with T = num_steps). Nats per example; `.per_dim` for nats/dim.
 
-    `data` is a tensor (cycled through) or a sampler `data(n, generator)`. Options such as
+    `data` is a tensor (cycled through; the standard error is then that of the mean over its
+    N examples, from the per-example averages) or a sampler `data(n, generator)` (fresh x
+    for every draw, e.g. the oracle's exact samples). Options such as
     time_sampling, decoder and bits are passed through to the loss.
     """
     from . import losses
@@ -283,7 +285,16 @@ def nll_elbo(
             else:
                 terms = losses.discrete_elbo(denoiser, process, xb, num_steps, generator=generator, **elbo_options)
             vals.append(terms.total.detach().to(torch.float64).reshape(-1).cpu())
-    return estimate_from_values(torch.cat(vals), d, keep_values=False)
+    vals = torch.cat(vals)
+    est = estimate_from_values(vals, d, keep_values=False)
+    if torch.is_tensor(data) and num_draws > data.shape[0]:
+        # a fixed data set is cycled: draws of one example share its x, so the standard error
+        # comes from the per-example means (N of them), not from num_draws independent draws
+        n = data.shape[0]
+        idx = torch.arange(vals.numel()) % n
+        per_example = torch.zeros(n, dtype=torch.float64).index_add_(0, idx, vals) / torch.bincount(idx, minlength=n)
+        est.se = float(per_example.std(unbiased=True) / math.sqrt(n))
+    return est
 
 
 def bpd_from_estimate(est: Estimate, discrete_decoder: bool = False, bits: int = 8) -> tuple[float, float]:

@@ -46,8 +46,9 @@ def _target_name(spec) -> str:
 class Model:
     """What is evaluated: denoiser + process + data module + (for gmm) the exact mixture."""
 
-    def __init__(self, denoiser, process, data_spec: dict, data_shape, oracle=None):
+    def __init__(self, denoiser, process, data_spec: dict, data_shape, oracle=None, is_oracle: bool = False):
         self.denoiser, self.process, self.data_spec, self.data_shape, self.oracle = denoiser, process, data_spec, tuple(data_shape), oracle
+        self.is_oracle = is_oracle  # the denoiser *is* the mixture's exact posterior mean (runs in float64)
         self._dm = None
 
     def datamodule(self):
@@ -109,13 +110,11 @@ def load_model(cfg, device) -> Model:
     oracle = build_oracle(cfg.data)
     process = build_process(cfg).to(device)
     den = oracle.to(device).denoiser(process, build_parameterization(cfg))
-    return Model(den, process, _plain(cfg.data), (oracle.dim,), oracle)
+    return Model(den, process, _plain(cfg.data), (oracle.dim,), oracle, is_oracle=True)
 
 
 def _sampler_args(cfg) -> dict:
-    spec = _plain(cfg.get("sampler")) or {}
-    if not spec:
-        raise UsageError("sample metrics need a sampler: add sampler=ode_heun (or any of conf/sampler)")
+    spec = _plain(cfg.get("sampler")) or {"name": "ode_heun", "steps": 50}  # no sampler group: Heun's PF-ODE
     spec = {k: v for k, v in spec.items() if k != "_target_"}
     name = spec.pop("name", None) or spec.pop("sampler", None)
     if name is None:
@@ -160,10 +159,9 @@ def likelihood_metrics(cfg, model: Model, metrics, device) -> dict:
     ode_batch = int(ode.pop("batch_size", 1024))
     elbo = dict(_plain(cfg.elbo))
     num_steps = elbo.pop("num_steps", None)
-    dtype = torch.float64 if model.oracle is not None else torch.float32
-    if model.oracle is not None:
-        model.denoiser = model.denoiser.to(dtype) if hasattr(model.denoiser, "to") else model.denoiser
-        model.process = model.process.to(dtype) if hasattr(model.process, "to") else model.process
+    dtype = torch.float64 if model.is_oracle else torch.float32
+    if model.is_oracle:
+        model.denoiser, model.process = model.denoiser.to(dtype), model.process.to(dtype)
 
     if "nll_ode" in metrics or "bpd_ode" in metrics:
         x = model.real(int(cfg.num_eval), seed + 1, split=cfg.split).to(device, dtype)
@@ -187,7 +185,7 @@ def likelihood_metrics(cfg, model: Model, metrics, device) -> dict:
             continue
         g = torch.Generator(device=device).manual_seed(seed + 3)
         discrete = elbo.get("decoder") == "discretized"
-        if model.oracle is not None:
+        if model.oracle is not None:  # a mixture: fresh exact samples for every draw
             oracle = model.oracle
 
             def data(n, gen, _o=oracle):
@@ -258,6 +256,7 @@ def sample_metrics(cfg, model: Model, metrics, device) -> dict:
                                       real_stats=stats))
         for w in caught:
             print(f"difflab-eval: warning: {w.message}")
+            out.setdefault("warnings", []).append(str(w.message))
     return out
 
 
@@ -269,6 +268,8 @@ def run(cfg, output_dir: Path) -> dict:
     if int(cfg.mc_samples) < 2 or int(cfg.num_eval) < 2 or int(cfg.num_samples) < 2:
         raise UsageError("mc_samples, num_eval and num_samples must be >= 2 (a standard error needs two draws)")
     torch.manual_seed(int(cfg.seed))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
     model = load_model(cfg, device)
     out: dict = {"data_shape": list(model.data_shape)}

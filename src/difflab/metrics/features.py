@@ -194,7 +194,7 @@ def train_feature_net(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         cfg = dict(in_dim=net.in_dim, num_classes=net.num_classes, hidden=hidden, num_features=num_features)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # DDP ranks may write the same file at once
         torch.save({"config": cfg, "state": net.state_dict()}, tmp)
         tmp.replace(path)
     return net
