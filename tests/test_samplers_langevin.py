@@ -26,8 +26,11 @@ def test_plain_langevin_gets_the_weights_wrong():
     assert abs(frac_first(x) - 0.2) > 0.25  # far from the true weight 0.2
 
 
-@pytest.mark.parametrize("process", [VESDE(0.01, 50.0), VPSDE(0.1, 20.0)], ids=["ve", "vp"])
-@pytest.mark.parametrize("sampler,steps", [("annealed_langevin", 100), ("pc", 100)])
+@pytest.mark.parametrize("process,sampler,steps", [
+    (VESDE(0.01, 50.0), "annealed_langevin", 200),  # NCSN: geometric σ levels, 5 steps each
+    (VESDE(0.01, 50.0), "pc", 100),
+    (VPSDE(0.1, 20.0), "pc", 100),
+], ids=["ve-annealed_langevin", "ve-pc", "vp-pc"])
 def test_annealed_langevin_and_pc_recover_the_weights(process, sampler, steps):
     out = sample(ORACLE.denoiser(process), process, (N, 2), sampler, steps, generator=torch.Generator().manual_seed(2))
     assert abs(frac_first(out.samples) - 0.2) < 0.03, f"{sampler}: share {frac_first(out.samples):.3f}, want 0.2"
