@@ -24,13 +24,7 @@ STDS = [0.5, 0.4, 0.6]
 WEIGHTS = [0.3, 0.5, 0.2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: one thread is ~20x faster than two on a loaded 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
