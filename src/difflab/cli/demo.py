@@ -9,7 +9,10 @@ The numbers, all computed here against scikit-learn's real digits:
     (the same classifier on held-out real digits is given as `real_confident` for scale);
   - classes_covered / class_histogram: how many of the 10 digits the samples cover;
   - swd / swd_real: sliced Wasserstein distance (64 dims) from samples to the held-out
-    digits, and between the training and held-out digits (the floor at this sample size).
+    digits, and between the training and held-out digits (the floor at this sample size);
+  - memorisation: the median distance from each sample to its nearest training digit over the
+    same median for the validation digits the model never saw (~1: as novel as fresh digits;
+    near 0: the model copies its training set).
 """
 from __future__ import annotations
 
@@ -40,6 +43,16 @@ def classifier_scores(clf, samples: torch.Tensor, threshold: float = CONFIDENCE)
     hist = np.bincount(labels, minlength=10)
     return {"confident": float((p.max(1) >= threshold).mean()), "classes_covered": int((hist > 0).sum()),
             "class_histogram": hist.tolist()}
+
+
+def nearest_neighbour_ratio(samples: torch.Tensor, train: torch.Tensor, unseen: torch.Tensor) -> float:
+    """median_i min_j ‖s_i − x_j‖ over median_k min_j ‖u_k − x_j‖ (x: training set, u: unseen real)."""
+    train = train.reshape(len(train), -1).double()
+
+    def nn(a):
+        return torch.cdist(a.reshape(len(a), -1).double(), train).min(1).values.median()
+
+    return float(nn(samples) / nn(unseen))
 
 
 def save_grid(x: torch.Tensor, path: Path, nrow: int = 10) -> None:
@@ -94,7 +107,7 @@ def save_loss_curve(metrics_csv: Path, path: Path) -> None:
 def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
     out, rest = Path("runs/demo"), []
     for a in argv:
-        if "=" not in a:
+        if "=" not in a and not a.startswith("~"):
             raise UsageError(f"arguments are key=value overrides, got {a!r}; e.g. output=runs/demo trainer.max_steps=500")
         if a.startswith("output="):
             out = Path(a.split("=", 1)[1])
@@ -146,6 +159,7 @@ def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str 
         "confidence_threshold": CONFIDENCE,
         "swd": sliced_wasserstein(samples.reshape(num_samples, -1), x[held].reshape(len(held), -1), generator=g),
         "swd_real": sliced_wasserstein(x[fit][:num_samples].reshape(-1, 64), x[held].reshape(len(held), -1), generator=g),
+        "memorisation": nearest_neighbour_ratio(samples, *dm._data()),
         "num_samples": num_samples, "sampler": sampler, "nfe": int(res.nfe), "steps_trained": int(trainer.global_step),
         "train_seconds": round(train_s, 1), "sample_seconds": round(sample_s, 1),
     }
@@ -168,6 +182,7 @@ Recipe `experiment=digits` ({cfg.model._target_.rsplit('.', 1)[-1]}, {cfg.proces
 | labelled with probability >= {CONFIDENCE} by an MLP classifier trained on real digits | {metrics['classifier_confident']:.1%} | {metrics['real_confident']:.1%} |
 | digit classes covered | {metrics['classes_covered']} / 10 | 10 / 10 |
 | sliced Wasserstein distance to held-out digits | {metrics['swd']:.4f} | {metrics['swd_real']:.4f} |
+| distance to the nearest training digit (median, over that of unseen real digits) | {metrics['memorisation']:.2f} | 1 |
 
 Class histogram of the samples: {metrics['class_histogram']}
 

@@ -36,10 +36,18 @@ class MLP(nn.Module):
     `difflab.models.embeddings` for the ranges of c it resolves: with the `Denoiser`, use
     conditioning=t with cond_scale=1000, or conditioning=log_snr). The output layer starts at
     zero, so an untrained network predicts 0 (ε̂ = 0, x̂ = 0, ...).
+
+    skip: add a noise-gated linear path from the input, out = F(x, c) + a(c) ⊙ x with a(c) a
+    linear read-out of the noise embedding (zero at init). Every parameterization is close to
+    a multiple of its input at one end of the noise range (ε̂ ≈ z/σ at high noise, x̂ ≈ z at
+    low noise, v̂ ≈ ±z at both), and the LayerNorm'd trunk alone cannot grow linearly in the
+    tails of the prior. Without it a deterministic sampler on VP (x̂ error amplified by σ/α ≈
+    150 at t = 1) sends the ~0.3% of starts with |z_T| > 3.4 far off the data
+    (tests/test_train_gmm.py).
     """
 
     def __init__(self, dim: int | Sequence[int], hidden: int = 256, depth: int = 4, emb_dim: int = 128,
-                 dropout: float = 0.0, max_period: float = 10000.0):
+                 dropout: float = 0.0, max_period: float = 10000.0, skip: bool = True):
         super().__init__()
         dim = int(math.prod(dim)) if isinstance(dim, (list, tuple)) else int(dim)
         if dim < 1 or hidden < 1 or depth < 0:
@@ -51,14 +59,22 @@ class MLP(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        self.skip = nn.Linear(hidden, dim) if skip else None
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         c = check_conditioning(x, c)
         if x[0].numel() != self.dim:
             raise ValueError(f"MLP was built for dim={self.dim} features, got input of shape {tuple(x.shape)}; "
                              f"set model.dim to the data dimension")
-        h = self.inp(x.reshape(x.shape[0], self.dim))
+        flat = x.reshape(x.shape[0], self.dim)
+        h = self.inp(flat)
         emb = self.embed(c)
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(h).reshape(x.shape)
+        out = self.out(h)
+        if self.skip is not None:
+            out = out + self.skip(emb) * flat.to(out.dtype)  # stay in the autocast dtype
+        return out.reshape(x.shape)
