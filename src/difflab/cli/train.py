@@ -132,7 +132,7 @@ class SaveLast(Callback):
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
         trainer.strategy.barrier()
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # full state, to resume
         if trainer.is_global_zero:
             os.replace(tmp, path)
         trainer.strategy.barrier()
