@@ -448,3 +448,21 @@ def test_loss_under_bf16_autocast_runs_network_in_bf16_and_the_rest_in_fp32():
     ref = loss_fn(den, x, torch.Generator().manual_seed(0))
     assert seen["dtype"] == torch.float32
     torch.testing.assert_close(low, ref, rtol=0.1, atol=0.05)
+
+
+def test_elbo_with_uniform_times_warns_where_the_weight_is_unbounded():
+    """−λ'(t) ~ 1/t near t = 0 on VP/sub-VP: uniform-t ELBO training has a huge-variance
+    estimate (measured: SWD 1.96 vs 0.21 with log-SNR times, tests/test_train_gmm.py), so the
+    loss says what to set; constant −λ' (VDM's linear log-SNR, VE) and log-SNR times stay quiet."""
+    import warnings
+
+    with pytest.warns(UserWarning, match="time_sampling=log_snr_antithetic"):
+        DiffusionLoss(VPSDE(), Epsilon(), "elbo")
+    with pytest.warns(UserWarning, match="likelihood"):
+        DiffusionLoss(SubVPSDE(), Epsilon(), "likelihood", time_sampling="antithetic")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DiffusionLoss(VPSDE(), Epsilon(), "elbo", time_sampling="log_snr_antithetic")
+        DiffusionLoss(VPSDE(), Epsilon(), "simple")
+        DiffusionLoss(ContinuousSNR("linear", -10, 10), Epsilon(), "elbo")
+        DiffusionLoss(VESDE(0.01, 50.0), Epsilon(), "elbo")

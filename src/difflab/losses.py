@@ -279,6 +279,14 @@ class DiffusionLoss(nn.Module):
             raise ValueError("discrete=True needs num_steps (the process has no num_steps of its own)")
         self.time_sampler = TimeSampler(time_sampling, num_bins=num_bins if self.num_steps is None else _aligned_bins(num_bins, self.num_steps),
                                         uniform_mix=uniform_mix)
+        if weighting in ("elbo", "likelihood") and self.num_steps is None and self.time_sampler.kind in ("uniform", "antithetic"):
+            spread = _dlog_snr_spread(process)
+            if spread > 100:
+                import warnings
+
+                warnings.warn(f"weighting={weighting} with time_sampling={time_sampling}: -dλ/dt varies {spread:.0f}x over "
+                              f"[t_min, t_max] on this process, so the loss estimate has a huge variance (training "
+                              f"stalls); set weighting.time_sampling=log_snr_antithetic (or importance)", stacklevel=2)
 
     @property
     def time_sampling(self) -> str:
@@ -325,6 +333,17 @@ class DiffusionLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"weighting={self.weighting!r}, time_sampling={self.time_sampling!r}, gamma={self.gamma:g}, "
                 f"reduce_dims={self.reduce_dims!r}, num_steps={self.num_steps}")
+
+
+def _dlog_snr_spread(process: Process) -> float:
+    """max/min of −dλ/dt at t_min and t_max (1 where it cannot be evaluated)."""
+    try:
+        with torch.no_grad():
+            t = torch.tensor([float(process.t_min), float(process.t_max)])
+            d = (-process.dlog_snr_dt(t)).abs().double()
+        return float(d.max() / d.min().clamp_min(1e-300))
+    except Exception:  # pragma: no cover - a schedule without a closed-form derivative
+        return 1.0
 
 
 def _aligned_bins(num_bins: int, num_steps: int) -> int:
