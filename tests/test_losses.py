@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import elbo_gap_per_dim
 from difflab.denoiser import Denoiser
 from difflab.losses import (WEIGHTINGS, DiffusionLoss, TimeSampler, continuous_elbo, denoising_score_matching_loss,
                             discrete_elbo, prior_kl, reconstruction_nll, sliced_score_matching_loss)
@@ -412,12 +413,7 @@ def test_mlp_trained_with_elbo_weighting_reaches_exact_nll(param):
         opt.step()
         sched.step()
     net.eval()
-    x = oracle.sample(20000, generator=torch.Generator().manual_seed(99))
-    with torch.no_grad():
-        elbo = torch.stack([continuous_elbo(den, process, x, generator=torch.Generator().manual_seed(k),
-                                            time_sampling="antithetic").total.double() for k in range(5)]).mean(0)
-    gap = elbo - (-oracle.log_prob(x.double()))
-    per_dim, se = float(gap.mean()) / 2, float(gap.std() / math.sqrt(len(gap))) / 2
+    per_dim, se = elbo_gap_per_dim(den, process, oracle, "antithetic")
     assert per_dim < 0.1, (per_dim, se)
     assert per_dim > -4 * se, (per_dim, se)
 

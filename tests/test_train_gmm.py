@@ -7,16 +7,14 @@ mixture's exact NLL (the oracle's closed-form log density).
 
 Each parameterization trains with a weighting suited to it (RUNS below; docs/objectives.md
 has the measurements behind the choice). The model's MLP uses its input skip (models.MLP)."""
-import math
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from conftest import elbo_gap_per_dim
 from difflab.cli.common import CONFIG_DIR
 from difflab.cli.train import train
-from difflab.losses import continuous_elbo
 from difflab.metrics.distances import sliced_wasserstein
 from difflab.models import GMMOracle
 from difflab.samplers import sample
@@ -77,12 +75,7 @@ def test_trained_parameterization_samples_like_the_oracle(param, reference, tmp_
     assert model_d <= 2 * exact_d, f"{param}: SWD {model_d:.4f} > 2 x oracle's {exact_d:.4f} ({SAMPLER}, {STEPS} steps)"
 
     if cfg.weighting.weighting == "elbo":
-        x = oracle.sample(20000, generator=torch.Generator().manual_seed(99))
-        with torch.no_grad():
-            elbo = torch.stack([continuous_elbo(den, process, x, generator=torch.Generator().manual_seed(k),
-                                                time_sampling="log_snr_antithetic").total.double() for k in range(5)]).mean(0)
-        gap = elbo - (-oracle.log_prob(x.double()))
-        per_dim, se = float(gap.mean()) / 2, float(gap.std() / math.sqrt(len(gap))) / 2
+        per_dim, se = elbo_gap_per_dim(den, process, oracle, "log_snr_antithetic")
         print(f"{param}: ELBO - exact NLL = {per_dim:.4f} ± {se:.4f} nats/dim")
         assert per_dim < 0.1, f"ELBO-trained {param}: NLL bound {per_dim:.4f} ± {se:.4f} nats/dim above the exact NLL"
         assert per_dim > -4 * se, f"ELBO below the exact NLL: {per_dim:.4f} ± {se:.4f} (the bound must hold)"
