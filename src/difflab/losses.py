@@ -27,6 +27,7 @@ and sliced score matching (seed 002).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, NamedTuple
 
 import torch
@@ -282,8 +283,6 @@ class DiffusionLoss(nn.Module):
         if weighting in ("elbo", "likelihood") and self.num_steps is None and self.time_sampler.kind in ("uniform", "antithetic"):
             spread = _dlog_snr_spread(process)
             if spread > 100:
-                import warnings
-
                 warnings.warn(f"weighting={weighting} with time_sampling={time_sampling}: -dλ/dt varies {spread:.0f}x over "
                               f"[t_min, t_max] on this process, so the loss estimate has a huge variance (training "
                               f"stalls); set weighting.time_sampling=log_snr_antithetic (or importance)", stacklevel=2)

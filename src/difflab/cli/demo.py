@@ -159,7 +159,7 @@ def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str 
         "confidence_threshold": CONFIDENCE,
         "swd": sliced_wasserstein(samples.reshape(num_samples, -1), x[held].reshape(len(held), -1), generator=g),
         "swd_real": sliced_wasserstein(x[fit][:num_samples].reshape(-1, 64), x[held].reshape(len(held), -1), generator=g),
-        "memorisation": nearest_neighbour_ratio(samples, *dm._data()),
+        "memorisation": nearest_neighbour_ratio(samples, *dm.split()),
         "num_samples": num_samples, "sampler": sampler, "nfe": int(res.nfe), "steps_trained": int(trainer.global_step),
         "train_seconds": round(train_s, 1), "sample_seconds": round(sample_s, 1),
     }

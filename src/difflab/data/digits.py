@@ -3,6 +3,7 @@ no download), scaled from 0..16 to [-1, 1]; the CPU default data set."""
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from .base import BaseDataModule, TensorDataset1
 
@@ -30,7 +31,8 @@ class DigitsDataModule(BaseDataModule):
         self.check_declared(dim=dim, channels=None if self.flatten else channels, image_size=None if self.flatten else image_size)
         self._split = None
 
-    def _data(self):
+    def split(self) -> tuple[Tensor, Tensor]:
+        """(train, val) digits in [-1, 1], shaped like `data_shape` (the fixed shuffle, computed once)."""
         if self._split is None:
             x = load_digits_tensor()
             perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(self.seed))
@@ -40,7 +42,7 @@ class DigitsDataModule(BaseDataModule):
         return self._split
 
     def build_train(self):
-        return TensorDataset1(self._data()[0])
+        return TensorDataset1(self.split()[0])
 
     def build_val(self):
-        return TensorDataset1(self._data()[1]) if self._data()[1].shape[0] else None
+        return TensorDataset1(self.split()[1]) if self.split()[1].shape[0] else None
