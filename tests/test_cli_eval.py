@@ -39,7 +39,7 @@ def test_config_defaults_compose():
         cfg = compose("eval")
     for key in ("process", "schedule", "parameterization", "data", "model", "seed", "device", "mc_samples", "metrics"):
         assert key in cfg, key
-    assert cfg.model.name == "oracle" and "means" in cfg.data
+    assert cfg.model._target_ == "difflab.models.GMMOracle" and "means" in cfg.data
 
 
 def test_oracle_nll_ode_matches_exact_nll(tmp_path):

@@ -70,19 +70,21 @@ def test_config_defaults():
     cfg = _compose()
     for key in ("num_samples", "batch_size", "seed", "ckpt_path", "use_ema", "sampler", "process", "data", "model"):
         assert key in cfg
-    assert cfg.ckpt_path is None and cfg.use_ema is True and cfg.model.name == "oracle"
+    assert cfg.ckpt_path is None and cfg.use_ema is True and cfg.model._target_ == "difflab.models.GMMOracle"
 
 
 @pytest.mark.parametrize("process", ["ddpm", "continuous_snr", "vp", "subvp", "ve"])
 def test_every_process_option_and_batch_size_independence(process):
     """Same seed → same samples whatever batch_size (each 32-sample chunk has its own generator)."""
-    from difflab.cli.sample import _load, draw
+    from difflab.cli.common import build_target
+    from difflab.evaluation import SamplerChoice, draw_samples
 
     cfg = _compose(f"process={process}", "sampler=ancestral", "sampler.steps=8")
-    den, proc, shape, _ = _load(cfg, torch.device("cpu"))
-    a, nfe = draw(den, proc, shape, 100, 32, 0, "ancestral", 8, "cpu")
-    b, _ = draw(den, proc, shape, 100, 128, 0, "ancestral", 8, "cpu")
-    c, _ = draw(den, proc, shape, 100, 128, 1, "ancestral", 8, "cpu")
+    t = build_target(cfg, torch.device("cpu"))
+    s = SamplerChoice.from_config(cfg.sampler)
+    a, nfe = draw_samples(t.denoiser, t.process, t.data_shape, 100, 0, s, batch_size=32)
+    b, _ = draw_samples(t.denoiser, t.process, t.data_shape, 100, 0, s, batch_size=128)
+    c, _ = draw_samples(t.denoiser, t.process, t.data_shape, 100, 1, s, batch_size=128)
     assert a.shape == (100, 2) and nfe == 8
     assert torch.allclose(a, b, atol=1e-6)
     assert not torch.allclose(a, c)
@@ -92,7 +94,8 @@ def test_every_sampler_config_composes_and_runs():
     from difflab.cli.common import CONFIG_DIR
     from omegaconf import OmegaConf
 
-    from difflab.cli.sample import _load, draw
+    from difflab.cli.common import build_target
+    from difflab.evaluation import SamplerChoice, draw_samples
 
     names = sorted(p.stem for p in (CONFIG_DIR / "sampler").glob("*.yaml"))
     assert len(names) == 9
@@ -101,6 +104,6 @@ def test_every_sampler_config_composes_and_runs():
         opts = OmegaConf.to_container(cfg.sampler)
         assert opts.pop("name") == name
         steps, grid = opts.pop("steps"), opts.pop("grid")
-        den, proc, shape, _ = _load(cfg, torch.device("cpu"))
-        x, nfe = draw(den, proc, shape, 32, 32, 0, name, steps, "cpu", grid=grid, **opts)
+        t = build_target(cfg, torch.device("cpu"))
+        x, nfe = draw_samples(t.denoiser, t.process, t.data_shape, 32, 0, SamplerChoice(name, steps, grid, opts))
         assert torch.isfinite(x).all() and nfe > 0

@@ -57,10 +57,9 @@ def test_every_model_fits_its_default_data(name):
 
     data = {"mlp": "digits", "unet_tiny": "digits", "unet_ddpm_cifar10": "cifar10"}.get(name, "gmm")
     cfg = cfg_of(f"model={name}", f"data={data}")
-    if "_target_" not in cfg.model:  # model=oracle: the exact GMM denoiser, not a network
-        from difflab.cli.common import build_oracle
-
-        assert build_oracle(cfg.data).dim == 2
+    if name == "oracle":  # the exact GMM denoiser of data=gmm, not a network
+        oracle = instantiate(cfg.model)
+        assert oracle.dim == 2 and callable(oracle.denoiser)
         return
     model = instantiate(cfg.model)
     dm = instantiate(cfg.data)
@@ -92,8 +91,12 @@ def test_digits_are_scaled_to_unit_range():
 
 @pytest.mark.parametrize("name", options("optim"))
 def test_every_optim_is_understood(name):
+    """Each option is a `_target_` optimiser with `_partial_: true`: it builds a torch optimiser
+    on parameters, and DiffusionModule accepts every key of it."""
     o = OmegaConf.to_container(cfg_of(f"optim={name}").optim)
-    assert set(o) <= set(DEFAULT_OPTIM)
+    opt = instantiate(o)([torch.nn.Parameter(torch.zeros(3))])
+    assert isinstance(opt, torch.optim.Optimizer) and opt.defaults["lr"] == o["lr"]
+    assert o["_partial_"] is True and set(DEFAULT_OPTIM) - {"_target_"} <= set(o)
 
 
 @pytest.mark.parametrize("name", options("trainer"))
@@ -126,7 +129,7 @@ def test_experiment_overrides_are_applied():
     cfg = cfg_of("experiment=ddpm_cifar10")
     assert cfg.process.num_steps == 1000 and cfg.process.beta_schedule == "linear"
     assert cfg.parameterization._target_.endswith("Epsilon") and cfg.weighting.weighting == "simple"
-    assert cfg.optim.lr == 2e-4 and cfg.optim.warmup_steps == 5000 and cfg.ema.decay == 0.9999
+    assert cfg.optim.lr == 2e-4 and cfg.lr_schedule.warmup_steps == 5000 and cfg.ema.decay == 0.9999
     assert cfg.model.ch == 128 and cfg.model.dropout == 0.1 and cfg.data.batch_size == 128
     assert cfg.trainer.gradient_clip_val == 1.0
     model = instantiate(cfg.model)

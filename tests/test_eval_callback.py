@@ -64,7 +64,7 @@ def real_data():
 
 
 def make_callback(**kw):
-    opts = dict(every_n_epochs=1, num_samples=300, chunk_size=64, metrics=("fid", "kid", "swd", "mmd"), steps=20, seed=7,
+    opts = dict(every_n_epochs=1, num_samples=300, batch_size=64, metrics=("fid", "kid", "swd", "mmd"), steps=20, seed=7,
                 real_data=real_data(), features="learned", sample_fn=euler_pf_ode)
     opts.update(kw)
     with warnings.catch_warnings():
@@ -128,7 +128,7 @@ def test_ddp_spawn_two_processes_same_metric(tmp_path):
 
 def test_default_sampler_from_difflab_samplers(tmp_path):
     """Without sample_fn the callback samples with difflab.samplers.sample (Heun PF-ODE)."""
-    cb = make_callback(sample_fn=None, metrics=("swd", "mmd"), steps=10, num_samples=256, chunk_size=128)
+    cb = make_callback(sample_fn=None, metrics=("swd", "mmd"), steps=10, num_samples=256, batch_size=128)
     trainer, _ = fit(cb, tmp_path)
     m = trainer.callback_metrics
     assert float(m["eval/num_samples"]) == 256
@@ -206,4 +206,4 @@ def test_callbacks_eval_config_instantiates():
         cfg = compose("train", overrides=["callbacks=eval", "output=unused"])
     assert {"progress", "lr_monitor", "eval"} <= set(cfg.callbacks)
     cb = instantiate(cfg.callbacks.eval)
-    assert isinstance(cb, EvalCallback) and cb.num_samples == 2048 and cb.sampler == "ode_heun"
+    assert isinstance(cb, EvalCallback) and cb.num_samples == 2048 and cb.sampler.name == "ode_heun"

@@ -15,6 +15,7 @@ The training loss is the per-example loss of `difflab.losses.DiffusionLoss` (DES
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -25,38 +26,37 @@ from torch import Tensor, nn
 
 from .callbacks.ema import ExponentialMovingAverage
 from .denoiser import Denoiser
+from .utils import instantiate, locate, plain
 
-DEFAULT_OPTIM = {"name": "adam", "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
-                 "warmup_steps": 0, "schedule": "constant", "total_steps": None, "min_lr_ratio": 0.0}
+DEFAULT_OPTIM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8,
+                 "weight_decay": 0.0}
+DEFAULT_LR_SCHEDULE = {"warmup_steps": 0, "schedule": "constant", "total_steps": None, "min_lr_ratio": 0.0}
+_LEGACY_OPTIMIZERS = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
+
+
+def split_legacy_optim(optim: Mapping | None, lr_schedule: Mapping | None) -> tuple[dict, dict]:
+    """An optim dict without `_target_` — {name: adam|adamw, lr, ..., warmup_steps, schedule, ...}
+    as checkpoints written before optimisers became `_target_` specs hold, or just {lr: ...} —
+    becomes an Adam/AdamW spec plus the LR-schedule keys."""
+    optim, sched = dict(optim or {}), dict(lr_schedule or {})
+    if "_target_" not in optim:
+        name = str(optim.pop("name", "adam")).lower()
+        if name not in _LEGACY_OPTIMIZERS:
+            raise ValueError(f"optim.name must be adam or adamw, got {name!r}")
+        for k in DEFAULT_LR_SCHEDULE:
+            if k in optim:
+                sched.setdefault(k, optim.pop(k))
+        optim = {"_target_": _LEGACY_OPTIMIZERS[name], "_partial_": True, **optim}
+    return optim, sched
 DEFAULT_EMA = {"decay": 0.9999, "warmup": False}
 DEFAULT_DENOISER = {"conditioning": "t", "cond_scale": 1.0, "scale_input": False}
-
-
-def plain(x: Any) -> Any:
-    """DictConfig/ListConfig → dict/list (resolved), tuples → lists: safe for weights_only loading."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(x, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(x, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(x, Mapping):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    return x
 
 
 def build(spec: Mapping, what: str, **kwargs):
     """Instantiate a `_target_` spec (plain dict) with extra keyword arguments."""
     if not isinstance(spec, Mapping) or "_target_" not in spec:
-        if isinstance(spec, Mapping) and spec.get("name") == "oracle":
-            raise ValueError("model=oracle is the exact GMM denoiser and has nothing to train; choose model=mlp or a model=unet_*")
         raise ValueError(f"the {what} config has no _target_ (got {spec!r}); pick an option of the `{what}` group")
-    from hydra.utils import instantiate
-
-    return instantiate(dict(spec), **kwargs, _convert_="all")
+    return instantiate(spec, **kwargs)
 
 
 def check_model_fits(model: nn.Module, data_shape: Sequence[int]) -> None:
@@ -86,9 +86,9 @@ class LRLambda:
 
     def __init__(self, warmup_steps: int = 0, schedule: str = "constant", total_steps: int | None = None, min_lr_ratio: float = 0.0):
         if schedule not in ("constant", "cosine", "linear"):
-            raise ValueError(f"optim.schedule must be constant, cosine or linear, got {schedule!r}")
+            raise ValueError(f"lr_schedule.schedule must be constant, cosine or linear, got {schedule!r}")
         if schedule != "constant" and not total_steps:
-            raise ValueError(f"optim.schedule={schedule} needs optim.total_steps (or trainer.max_steps)")
+            raise ValueError(f"lr_schedule.schedule={schedule} needs lr_schedule.total_steps (or trainer.max_steps)")
         self.warmup_steps, self.schedule = int(warmup_steps or 0), schedule
         self.total_steps, self.min_lr_ratio = int(total_steps or 0), float(min_lr_ratio)
 
@@ -118,18 +118,28 @@ class DiffusionModule(L.LightningModule):
 
     def __init__(self, model: Mapping, process: Mapping, parameterization: Mapping, loss: Mapping,
                  data_shape: Sequence[int], data_config: Mapping | None = None, denoiser: Mapping | None = None,
-                 optim: Mapping | None = None, ema: Mapping | None = None, per_sample_noise: bool = False, seed: int = 0):
+                 optim: Mapping | None = None, ema: Mapping | None = None, per_sample_noise: bool = False, seed: int = 0,
+                 lr_schedule: Mapping | None = None):
         super().__init__()
+        optim, lr_schedule = split_legacy_optim(plain(optim), plain(lr_schedule))
+        lr_schedule = {k: v for k, v in lr_schedule.items() if k not in ("_target_", "_partial_")}
         hp = dict(model=plain(model), process=plain(process), parameterization=plain(parameterization), loss=plain(loss),
                   data_shape=[int(s) for s in data_shape], data_config=plain(data_config or {}),
-                  denoiser={**DEFAULT_DENOISER, **plain(denoiser or {})}, optim={**DEFAULT_OPTIM, **plain(optim or {})},
+                  denoiser={**DEFAULT_DENOISER, **plain(denoiser or {})}, optim={**DEFAULT_OPTIM, **optim}, lr_schedule={**DEFAULT_LR_SCHEDULE, **lr_schedule},
                   ema={**DEFAULT_EMA, **plain(ema or {})}, per_sample_noise=bool(per_sample_noise), seed=int(seed))
         self.save_hyperparameters(hp)
         self.data_shape = tuple(hp["data_shape"])
-        unknown = set(hp["optim"]) - set(DEFAULT_OPTIM)
+        unknown = set(hp["lr_schedule"]) - set(DEFAULT_LR_SCHEDULE)
         if unknown:
-            raise ValueError(f"unknown optim keys {sorted(unknown)}; known: {sorted(DEFAULT_OPTIM)}")
+            raise ValueError(f"unknown lr_schedule keys {sorted(unknown)}; known: {sorted(DEFAULT_LR_SCHEDULE)}")
+        accepted = set(inspect.signature(locate(hp["optim"]["_target_"])).parameters) - {"params"}
+        unknown = set(hp["optim"]) - accepted - {"_target_", "_partial_"}
+        if unknown:
+            raise ValueError(f"unknown optim keys {sorted(unknown)}; {hp['optim']['_target_']} takes {sorted(accepted)}")
         net = build(hp["model"], "model")
+        if not any(p.requires_grad for p in net.parameters()):
+            raise ValueError(f"model {type(net).__name__} has no trainable parameters (model=oracle is the exact denoiser "
+                             "of data=gmm, for difflab-sample/difflab-eval); choose model=mlp or a model=unet_*")
         check_model_fits(net, self.data_shape)
         proc = build(hp["process"], "process")
         param = build(hp["parameterization"], "parameterization")
@@ -214,21 +224,15 @@ class DiffusionModule(L.LightningModule):
         self.log("val/loss_ema", ema_losses.mean(), sync_dist=True, batch_size=x.shape[0])
 
     def configure_optimizers(self):
-        o = self.hparams["optim"]
+        """The `optim` spec (a `_target_` optimiser class with `_partial_: true`) on the trainable
+        parameters, stepped per optimiser step by `LRLambda(**lr_schedule)`."""
         params = [p for p in self.parameters() if p.requires_grad]
-        kw = dict(lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"]), weight_decay=float(o["weight_decay"]))
-        name = str(o["name"]).lower()
-        if name == "adam":
-            opt = torch.optim.Adam(params, **kw)
-        elif name == "adamw":
-            opt = torch.optim.AdamW(params, **kw)
-        else:
-            raise ValueError(f"optim.name must be adam or adamw, got {o['name']!r}")
-        total = o["total_steps"]
-        if total is None and o["schedule"] != "constant" and self._trainer is not None:
-            total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, LRLambda(o["warmup_steps"], o["schedule"], total, o["min_lr_ratio"]))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        opt = build(self.hparams["optim"], "optim")(params)
+        sched = dict(self.hparams["lr_schedule"])
+        if sched["total_steps"] is None and sched["schedule"] != "constant" and self._trainer is not None:
+            sched["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        lr = torch.optim.lr_scheduler.LambdaLR(opt, LRLambda(**sched))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": lr, "interval": "step"}}
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import UsageError, write_json
+from ..utils import save_npz, write_json
+from .common import UsageError
 
 PROG = "difflab-demo"
 CONFIDENCE = 0.9
@@ -121,7 +122,7 @@ def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str 
 
     from ..data import load_digits_tensor
     from ..metrics.distances import sliced_wasserstein
-    from ..samplers import sample
+    from ..evaluation import SamplerChoice, draw_samples
     from .common import CONFIG_DIR
     from .train import train
 
@@ -140,11 +141,11 @@ def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str 
 
     den = module.denoiser(use_ema=True).cpu()
     t1 = time.time()
-    with torch.no_grad():
-        res = sample(den, den.process, (num_samples, *dm.data_shape), sampler=sampler, steps=steps,
-                     generator=torch.Generator().manual_seed(int(cfg.seed)))
+    # the seeding rule of difflab-sample: `difflab-sample ckpt_path=<out>/checkpoints/last.ckpt
+    # sampler=<sampler> sampler.steps=<steps> seed=<seed>` draws these very samples
+    drawn, nfe = draw_samples(den, den.process, dm.data_shape, num_samples, int(cfg.seed), SamplerChoice(sampler, steps))
     sample_s = time.time() - t1
-    samples = res.samples.float().clamp(-1, 1).reshape(num_samples, 1, 8, 8)
+    samples = drawn.float().clamp(-1, 1).reshape(num_samples, 1, 8, 8)
 
     x, y = load_digits_tensor(return_labels=True)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
@@ -160,11 +161,11 @@ def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str 
         "swd": sliced_wasserstein(samples.reshape(num_samples, -1), x[held].reshape(len(held), -1), generator=g),
         "swd_real": sliced_wasserstein(x[fit][:num_samples].reshape(-1, 64), x[held].reshape(len(held), -1), generator=g),
         "memorisation": nearest_neighbour_ratio(samples, *dm.split()),
-        "num_samples": num_samples, "sampler": sampler, "nfe": int(res.nfe), "steps_trained": int(trainer.global_step),
+        "num_samples": num_samples, "sampler": sampler, "nfe": int(nfe), "steps_trained": int(trainer.global_step),
         "train_seconds": round(train_s, 1), "sample_seconds": round(sample_s, 1),
     }
     write_json(out / "metrics.json", metrics)
-    np.savez(out / "samples.npz", samples=samples.numpy(), nfe=res.nfe)
+    save_npz(out / "samples.npz", samples=samples.numpy(), nfe=nfe)
     save_grid(samples, out / "samples.png")
     save_grid(x[held][:100], out / "real.png")
     csv_path = out / "logs" / "metrics.csv"
@@ -175,7 +176,7 @@ def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str 
 Recipe `experiment=digits` ({cfg.model._target_.rsplit('.', 1)[-1]}, {cfg.process._target_.rsplit('.', 1)[-1]}
 {cfg.schedule.name}, {cfg.parameterization._target_.rsplit('.', 1)[-1]}-prediction, `{cfg.weighting.weighting}` weighting),
 {metrics['steps_trained']} steps in {train_s:.0f} s on {trainer.accelerator.__class__.__name__.replace('Accelerator', '')};
-{num_samples} samples with `{sampler}` ({res.nfe} network evaluations) from the EMA weights in {sample_s:.0f} s.
+{num_samples} samples with `{sampler}` ({nfe} network evaluations) from the EMA weights in {sample_s:.0f} s.
 
 | | samples | real digits |
 |---|---|---|

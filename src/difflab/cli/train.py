@@ -10,19 +10,12 @@ anything is written; failures print one line and exit with status 2.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
-from .common import UsageError, hydra_entry, instantiate
-
-
-def plain(node):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+from ..callbacks.checkpoint import SaveLast
+from .common import UsageError, hydra_entry, instantiate, plain
 
 
 def build_datamodule(cfg):
@@ -61,32 +54,6 @@ def check_run_dir(out: Path, ckpt_path) -> None:
         )
 
 
-def wandb_logger(project: str = "difflab", entity=None, name=None, tags=(), offline=None, save_dir: str = ".", **kwargs):
-    """W&B logger, offline when no WANDB_API_KEY is set; the run id lives in
-    `<save_dir>/wandb_run_id` so a resumed run continues the same W&B run."""
-    try:
-        import wandb  # noqa: F401
-    except ImportError:
-        raise UsageError("logger=wandb needs the wandb package (pip install wandb), or use logger=csv") from None
-    from lightning.pytorch.loggers import WandbLogger
-
-    if offline is None:
-        offline = not os.environ.get("WANDB_API_KEY")
-    if offline and "WANDB_MODE" not in os.environ:
-        os.environ["WANDB_MODE"] = "offline"
-    id_file = Path(save_dir) / "wandb_run_id"
-    if id_file.exists():
-        run_id = id_file.read_text().strip()
-    else:
-        import secrets
-
-        run_id = secrets.token_hex(4)
-        id_file.parent.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(run_id + "\n")
-    return WandbLogger(project=project, entity=entity, name=name, tags=list(tags or []), offline=bool(offline),
-                       save_dir=str(save_dir), id=run_id, resume="allow", **kwargs)
-
-
 def build_logger(cfg, out: Path):
     node = cfg.get("logger")
     if not node or node.get("_target_") is None:
@@ -97,8 +64,8 @@ def build_logger(cfg, out: Path):
         return _inst(node, save_dir=str(out))
     except Exception as e:
         cause = e.__cause__ or e
-        if isinstance(cause, UsageError):
-            raise cause from None
+        if isinstance(cause, (UsageError, ValueError)):
+            raise UsageError(str(cause)) from None
         raise UsageError(f"could not build logger: {cause}") from e
 
 
@@ -114,35 +81,6 @@ def build_callbacks(cfg, out: Path, with_logger: bool) -> list:
             continue  # it refuses to run without a logger
         cbs.append(cb)
     return cbs
-
-
-class SaveLast(Callback):
-    """Writes `last.ckpt` atomically every `every` optimiser steps and at the end of
-    training, on every strategy (ddp_spawn included: it runs inside the workers)."""
-
-    def __init__(self, dirpath: Path, every: int = 0):
-        self.dirpath, self.every, self._saved_step = Path(dirpath), int(every), -1
-
-    def _save(self, trainer) -> None:
-        if trainer.global_step == self._saved_step or trainer.sanity_checking:
-            return
-        self._saved_step = trainer.global_step
-        path = self.dirpath / "last.ckpt"
-        tmp = self.dirpath / ".last.ckpt.tmp"
-        if trainer.is_global_zero:
-            self.dirpath.mkdir(parents=True, exist_ok=True)
-        trainer.strategy.barrier()
-        trainer.save_checkpoint(tmp, weights_only=False)  # full state, to resume
-        if trainer.is_global_zero:
-            os.replace(tmp, path)
-        trainer.strategy.barrier()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every and trainer.global_step % self.every == 0:
-            self._save(trainer)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._save(trainer)
 
 
 def train(cfg, out: Path):

@@ -47,13 +47,24 @@ SAMPLERS: dict[str, SamplerSpec] = {
 }
 
 
-def check_sampler(sampler: str, steps, options: dict) -> dict:
-    """Validate the name, the step count and the option names; return the full option dict."""
+def sampler_spec(sampler) -> SamplerSpec:
+    """The registry entry of a sampler name, or a spec for a user's sampler function with the
+    samplers' signature `(model, process, x, ts, callback, generator, **options)` (the extension
+    path: `sampler._target_: my_pkg.my_sampler`); its default grid is uniform_t."""
+    if callable(sampler):
+        found = [s for s in SAMPLERS.values() if s.fn is sampler]
+        return found[0] if found else SamplerSpec.make(sampler, "uniform_t")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[sampler]
+
+
+def check_sampler(sampler, steps, options: dict) -> dict:
+    """Validate the sampler (name or function), the step count and the option names; return the
+    full option dict."""
+    spec = sampler_spec(sampler)
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps}")
-    spec = SAMPLERS[sampler]
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         allowed = ", ".join(spec.options) or "none"
@@ -61,7 +72,7 @@ def check_sampler(sampler: str, steps, options: dict) -> dict:
     return {**spec.options, **options}
 
 
-def sample(denoiser, process, shape, sampler: str = "ddim", steps: int = 50, *, generator=None, device=None,
+def sample(denoiser, process, shape, sampler="ddim", steps: int = 50, *, generator=None, device=None,
            dtype=torch.float32, callback=None, x_T: Tensor | None = None, grid=None, **options) -> SampleOutput:
     """Draw samples by running `sampler` for `steps` steps from the prior at t_max to t_min.
 
@@ -78,7 +89,7 @@ def sample(denoiser, process, shape, sampler: str = "ddim", steps: int = 50, *, 
     """
     grid_kwargs = {k[len("grid_"):]: options.pop(k) for k in list(options) if k.startswith("grid_")}
     opts = check_sampler(sampler, steps, options)
-    spec = SAMPLERS[sampler]
+    spec = sampler_spec(sampler)
     ts = make_grid(process, int(steps), grid or spec.default_grid, **grid_kwargs)
     if device is None:
         device = x_T.device if x_T is not None else (generator.device if isinstance(generator, torch.Generator) else "cpu")

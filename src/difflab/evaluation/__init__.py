@@ -1,0 +1,41 @@
+"""The evaluation library: one seeding rule, one way to fetch real data, one set of metrics.
+
+Every entry point goes through it — `difflab-sample` (draw), `difflab-eval` (evaluate),
+`EvalCallback` (draw its rank's chunks, gather, score) and a training job's `eval_at_end` — so the
+same `seed` gives the same samples and the same numbers everywhere.
+
+- `seeding`: sample i depends only on (seed, i) — 32-sample chunks, each with its own generator.
+- `sampling`: `SamplerChoice` (a `sampler` config node: registry name or `_target_` function),
+  `draw_samples` / `draw_chunks` over chunks, ranks and batches, with optional bf16 autocast.
+- `target`: `EvalTarget` (denoiser, process, data shape, real data) from a checkpoint, an exact
+  model (GMM oracle) or a training module; `real_examples` from any data module.
+- `metrics`: likelihoods (nll/bpd by ODE and ELBO, with standard errors) and sample quality
+  (swd, mmd, FID/KID/IS by protocol name).
+- `run`: `evaluate(target, metrics, ...)` → metrics dict (+ the samples it scored).
+"""
+from .metrics import (
+    DISTANCE_METRICS,
+    FEATURE_METRICS,
+    LIKELIHOOD_METRICS,
+    METRICS,
+    SAMPLE_METRICS,
+    check_metrics,
+    feature_metrics,
+    feature_network,
+    features_name,
+    likelihood_metrics,
+    score_samples,
+)
+from .run import evaluate, generate, sample_metrics
+from .sampling import PRECISIONS, SamplerChoice, assemble, draw_chunks, draw_samples
+from .seeding import SEED_CHUNK, chunk_generator, chunk_sizes, num_chunks, rank_chunks
+from .target import EvalTarget, from_checkpoint, from_exact_model, from_module, mixture_of, real_examples
+
+__all__ = [
+    "SEED_CHUNK", "chunk_generator", "chunk_sizes", "num_chunks", "rank_chunks",
+    "SamplerChoice", "PRECISIONS", "draw_samples", "draw_chunks", "assemble",
+    "EvalTarget", "from_checkpoint", "from_exact_model", "from_module", "mixture_of", "real_examples",
+    "METRICS", "LIKELIHOOD_METRICS", "SAMPLE_METRICS", "DISTANCE_METRICS", "FEATURE_METRICS", "check_metrics",
+    "feature_network", "features_name", "feature_metrics", "score_samples", "likelihood_metrics",
+    "evaluate", "generate", "sample_metrics",
+]

@@ -1,0 +1,188 @@
+"""Likelihood and sample-quality metrics of an `EvalTarget`, the same numbers from every
+entry point (difflab-eval, EvalCallback, eval_at_end).
+
+Names (metrics.json, DESIGN.md): nll_ode / nll_elbo in nats/dim, bpd_ode / bpd_elbo in bits/dim
+of 8-bit data, each with `<name>_se`; swd / mmd (+ swd_floor, two real sets) for low-dimensional
+data; FID / KID / IS named by protocol (`fid_<features>_n<N>`) with the real-vs-real floor; `nfe`;
+for a Gaussian mixture the exact `nll` and the paired gap `nll_ode_gap`.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+LIKELIHOOD_METRICS = ("nll_ode", "nll_elbo", "bpd_ode", "bpd_elbo")
+DISTANCE_METRICS = ("swd", "mmd")
+FEATURE_METRICS = ("fid", "kid", "is")
+SAMPLE_METRICS = DISTANCE_METRICS + FEATURE_METRICS
+METRICS = LIKELIHOOD_METRICS + SAMPLE_METRICS
+FEATURES = ("learned", "inception")
+
+
+def check_metrics(metrics: Sequence[str], allowed: Sequence[str] = METRICS) -> tuple[str, ...]:
+    unknown = sorted(set(metrics) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(allowed)}")
+    return tuple(metrics)
+
+
+def feature_network(kind, real: Tensor, seed: int = 0, inception_weights=None, device=None):
+    """The feature net of FID/KID/IS: "learned" (a small classifier trained on the real data,
+    cached, offline), "inception" (the standard weights from a local path), or a module."""
+    from ..metrics.features import InceptionFeatures, train_feature_net
+
+    if isinstance(kind, torch.nn.Module):
+        net = kind
+    elif kind == "learned":
+        net = train_feature_net(real, seed=seed)
+    elif kind == "inception":
+        net = InceptionFeatures(inception_weights)
+    else:
+        raise ValueError(f"features must be one of {FEATURES} or an nn.Module, got {kind!r}")
+    return net.to(device or "cpu").eval()
+
+
+def features_name(kind, net) -> str:
+    return kind if isinstance(kind, str) else getattr(net, "name", "custom")
+
+
+def distances(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: int = 0, num_projections: int = 512,
+              real_other: Tensor | None = None) -> dict[str, float]:
+    """swd / mmd of fake vs real (flattened, float64); swd_floor between two real sets when
+    `real_other` is given."""
+    from ..metrics.distances import mmd, sliced_wasserstein
+
+    out: dict[str, float] = {}
+    fake, real = fake.flatten(1).double(), real.flatten(1).double()
+    if "swd" in metrics:
+        out["swd"] = float(sliced_wasserstein(fake, real, int(num_projections), torch.Generator().manual_seed(seed)))
+        if real_other is not None:
+            out["swd_floor"] = float(sliced_wasserstein(real_other.flatten(1).double(), real, int(num_projections),
+                                                        torch.Generator().manual_seed(seed)))
+    if "mmd" in metrics:
+        out["mmd"] = float(mmd(fake, real))
+    return out
+
+
+def feature_metrics(fake_features: Tensor, real_features: Tensor, metrics: Sequence[str], *, features: str,
+                    fake_logits: Tensor | None = None, real_stats=None) -> tuple[dict, list[str]]:
+    """FID / KID / IS by protocol name, plus the warnings raised (small-sample FID, …)."""
+    from ..metrics import sample_quality
+
+    chosen = [m for m in metrics if m in FEATURE_METRICS]
+    if not chosen:
+        return {}, []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = sample_quality(real_features, fake_features, chosen, features=features, fake_logits=fake_logits,
+                             real_stats=real_stats)
+    return out, [str(w.message) for w in caught]
+
+
+def score_samples(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: int = 0, num_projections: int = 512,
+                  features="learned", inception_weights=None, net=None, real_other: Tensor | None = None,
+                  cache_name: str | None = None, device=None) -> dict:
+    """Every sample metric of `fake` against `real` (both on the CPU). `net`: a feature net
+    already built (callbacks keep theirs between epochs); `cache_name`: cache the real
+    features' FID statistics under that data-set name."""
+    out: dict = {"num_samples": int(fake.shape[0])}
+    out.update(distances(fake, real[: fake.shape[0]], metrics, seed=seed, num_projections=num_projections, real_other=real_other))
+    if any(m in FEATURE_METRICS for m in metrics):
+        from ..metrics import extract, feature_id, reference_stats
+
+        net = net if net is not None else feature_network(features, real, seed, inception_weights, device)
+        real_f = extract(net, real)
+        stats = reference_stats(real_f, cache_name, "train", feature_id(net)) if cache_name else None
+        logits = extract(net, fake, logits=True) if "is" in metrics else None
+        q, warned = feature_metrics(extract(net, fake), real_f, metrics, features=features_name(features, net),
+                                    fake_logits=logits, real_stats=stats)
+        out.update(q)
+        if warned:
+            out["warnings"] = warned
+    return out
+
+
+def _bpd(est, discrete: bool, bits: int) -> tuple[float, float]:
+    from ..likelihood import bpd_from_estimate
+
+    return bpd_from_estimate(est, discrete_decoder=discrete, bits=bits)
+
+
+def _dequantizer(bits: int):
+    from ..likelihood import dequantize
+
+    def deq(x, g):
+        try:
+            return dequantize(x, generator=g, bits=bits)
+        except ValueError as e:
+            raise ValueError(f"bpd_* metrics need {bits}-bit image data ({e}); use nll_ode / nll_elbo for continuous data") from None
+
+    return deq
+
+
+def likelihood_metrics(target, metrics: Sequence[str], *, seed: int = 0, num_eval: int = 1024, split: str = "val",
+                       mc_samples: int = 4_000_000, mc_batch_size: int = 65_536, bits: int = 8,
+                       ode: Mapping | None = None, elbo: Mapping | None = None, device=None) -> dict:
+    """nll_ode / bpd_ode on `num_eval` real examples, nll_elbo / bpd_elbo from `mc_samples`
+    (x, t, ε) draws (fresh exact samples for a mixture), each with its standard error, and for
+    a mixture the exact nll. `ode`: options of `likelihood.nll_ode` (+ batch_size); `elbo`:
+    options of `likelihood.nll_elbo` (num_steps, time_sampling, decoder)."""
+    from ..likelihood import estimate_from_values, nll_elbo, nll_ode
+
+    out: dict = {}
+    wanted = [m for m in LIKELIHOOD_METRICS if m in metrics]
+    if not wanted:
+        return out
+    device = torch.device(device or "cpu")
+    ode, elbo = dict(ode or {}), {k: v for k, v in dict(elbo or {}).items() if v is not None or k == "num_steps"}
+    ode_batch = int(ode.pop("batch_size", 1024))
+    num_steps = elbo.pop("num_steps", None)
+    discrete = elbo.get("decoder") == "discretized"
+    dtype = torch.float64 if target.exact else torch.float32
+    if target.exact:
+        target.to(device, dtype)
+    deq = _dequantizer(bits)
+
+    if "nll_ode" in wanted or "bpd_ode" in wanted:
+        x = target.real(int(num_eval), seed + 1, split=split).to(device, dtype)
+        for name in ("nll_ode", "bpd_ode"):
+            if name not in wanted:
+                continue
+            g = torch.Generator(device=device).manual_seed(seed + 2)
+            t0 = time.perf_counter()
+            est = nll_ode(target.denoiser, target.process, deq(x, g) if name == "bpd_ode" else x, batch_size=ode_batch,
+                          generator=g, **ode)
+            mean, se = est.per_dim if name == "nll_ode" else _bpd(est, False, bits)
+            out.update({name: mean, name + "_se": se, name + "_seconds": time.perf_counter() - t0, name + "_num_samples": est.num_draws})
+            if name == "nll_ode" and target.mixture is not None:
+                exact = -target.mixture.log_prob(x).to(torch.float64).cpu()
+                out["nll_ode_gap"], out["nll_ode_gap_se"] = estimate_from_values(est.values - exact, target.dim).per_dim
+
+    for name in ("nll_elbo", "bpd_elbo"):
+        if name not in wanted:
+            continue
+        g = torch.Generator(device=device).manual_seed(seed + 3)
+        if target.mixture is not None:
+            def data(n, gen, _t=target):  # fresh exact samples for every draw
+                return _t.mixture.sample(n, generator=gen).to(device, dtype).reshape(n, *_t.data_shape)
+        else:
+            data = target.real(int(num_eval), seed + 1, split=split).to(device)
+        if name == "bpd_elbo" and not discrete:
+            def data(n, gen, _b=data):  # fresh dequantisation noise for every draw
+                xb = _b(n, gen) if callable(_b) else _b[torch.randint(0, _b.shape[0], (n,), generator=gen, device=gen.device).to(_b.device)]
+                return deq(xb, gen)
+        opts = dict(elbo, **({"bits": bits} if name == "bpd_elbo" else {}))
+        t0 = time.perf_counter()
+        est = nll_elbo(target.denoiser, target.process, data, num_draws=int(mc_samples), batch_size=int(mc_batch_size),
+                       num_steps=num_steps, generator=g, **opts)
+        mean, se = est.per_dim if name == "nll_elbo" else _bpd(est, discrete, bits)
+        out.update({name: mean, name + "_se": se, name + "_seconds": time.perf_counter() - t0, name + "_num_samples": est.num_draws})
+
+    if target.mixture is not None and any(m.startswith("nll") for m in wanted):
+        out["nll"], out["nll_se"] = target.mixture.nll(num_samples=int(min(mc_samples, 2_000_000)), seed=seed + 4)
+    return out

@@ -1,0 +1,124 @@
+"""Small shared helpers with no difflab imports: plain containers, `_target_` specs, atomic files.
+
+- `plain(x)`: OmegaConf containers → dicts/lists (resolved), tuples → lists; safe to store in
+  a checkpoint read back with `torch.load(weights_only=True)`.
+- `instantiate(spec, **kwargs)`: build an object from a `{"_target_": "module.attr", ...}` dict
+  (nested specs are built first; `_partial_: true` returns a `functools.partial`). This is the
+  subset of Hydra's `instantiate` the library needs, so library code never imports Hydra.
+- `atomic_write(path)`: a temporary file in the same directory (unique per process), renamed
+  onto `path` only once it is complete, so a killed run never leaves half a result.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+
+def plain(x: Any) -> Any:
+    """DictConfig/ListConfig → dict/list (resolved), Mapping → dict, tuple → list."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(x, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(x, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency, but the library works without it
+        pass
+    if isinstance(x, Mapping):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    return x
+
+
+def locate(path: str) -> Any:
+    """The object named by a dotted path `package.module.attr` (attributes may nest)."""
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"_target_ must be a dotted path such as difflab.processes.VPSDE, got {path!r}")
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError as e:
+            if e.name is not None and not ".".join(parts[:i]).startswith(e.name):
+                raise  # the module exists but one of its own imports is missing
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            break
+        return obj
+    raise ValueError(f"cannot import {path!r}: no such module or attribute (check the _target_ spelling)")
+
+
+def is_spec(x: Any) -> bool:
+    return isinstance(x, Mapping) and "_target_" in x
+
+
+def instantiate(spec: Mapping, **kwargs) -> Any:
+    """Build `spec["_target_"](**rest, **kwargs)`; nested `_target_` dicts are built first.
+    With `_partial_: true` the result is `functools.partial(target, **rest, **kwargs)`."""
+    if not is_spec(spec):
+        raise ValueError(f"expected a config with a _target_, got {spec!r}")
+    spec = plain(spec)
+    target = locate(spec.pop("_target_"))
+    partial = bool(spec.pop("_partial_", False))
+    spec.pop("_convert_", None)
+    args = {k: (instantiate(v) if is_spec(v) else v) for k, v in spec.items()}
+    args.update(kwargs)
+    return functools.partial(target, **args) if partial else target(**args)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a unique temporary file beside `path`; on success fsync it and rename it onto
+    `path` (atomic on POSIX), on error remove it. Readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def json_safe(v: Any) -> Any:
+    """NaN/inf → None, tensors → lists, tuples → lists, recursively."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, Mapping):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if hasattr(v, "tolist") and callable(v.tolist):
+        return json_safe(v.tolist())
+    return v
+
+
+def write_json(path: str | os.PathLike, obj: Mapping) -> Path:
+    """Write `obj` as sorted, indented JSON atomically (NaN/inf become null)."""
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(json_safe(obj), indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def save_npz(path: str | os.PathLike, **arrays) -> Path:
+    """`numpy.savez` atomically (a kill during the write leaves the previous file intact)."""
+    import numpy as np
+
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
+    return Path(path)
