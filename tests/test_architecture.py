@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "difflab"
 LAYERS = [
     ("utils", "processes", "parameterizations", "denoiser"),
     ("models", "data", "losses", "samplers", "likelihood", "metrics", "plotting", "loggers", "callbacks.ema"),
-    ("lit_module", "callbacks.checkpoint"),
+    ("lit_module", "checkpoints", "callbacks.checkpoint"),
     ("evaluation",),
     ("callbacks.eval", "callbacks", "report", "studies"),
     ("cli",),

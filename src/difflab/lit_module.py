@@ -271,15 +271,10 @@ def load_denoiser(ckpt_path, device=None, use_ema: bool = True) -> LoadedModel:
     Loads with `weights_only=True`; raises FileNotFoundError / ValueError with a clear
     message for a missing file or a checkpoint that is not a difflab training checkpoint.
     """
-    from pathlib import Path
+    from .checkpoints import read_checkpoint
 
-    path = Path(str(ckpt_path))
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    hp = ckpt.get("hyper_parameters")
-    if not isinstance(hp, dict) or "model" not in hp or "process" not in hp:
-        raise ValueError(f"{path} is not a difflab-train checkpoint (no model/process hyper-parameters)")
+    ckpt = read_checkpoint(ckpt_path)
+    hp = dict(ckpt["hyper_parameters"])
     module = DiffusionModule(**hp)
     state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
     module.load_state_dict(state)

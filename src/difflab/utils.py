@@ -122,3 +122,46 @@ def save_npz(path: str | os.PathLike, **arrays) -> Path:
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
     return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+class RunLock:
+    """An exclusive lock on a run directory (`<dir>/.lock`, fcntl.flock): a second process that
+    wants to write into the same directory is refused at once instead of mixing its files in.
+    The kernel drops the lock when the process dies, so a killed run never leaves it stale."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.path = Path(directory) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ValueError(f"another process is writing to {self.path.parent} (it holds {self.path}); "
+                             "wait for it to finish or choose another output=") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            if exc and exc[0] is not None and [p.name for p in self.path.parent.iterdir()] == [self.path.name]:
+                self.path.unlink()  # a refused run leaves nothing behind (not even its lock)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..utils import plain
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -38,12 +40,14 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         def _hydra_main(cfg) -> None:
             if "stderr" in captured:  # composition succeeded: the real stderr again
                 sys.stderr = captured.pop("stderr")
+            out = output_dir(cfg)
             try:
-                run(cfg, output_dir(cfg))
+                run(cfg, out)
             except (UsageError, ValueError, InstantiationException, FileNotFoundError) as e:
                 msg = str(e).strip().splitlines()
                 text = next((m for m in reversed(msg) if m.strip()), type(e).__name__) if isinstance(e, InstantiationException) else " ".join(msg)
                 print(f"{prog}: error: {text}", file=sys.stderr)
+                _remove_if_empty(out)
                 sys.exit(2)
 
         @functools.wraps(run)
@@ -72,6 +76,15 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         return main
 
     return wrap
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Hydra creates the run directory before the checks run: a refused run leaves no empty one."""
+    try:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    except OSError:
+        pass
 
 
 def one_line(text: str) -> str:
@@ -192,10 +205,10 @@ def build_target(cfg, device, data_chosen: bool = False):
     return from_exact_model(model, process, param, plain(cfg.data), shape, device)
 
 
-def plain(node):
-    from ..utils import plain as _plain
-
-    return _plain(node) if node is not None else None
+def refuse_existing(path: Path, overwrite) -> None:
+    """A result already there is kept unless the user says overwrite=true."""
+    if path.exists() and not bool(overwrite):
+        raise UsageError(f"{path} already exists; choose another output=... or pass overwrite=true")
 
 
 def set_threads(n) -> None:

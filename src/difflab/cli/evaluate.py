@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..evaluation import METRICS, SAMPLE_METRICS, SamplerChoice, evaluate
-from ..utils import save_npz, write_json
-from .common import UsageError, build_target, hydra_entry, plain, resolve_device, set_threads, user_chose
+from ..utils import RunLock, save_npz, write_json
+from .common import UsageError, build_target, refuse_existing, hydra_entry, plain, resolve_device, set_threads, user_chose
 
 _user_chose = user_chose  # module-level, so tests can pretend data= was typed
 
@@ -49,26 +49,28 @@ def check_options(cfg) -> list[str]:
 
 def run(cfg, output_dir: Path) -> dict:
     metrics = check_options(cfg)
+    refuse_existing(Path(output_dir) / "metrics.json", cfg.get("overwrite"))
     sampler = SamplerChoice.from_config(cfg.get("sampler"))
     set_threads(cfg.get("threads"))
     device = resolve_device(cfg.device)
     target = build_target(cfg, device, data_chosen=_user_chose("data"))
     given, nfe = load_samples(cfg.samples) if cfg.get("samples") else (None, None)
-    likelihood = dict(num_eval=int(cfg.num_eval), split=str(cfg.split), mc_samples=int(cfg.mc_samples),
-                      mc_batch_size=int(cfg.mc_batch_size), bits=int(cfg.bits), ode=plain(cfg.ode), elbo=plain(cfg.elbo))
-    sampling = dict(sampler=sampler, num_samples=int(cfg.num_samples), batch_size=int(cfg.batch_size),
-                    num_reference=int(cfg.num_reference), num_projections=int(cfg.num_projections), features=str(cfg.features),
-                    inception_weights=cfg.get("inception_weights"), precision=str(cfg.get("precision", "fp32")),
-                    samples=given, nfe=nfe)
-    try:
-        out, samples = evaluate(target, metrics, seed=int(cfg.seed), likelihood=likelihood, sampling=sampling, device=device)
-    except ValueError as e:  # the library's errors on user input say what to change: one line, exit 2
-        raise UsageError(str(e)) from e
-    for w in out.get("warnings", []):
-        print(f"difflab-eval: warning: {w}")
-    write_json(Path(output_dir) / "metrics.json", out)
-    if samples is not None and given is None and bool(cfg.get("save_samples", True)) and any(m in SAMPLE_METRICS for m in metrics):
-        save_npz(Path(output_dir) / "samples.npz", samples=samples.numpy(), nfe=out.get("nfe") or 0)
+    with RunLock(output_dir):
+        likelihood = dict(num_eval=int(cfg.num_eval), split=str(cfg.split), mc_samples=int(cfg.mc_samples),
+                          mc_batch_size=int(cfg.mc_batch_size), bits=int(cfg.bits), ode=plain(cfg.ode), elbo=plain(cfg.elbo))
+        sampling = dict(sampler=sampler, num_samples=int(cfg.num_samples), batch_size=int(cfg.batch_size),
+                        num_reference=int(cfg.num_reference), num_projections=int(cfg.num_projections), features=str(cfg.features),
+                        inception_weights=cfg.get("inception_weights"), precision=str(cfg.get("precision", "fp32")),
+                        samples=given, nfe=nfe)
+        try:
+            out, samples = evaluate(target, metrics, seed=int(cfg.seed), likelihood=likelihood, sampling=sampling, device=device)
+        except ValueError as e:  # the library's errors on user input say what to change: one line, exit 2
+            raise UsageError(str(e)) from e
+        for w in out.get("warnings", []):
+            print(f"difflab-eval: warning: {w}")
+        write_json(Path(output_dir) / "metrics.json", out)
+        if samples is not None and given is None and bool(cfg.get("save_samples", True)) and any(m in SAMPLE_METRICS for m in metrics):
+            save_npz(Path(output_dir) / "samples.npz", samples=samples.numpy(), nfe=out.get("nfe") or 0)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in out.items() if isinstance(v, float) and not k.endswith("_seconds"))
     print(f"difflab-eval: wrote {Path(output_dir) / 'metrics.json'}: {shown}")
     return out

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..evaluation import PRECISIONS, SamplerChoice, draw_samples
-from ..utils import save_npz, write_json
-from .common import UsageError, build_target, hydra_entry, resolve_device, set_threads, user_chose
+from ..utils import RunLock, save_npz, write_json
+from .common import UsageError, build_target, refuse_existing, hydra_entry, resolve_device, set_threads, user_chose
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -38,23 +38,25 @@ def main(cfg, output_dir: Path) -> None:
     from ..plotting import save_image_grid, scatter_compare
 
     sampler = check_options(cfg)
+    refuse_existing(output_dir / "samples.npz", cfg.get("overwrite"))
     set_threads(cfg.get("threads"))
     device = resolve_device(cfg.get("device"))
     target = build_target(cfg, device, data_chosen=user_chose("data"))
-    samples, nfe = draw_samples(target.denoiser, target.process, target.data_shape, int(cfg.num_samples), int(cfg.seed), sampler,
-                                batch_size=int(cfg.batch_size), device=device, dtype=DTYPES[str(cfg.get("dtype", "float32"))],
-                                precision=str(cfg.get("precision", "fp32")))
-    if not torch.isfinite(samples).all():
-        raise UsageError(f"sampler={sampler.name} with steps={sampler.steps} produced non-finite samples; use more steps or another sampler")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_npz(output_dir / "samples.npz", samples=samples.numpy(), nfe=nfe)
-    if samples.ndim == 4:
-        save_image_grid(samples[:64], output_dir / "grid.png")
-    if samples.ndim == 2 and samples.shape[1] == 2 and target.mixture is not None:
-        ref = target.real(len(samples), int(cfg.seed) + 1)
-        scatter_compare(samples, ref.cpu(), output_dir / "scatter.png", title=f"{sampler.name}, {sampler.steps} steps, NFE {nfe}")
-    write_json(output_dir / "sample.json", {"sampler": sampler.name, "steps": sampler.steps, "nfe": nfe, "num_samples": len(samples),
-                                            "shape": list(samples.shape), "seed": int(cfg.seed)})
+    with RunLock(output_dir):
+        samples, nfe = draw_samples(target.denoiser, target.process, target.data_shape, int(cfg.num_samples), int(cfg.seed), sampler,
+                                    batch_size=int(cfg.batch_size), device=device, dtype=DTYPES[str(cfg.get("dtype", "float32"))],
+                                    precision=str(cfg.get("precision", "fp32")))
+        if not torch.isfinite(samples).all():
+            raise UsageError(f"sampler={sampler.name} with steps={sampler.steps} produced non-finite samples; use more steps or another sampler")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_npz(output_dir / "samples.npz", samples=samples.numpy(), nfe=nfe)
+        if samples.ndim == 4:
+            save_image_grid(samples[:64], output_dir / "grid.png")
+        if samples.ndim == 2 and samples.shape[1] == 2 and target.mixture is not None:
+            ref = target.real(len(samples), int(cfg.seed) + 1)
+            scatter_compare(samples, ref.cpu(), output_dir / "scatter.png", title=f"{sampler.name}, {sampler.steps} steps, NFE {nfe}")
+        write_json(output_dir / "sample.json", {"sampler": sampler.name, "steps": sampler.steps, "nfe": nfe, "num_samples": len(samples),
+                                                "shape": list(samples.shape), "seed": int(cfg.seed)})
     print(f"difflab-sample: {len(samples)} samples, NFE {nfe} -> {output_dir / 'samples.npz'}")
 
 

@@ -1,7 +1,7 @@
 """`difflab-train`: compose the config, build data + DiffusionModule + Trainer, fit.
 
     difflab-train experiment=digits output=runs/digits
-    difflab-train output=runs/digits ckpt_path=runs/digits/checkpoints/last.ckpt   # resume
+    difflab-train resume=runs/digits trainer.max_steps=20000    # resume, with the run's own config
 
 Writes `<output>/config.yaml` (the resolved config) and `<output>/checkpoints/last.ckpt`
 (every `checkpoint_every` steps and at the end). Every check that can fail on user input
@@ -10,12 +10,15 @@ anything is written; failures print one line and exit with status 2.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import torch
 
 from ..callbacks.checkpoint import SaveLast
-from .common import UsageError, hydra_entry, instantiate, plain
+from ..utils import RunLock, write_text
+from .common import UsageError, hydra_entry, instantiate, plain, set_threads
 
 
 def build_datamodule(cfg):
@@ -35,7 +38,7 @@ def build_module(cfg, data_shape):
         model=plain(cfg.model), process=plain(cfg.process), parameterization=plain(cfg.parameterization),
         loss=plain(cfg.weighting), data_shape=data_shape, data_config=plain(cfg.data),
         denoiser=plain(cfg.get("denoiser")), optim=plain(cfg.get("optim")), ema=plain(cfg.get("ema")),
-        per_sample_noise=bool(cfg.get("per_sample_noise", False)), seed=int(cfg.seed),
+        per_sample_noise=bool(cfg.get("per_sample_noise", False)), seed=int(cfg.seed), lr_schedule=plain(cfg.get("lr_schedule")),
     )
 
 
@@ -43,15 +46,70 @@ def has_results(out: Path) -> bool:
     return (out / "config.yaml").exists() or any((out / "checkpoints").glob("*.ckpt"))
 
 
-def check_run_dir(out: Path, ckpt_path) -> None:
-    if ckpt_path:
-        if not Path(str(ckpt_path)).is_file():
-            raise UsageError(f"ckpt_path={ckpt_path} does not exist; resume from <run dir>/checkpoints/last.ckpt")
-    elif has_results(out):
-        raise UsageError(
-            f"output={out} already holds a training run; choose a new output=... or resume it with "
-            f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"
-        )
+def checkpoint_to_resume(cfg):
+    """(path, checkpoint dict) of `ckpt_path` (or `resume`'s last.ckpt), read and checked, or (None, None)."""
+    from ..checkpoints import read_checkpoint
+
+    path = cfg.get("ckpt_path") or (Path(str(cfg.resume)) / "checkpoints" / "last.ckpt" if cfg.get("resume") else None)
+    if not path:
+        return None, None
+    if not Path(str(path)).is_file():
+        raise UsageError(f"ckpt_path={path} does not exist; resume from <run dir>/checkpoints/last.ckpt (or resume=<run dir>)")
+    return Path(str(path)), read_checkpoint(path)
+
+
+def _overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    except Exception:  # noqa: BLE001 - no Hydra run (tests compose the config themselves)
+        return []
+
+
+RESUME_KEYS = ("output", "ckpt_path", "resume", "threads", "device")
+
+
+def resume_config(cfg, out: Path):
+    """The config a resumed run trains with: the run's own config.yaml, with the command line's
+    key=value overrides applied (e.g. trainer.max_steps=...), so no option has to be repeated.
+    A group choice (model=..., process=...) that differs from the saved run is refused."""
+    from omegaconf import OmegaConf, open_dict
+
+    saved_path = out / "config.yaml"
+    overrides = _overrides()
+    if not saved_path.is_file() or not overrides:
+        return cfg  # a checkpoint from elsewhere, or composed by a caller: the given config
+    saved = OmegaConf.load(saved_path)
+    groups = []
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key in RESUME_KEYS or key.startswith("hydra") or ("." not in key and key not in cfg):
+            continue  # where to write, or a recipe name (experiment=): the saved config already holds it
+        if "." not in key and OmegaConf.is_dict(cfg[key]):
+            groups.append((key, value))
+            continue
+        with open_dict(saved):
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+    for key, value in groups:  # a group choice must be the saved run's (with the key=value overrides applied)
+        if plain(cfg[key]) != plain(saved.get(key)):
+            raise UsageError(f"resuming {out} uses its own config.yaml, and {key}={value} changes it; drop {key}= "
+                             "or start a new run with another output=")
+    with open_dict(saved):
+        for key in RESUME_KEYS:
+            if key in cfg:
+                saved[key] = cfg[key]
+    return saved
+
+
+def check_same_model(ckpt: dict, module, path: Path) -> None:
+    """Refuse to resume a checkpoint into a run with another model, process, parameterization or data shape."""
+    from ..checkpoints import mismatched_keys
+
+    diff = mismatched_keys(ckpt["hyper_parameters"], module.hparams)
+    if diff:
+        raise UsageError(f"{path} was trained with another configuration ({', '.join(diff[:6])} differ); resume with "
+                         "the run's own config (resume=<run dir>) or start a new run with another output=")
 
 
 def build_logger(cfg, out: Path):
@@ -83,14 +141,24 @@ def build_callbacks(cfg, out: Path, with_logger: bool) -> list:
     return cbs
 
 
+def secondary_process() -> bool:
+    """A process that Lightning's `ddp` launcher or SLURM started beside rank 0: it re-runs this
+    script, and must neither re-check nor lock the run directory rank 0 already holds."""
+    return any(int(os.environ.get(k, "0") or 0) > 0 for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"))
+
+
 def train(cfg, out: Path):
-    """Fit from a composed config; returns (module, trainer, datamodule)."""
+    """Fit from a composed config; returns (module, trainer, datamodule). Every check on user
+    input runs before anything is written; then the run holds an exclusive lock on `out`."""
     import lightning as L
     from omegaconf import OmegaConf
 
     out = Path(out)
-    ckpt_path = cfg.get("ckpt_path")
-    check_run_dir(out, ckpt_path)
+    ckpt_path, ckpt = checkpoint_to_resume(cfg)
+    if ckpt is not None:
+        cfg = resume_config(cfg, out)
+    elif has_results(out) and not secondary_process():
+        raise UsageError(f"output={out} already holds a training run; choose a new output=... or resume it with resume={out} (= ckpt_path={out / 'checkpoints' / 'last.ckpt'})")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg)
     try:
@@ -99,28 +167,29 @@ def train(cfg, out: Path):
         raise
     except Exception as e:  # a bad option inside model/process/loss: one line naming it
         raise UsageError(str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__) from e
+    if ckpt is not None:
+        check_same_model(ckpt, module, ckpt_path)
     logger = build_logger(cfg, out)
+    if ckpt is not None and hasattr(logger, "keep_before_step"):
+        logger.keep_before_step = int(ckpt.get("global_step", 0))  # rows after the checkpoint are logged again
     callbacks = build_callbacks(cfg, out, with_logger=bool(logger))
-    trainer_cfg = cfg.trainer
-    from hydra.utils import instantiate as _inst
-
-    try:
-        trainer = _inst(trainer_cfg, logger=logger, callbacks=callbacks, default_root_dir=str(out), enable_checkpointing=False)
-    except Exception as e:
-        raise UsageError(f"could not build trainer: {e.__cause__ or e}") from e
-
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "config.yaml").exists():
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    except FloatingPointError as e:
-        raise UsageError(str(e)) from e
+    trainer = instantiate(cfg.trainer, "trainer", logger=logger, callbacks=callbacks, default_root_dir=str(out),
+                          enable_checkpointing=False)
+    with (contextlib.nullcontext() if secondary_process() else RunLock(out)):
+        if ckpt is None and has_results(out) and not secondary_process():  # another run got here first
+            raise UsageError(f"output={out} already holds a training run; choose a new output=...")
+        if not (out / "config.yaml").exists():
+            write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        except FloatingPointError as e:
+            raise UsageError(str(e)) from e
     return module, trainer, dm
 
 
 def run(cfg, out: Path) -> None:
     torch.set_float32_matmul_precision("high")
+    set_threads(cfg.get("threads"))
     train(cfg, out)
 
 
