@@ -1,22 +1,37 @@
-"""`SaveLast`: the run's `last.ckpt`, written atomically every N optimiser steps and at the end."""
+"""`SaveLast`: the run's `last.ckpt`, written atomically every N optimiser steps, at the end, and
+when the run is interrupted (SIGTERM, SIGUSR1 — SLURM's warning signal — or Ctrl-C)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import threading
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+
+STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGINT", None), getattr(signal, "SIGUSR1", None)) if s)
 
 
 class SaveLast(Callback):
     """Writes `<dirpath>/last.ckpt` every `every` optimiser steps and at the end of training, on
     every strategy (ddp_spawn included: it runs inside the workers). The file is written under a
     temporary name unique to the process and renamed onto last.ckpt, so a kill during the write
-    leaves the previous checkpoint intact."""
+    leaves the previous checkpoint intact.
 
-    def __init__(self, dirpath: str | os.PathLike, every: int = 0):
+    Interrupts: SIGTERM, SIGINT and SIGUSR1 let the current optimiser step finish (its EMA
+    update included), stop training, and save last.ckpt at that step; `interrupted_by` then
+    holds the signal, and difflab-train exits with status 128 + signal. Under SLURM
+    (`SLURM_JOB_ID` set) with `requeue=True` the job is requeued (`scontrol requeue`) and resumes
+    from this checkpoint in its own directory."""
+
+    def __init__(self, dirpath: str | os.PathLike, every: int = 0, requeue: bool = True):
         if int(every) < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end), got {every}")
-        self.dirpath, self.every, self._saved_step = Path(dirpath), int(every), -1
+        self.dirpath, self.every, self.requeue, self._saved_step = Path(dirpath), int(every), bool(requeue), -1
+        self.interrupted_by: int | None = None
+        self._previous: dict = {}
+        self._trainer = None
 
     def _save(self, trainer) -> None:
         if trainer.global_step == self._saved_step or trainer.sanity_checking:
@@ -32,9 +47,36 @@ class SaveLast(Callback):
             os.replace(tmp, path)
         trainer.strategy.barrier()
 
+    # ------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._trainer, self.interrupted_by = trainer, None
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        """Stop after the current optimiser step (Lightning checks `should_stop` between steps)."""
+        if self.interrupted_by is not None and signum == getattr(signal, "SIGINT", None):
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.interrupted_by = signum
+        if self._trainer is not None:
+            self._trainer.should_stop = True
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every and trainer.global_step % self.every == 0:
             self._save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._save(trainer)
+        self._restore_handlers()
+        if self.interrupted_by is not None and self.requeue and os.environ.get("SLURM_JOB_ID") and trainer.is_global_zero:
+            subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        for sig, handler in self._previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        self._previous = {}

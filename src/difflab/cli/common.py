@@ -65,7 +65,7 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
                     text, sys.stderr = sys.stderr.getvalue(), captured.pop("stderr")
                     if text.strip():
                         print(f"{prog}: error: {one_line(text)}", file=sys.stderr)
-                if e.code not in (0, None):
+                if e.code == 1:  # Hydra's config errors; our own codes (2, 128 + signal) pass through
                     sys.exit(2)
                 raise
             finally:

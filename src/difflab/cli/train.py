@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -51,6 +53,9 @@ def checkpoint_to_resume(cfg):
     from ..checkpoints import read_checkpoint
 
     path = cfg.get("ckpt_path") or (Path(str(cfg.resume)) / "checkpoints" / "last.ckpt" if cfg.get("resume") else None)
+    requeued = Path(str(cfg.output)) / "checkpoints" / "last.ckpt"
+    if not path and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and requeued.is_file():
+        path = requeued  # a requeued SLURM job continues its own run
     if not path:
         return None, None
     if not Path(str(path)).is_file():
@@ -184,6 +189,12 @@ def train(cfg, out: Path):
             trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
         except FloatingPointError as e:
             raise UsageError(str(e)) from e
+    saver = next(cb for cb in callbacks if isinstance(cb, SaveLast))
+    if saver.interrupted_by is not None:
+        name = signal.Signals(saver.interrupted_by).name
+        print(f"difflab-train: {name} at step {trainer.global_step}: saved {out / 'checkpoints' / 'last.ckpt'}; "
+              f"continue with: difflab-train resume={out}", file=sys.stderr)
+        raise SystemExit(128 + int(saver.interrupted_by))
     return module, trainer, dm
 
 
