@@ -56,7 +56,18 @@ def build(spec: Mapping, what: str, **kwargs):
     """Instantiate a `_target_` spec (plain dict) with extra keyword arguments."""
     if not isinstance(spec, Mapping) or "_target_" not in spec:
         raise ValueError(f"the {what} config has no _target_ (got {spec!r}); pick an option of the `{what}` group")
-    return instantiate(spec, **kwargs)
+    try:
+        return instantiate(spec, **kwargs)
+    except TypeError as e:  # an option the class does not take (e.g. model.hidden on a UNet)
+        import re
+
+        m = re.search(r"unexpected keyword argument '([^']+)'", str(e))
+        if not m:
+            raise
+        target = locate(spec["_target_"])
+        takes = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+        raise ValueError(f"{what} {target.__name__} has no option {what}.{m.group(1)} (set by the recipe or an override); "
+                         f"it takes {', '.join(takes)}") from None
 
 
 def check_model_fits(model: nn.Module, data_shape: Sequence[int]) -> None:

@@ -42,6 +42,7 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
                 sys.stderr = captured.pop("stderr")
             out = output_dir(cfg)
             try:
+                check_override_types(cfg, config_name)
                 run(cfg, out)
             except (UsageError, ValueError, InstantiationException, FileNotFoundError) as e:
                 msg = str(e).strip().splitlines()
@@ -64,7 +65,7 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
                 if "stderr" in captured:
                     text, sys.stderr = sys.stderr.getvalue(), captured.pop("stderr")
                     if text.strip():
-                        print(f"{prog}: error: {one_line(text)}", file=sys.stderr)
+                        print(f"{prog}: error: {one_line(text)}{did_you_mean(text, config_name)}", file=sys.stderr)
                 if e.code == 1:  # Hydra's config errors; our own codes (2, 128 + signal) pass through
                     sys.exit(2)
                 raise
@@ -76,6 +77,80 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         return main
 
     return wrap
+
+
+def _task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _group_overrides(args) -> list[str]:
+    """The group choices among command-line arguments (`model=mlp`, not `model.hidden=8`)."""
+    def group(a: str) -> bool:
+        key = a.split("=")[0].lstrip("+")
+        return "=" in a and not a.startswith(("-", "~", "hydra")) and "." not in key and (CONFIG_DIR / key).is_dir()
+
+    return [a for a in args if group(a)]
+
+
+def check_override_types(cfg, config_name: str) -> None:
+    """A key=value override whose value has the wrong type for the key (trainer.max_steps=abc)
+    is refused naming the key and the expected type, before anything runs."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    def scalar(o: str) -> bool:  # a key=value override (not a group choice such as model=mlp)
+        key = o.lstrip("+").split("=")[0]
+        return "." in key or (key in cfg and not OmegaConf.is_config(cfg[key]))
+
+    dotted = [o for o in _task_overrides() if "=" in o and not o.startswith(("hydra", "~")) and scalar(o)]
+    if not dotted:
+        return
+    try:
+        base = compose(config_name, overrides=_group_overrides(_task_overrides()))
+    except Exception:  # noqa: BLE001 - the real composition succeeded; nothing to compare with
+        return
+    for o in dotted:
+        key, _, value = o.lstrip("+").partition("=")
+        default = OmegaConf.select(base, key, default=None, throw_on_resolution_failure=False)
+        new = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        if default is None or new is None:
+            continue
+        if isinstance(default, bool):
+            ok, kind = isinstance(new, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = isinstance(new, int) and not isinstance(new, bool), "an integer"
+        elif isinstance(default, float):
+            ok, kind = isinstance(new, (int, float)) and not isinstance(new, bool), "a number"
+        else:
+            continue
+        if not ok:
+            raise UsageError(f"{key}={value}: expected {kind} (default {default})")
+
+
+def did_you_mean(text: str, config_name: str) -> str:
+    """"; did you mean trainer.max_steps?" for a misspelled key in Hydra's error text."""
+    import difflib
+    import re
+
+    m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if not m:
+        return ""
+    key = m.group(1)
+    parent, _, leaf = key.rpartition(".")
+    try:
+        from hydra import compose, initialize_config_dir
+        from omegaconf import OmegaConf
+
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name, overrides=_group_overrides(sys.argv[1:]))
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        names = list(node.keys()) if OmegaConf.is_dict(node) else []
+    except Exception:  # noqa: BLE001 - a suggestion is optional
+        return ""
+    close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.6)
+    return f"; did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
 
 
 def _remove_if_empty(path: Path) -> None:
