@@ -27,11 +27,16 @@ BUILT = ("process",)
 
 
 def _compose(config_name: str, overrides: Sequence[str], config_dir: Path, hydra: bool = False):
-    """compose() inside an initialised Hydra (see `check_sweep`); `config_dir` joins the search path."""
+    """compose() inside Hydra initialised on `config_dir` (see `check_sweep`); difflab's own
+    configs join the search path when config_dir is another directory (a sweep file's)."""
     from hydra import compose
 
-    extra = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if Path(config_dir).resolve() != Path(CONFIG_DIR).resolve() else []
+    extra = [] if _same(config_dir, CONFIG_DIR) else [f"hydra.searchpath=[file://{Path(CONFIG_DIR).resolve()}]"]
     return compose(config_name, overrides=[*extra, *overrides], return_hydra_config=hydra)
+
+
+def _same(a, b) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def read_keys(cfg) -> set[str]:
@@ -73,11 +78,15 @@ def check_sweep(config_name: str, overrides: Sequence[str], config_dir: str | Pa
     Returns the number of jobs."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
-    if GlobalHydra.instance().is_initialized():  # called from inside a Hydra app or test
-        return _check(config_name, overrides, config_dir)
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return _check(config_name, overrides, config_dir)
+    backup = get_gh_backup()  # called from inside a Hydra app or a test: leave it as it was
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(Path(config_dir).resolve()), version_base="1.3"):
+            return _check(config_name, overrides, config_dir)
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def _check(config_name: str, overrides: Sequence[str], config_dir) -> int:
