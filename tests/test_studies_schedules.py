@@ -121,3 +121,11 @@ def test_gmm_sweep_over_schedule_gives_two_processes():
     a0, a1 = (p.alpha(t) for p in procs)
     assert (a0 - a1).abs().max() > 0.05
     torch.testing.assert_close(ends(procs[0]), ends(procs[1]), rtol=1e-6, atol=1e-5)
+
+
+def test_learned_schedule_loads_a_checkpoint_from_before_schedules_were_modules():
+    new = ContinuousSNR("learned", -5, 5, hidden=8)
+    old_keys = {k.replace("log_snr_schedule.", ""): v + 1.0 for k, v in new.state_dict().items()}
+    assert "net.l1.weight" in old_keys and "log_snr_min_param" in old_keys
+    new.load_state_dict(old_keys)
+    assert float(new.log_snr_min_param) == -4.0 and float(new.log_snr_max_param) == 6.0

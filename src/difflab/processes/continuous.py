@@ -88,5 +88,13 @@ class ContinuousSNR(VPProcess):
     def log_snr_max_param(self):
         return self._learned().log_snr_max_param
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints from before schedules were modules kept the learned schedule's weights
+        on the process itself (`net.*`, `log_snr_*_param`): move them to their new place."""
+        for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].split(".")[0] in
+                    ("net", "log_snr_min_param", "log_snr_max_param")]:
+            state_dict[prefix + "log_snr_schedule." + key[len(prefix):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def extra_repr(self) -> str:
         return f"schedule={self.schedule!r}, log_snr_min={self.log_snr_min:g}, log_snr_max={self.log_snr_max:g}"
