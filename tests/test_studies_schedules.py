@@ -128,4 +128,4 @@ def test_learned_schedule_loads_a_checkpoint_from_before_schedules_were_modules(
     old_keys = {k.replace("log_snr_schedule.", ""): v + 1.0 for k, v in new.state_dict().items()}
     assert "net.l1.weight" in old_keys and "log_snr_min_param" in old_keys
     new.load_state_dict(old_keys)
-    assert float(new.log_snr_min_param) == -4.0 and float(new.log_snr_max_param) == 6.0
+    assert new.log_snr_min == -4.0 and new.log_snr_max == 6.0
