@@ -4,15 +4,32 @@ trains in its own directory, named after its overrides, and difflab-report reads
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from cluster import Cluster, sinfo_ok, unavailable_reason
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ["experiment=gmm", "schedule=linear,cosine", "trainer.max_steps=4", "trainer.val_check_interval=2",
          "trainer.log_every_n_steps=1", "checkpoint_every=0", "logger=csv"]
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A one-node SLURM: the running one, else started here (as root) and stopped afterwards."""
+    if not sinfo_ok():
+        why = unavailable_reason()
+        if why:
+            pytest.skip(f"no SLURM: {why}")
+    with tempfile.TemporaryDirectory(prefix="difflab-slurm-") as d:
+        cluster = Cluster(d).start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 def run_sweep(out: Path, launcher: list[str], env=None):
