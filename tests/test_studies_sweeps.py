@@ -31,6 +31,7 @@ def test_an_unknown_option_is_one_line():
 
 def test_argv_entry_exits_2_under_multirun_only(capsys):
     check_sweep_argv("train", "difflab-train", ["+sampler=ddim,pc"])  # no -m: nothing to check
+    check_sweep_argv("train", "difflab-train", ["-m", "--cfg", "job", "+sampler=ddim,pc"])  # prints only
     with pytest.raises(SystemExit) as e:
         check_sweep_argv("train", "difflab-train", ["-m", "experiment=gmm", "+sampler=ddim,pc"])
     assert e.value.code == 2

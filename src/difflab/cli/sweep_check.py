@@ -22,6 +22,9 @@ from .common import CONFIG_DIR, UsageError, one_line
 
 #: keys that differ between jobs without making them different jobs (timestamped output dir)
 IGNORED = ("output",)
+#: Hydra flags that only print (help, config, info) and launch nothing
+INSPECT = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-p", "--package", "-sc", "--shell-completion",
+           "--resolve")
 #: nodes built for every job, so a combination that cannot work is refused before the sweep
 BUILT = ("process",)
 
@@ -159,7 +162,10 @@ def multirun_overrides(argv: Iterable[str]) -> tuple[bool, list[str], str | None
 def check_sweep_argv(config_name: str, prog: str, argv: Sequence[str] | None = None) -> None:
     """For `hydra_entry`: under -m, refuse a repeating or impossible sweep with one line on
     stderr and exit status 2, before Hydra launches any job. Does nothing without -m."""
-    multirun, overrides, name, cdir = multirun_overrides(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a.split("=")[0] in INSPECT for a in argv):  # printing help or config: no job runs
+        return
+    multirun, overrides, name, cdir = multirun_overrides(argv)
     if not multirun:
         return
     try:
