@@ -8,16 +8,21 @@ import torch
 from torch import Tensor
 
 
-def save_image_grid(x: Tensor, path, nrow: int | None = None) -> Path:
+def save_image_grid(x: Tensor, path, nrow: int | None = None, min_size: int = 64) -> Path:
     """Save images x [N, C, H, W] with values in [-1, 1] (clamped) as one PNG grid.
-    nrow: images per row (default ⌈√N⌉). C = 1 (grey) or 3 (RGB)."""
+    nrow: images per row (default ⌈√N⌉). C = 1 (grey) or 3 (RGB). Images smaller than
+    `min_size` pixels are enlarged by an integer factor, nearest neighbour (pixels stay
+    sharp): 8×8 digits become 64×64 and readable."""
     from torchvision.utils import make_grid, save_image
 
     x = torch.as_tensor(x).detach().float().cpu()
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"save_image_grid expects images [N, C, H, W] with C in (1, 3), got shape {tuple(x.shape)}")
+    factor = max(1, math.ceil(min_size / min(x.shape[-2:])))
+    if factor > 1:
+        x = x.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
     nrow = nrow or max(1, math.ceil(math.sqrt(x.shape[0])))
-    grid = make_grid((x.clamp(-1, 1) + 1) / 2, nrow=nrow, padding=1, pad_value=1.0)
+    grid = make_grid((x.clamp(-1, 1) + 1) / 2, nrow=nrow, padding=max(1, factor // 2), pad_value=1.0)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, str(path))

@@ -7,6 +7,10 @@ import torch
 from torch import Tensor
 
 from .base import Process, check_range
+from .schedules import LogSNRSchedule, make_schedule
+
+#: beta_schedule names that are DDPM's own published β tables (the rest are log-SNR shapes)
+BETA_TABLES = {"linear": "linear", "linear_beta": "linear", "cosine": "cosine"}
 
 
 def ddpm_betas(num_steps: int, beta_schedule: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -33,12 +37,17 @@ class DDPM(Process):
     """DDPM's discrete chain seen as a process on t ∈ [1/T, 1], with t = i/T for step i.
 
     At grid points α(i/T)² = ᾱ_i = ∏_{j≤i} (1 − β_j) exactly (the `alphas_cumprod[i−1]` of
-    other libraries). Between grid points log ᾱ is interpolated linearly, so on
-    ((i−1)/T, i/T] the drift is constant: d log α/dt = ½ T log(1 − β_i), the VP-SDE with
-    β(t) = −T log(1 − β_i) ≈ T β_i. σ² = 1 − ᾱ.
+    other libraries). beta_schedule: "linear" (= "linear_beta", Ho et al. 2020) and "cosine"
+    (Nichol & Dhariwal 2021) are the published β tables; any other schedule name (or a
+    `LogSNRSchedule`) sets ᾱ_i = sigmoid(λ(i/T)) with that shape between the linear table's
+    endpoints λ(1/T), λ(1) (VDM Eq. 3 at the grid points).
+
+    Between grid points log ᾱ is interpolated linearly, so on ((i−1)/T, i/T] the drift is
+    constant: d log α/dt = ½ T log(1 − β_i), the VP-SDE with β(t) = −T log(1 − β_i) ≈ T β_i.
+    σ² = 1 − ᾱ.
     """
 
-    def __init__(self, num_steps: int = 1000, beta_schedule: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02):
+    def __init__(self, num_steps: int = 1000, beta_schedule: str | LogSNRSchedule = "linear", beta_start: float = 1e-4, beta_end: float = 0.02):
         super().__init__()
         if int(num_steps) != num_steps or num_steps < 1:
             raise ValueError(f"num_steps must be an integer >= 1, got {num_steps}")
@@ -47,14 +56,34 @@ class DDPM(Process):
         if beta_end < beta_start:
             raise ValueError(f"beta_end must be >= beta_start = {beta_start}, got {beta_end}")
         self.num_steps = int(num_steps)
-        self.beta_schedule = beta_schedule
-        betas = ddpm_betas(self.num_steps, beta_schedule, beta_start, beta_end)
-        log1m_beta = torch.log1p(-betas)
+        if isinstance(beta_schedule, str) and beta_schedule in BETA_TABLES:
+            betas = ddpm_betas(self.num_steps, BETA_TABLES[beta_schedule], beta_start, beta_end)
+            log1m_beta = torch.log1p(-betas)
+        else:
+            log1m_beta = self._log1m_beta_of(beta_schedule, beta_start, beta_end)
+            betas = -torch.expm1(log1m_beta)
+        self.beta_schedule = self.schedule = getattr(beta_schedule, "name", beta_schedule)
         self.register_buffer("betas", betas, persistent=False)
         self.register_buffer("log1m_beta", log1m_beta, persistent=False)
         # log ᾱ_i for i = 0..T (ᾱ_0 = 1)
         self.register_buffer("log_alphas_cumprod", torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(log1m_beta, 0)]), persistent=False)
         self.t_min, self.t_max = 1.0 / self.num_steps, 1.0
+
+    def _log1m_beta_of(self, schedule, beta_start: float, beta_end: float) -> Tensor:
+        """log(1 − β_i) = log ᾱ_i − log ᾱ_{i−1} with log ᾱ_i = logsigmoid(λ(i/T)), ᾱ_0 = 1."""
+        if schedule == "learned":
+            raise ValueError("beta_schedule='learned' needs a continuous process: use process=continuous_snr "
+                             "(DDPM's discrete table cannot be trained)")
+        T = self.num_steps
+        try:
+            table = torch.cumsum(torch.log1p(-ddpm_betas(T, "linear", beta_start, beta_end)), 0)
+            lam = table - torch.log(-torch.expm1(table))  # λ_i = log ᾱ_i − log(1 − ᾱ_i)
+            sched = make_schedule(schedule, float(lam[-1]), float(lam[0]), 1.0 / T, 1.0)
+        except ValueError as e:
+            raise ValueError(f"beta_schedule must be 'linear', 'cosine' or a log-SNR schedule: {e}") from None
+        with torch.no_grad():
+            lab = torch.nn.functional.logsigmoid(sched.log_snr(torch.arange(1, T + 1, dtype=torch.float64) / T))
+        return torch.diff(lab, prepend=torch.zeros(1, dtype=torch.float64))
 
     @property
     def alphas_cumprod(self) -> Tensor:

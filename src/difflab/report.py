@@ -1,0 +1,287 @@
+"""A study at a glance: collect every job of a multirun directory into one table and plots.
+
+Each job directory holds what difflab's commands write: `config.yaml`, Lightning's CSV log
+`logs/metrics.csv`, `metrics.json` (difflab-eval's numbers, `<metric>_se` its standard error;
+also looked for in `<job>/eval/`), `sample.json` (sampler, steps, nfe) and Hydra's
+`.hydra/overrides.yaml`. A job's overrides come from `.hydra/overrides.yaml`, else from its
+directory name (`schedule=cosine,weighting=elbo`, Hydra's override_dirname), else from the
+leaves of `config.yaml` that differ between jobs. Keys with one value across jobs are the
+study's fixed settings; the others are its columns.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+#: metric keys that are bookkeeping, not results
+SKIP_SUFFIXES = ("_se", "_seconds")
+SKIP_KEYS = ("data_shape", "warnings")
+MARKERS = ("config.yaml", "metrics.json", "sample.json", "logs/metrics.csv", ".hydra/overrides.yaml")
+
+
+@dataclass
+class Job:
+    path: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    def value(self, metric: str) -> float | None:
+        v = self.metrics.get(metric)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    def se(self, metric: str) -> float | None:
+        v = self.metrics.get(metric + "_se")
+        return float(v) if isinstance(v, (int, float)) else None
+
+
+def split_overrides(name: str) -> dict[str, str]:
+    """`a=1,b=[2,3],c=x` → {a: 1, b: [2,3], c: x} (commas inside brackets stay); {} if not k=v."""
+    parts, depth, cur = [], 0, ""
+    for ch in name:
+        depth += 1 if ch in "[{(" else -1 if ch in "]})" else 0
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    if not all("=" in p for p in parts):
+        # a value with a bare comma: glue segments without '=' onto the previous one
+        glued: list[str] = []
+        for p in parts:
+            if "=" in p or not glued:
+                glued.append(p)
+            else:
+                glued[-1] += "," + p
+        parts = glued
+    if not parts or not all("=" in p and p.split("=", 1)[0] for p in parts):
+        return {}
+    return {k.lstrip("+~"): v for k, v in (p.split("=", 1) for p in parts)}
+
+
+def find_jobs(root: Path) -> list[Path]:
+    """Job directories under root: the shallowest directories holding any of MARKERS."""
+    root = Path(root)
+    found = set()
+    for marker in MARKERS:
+        depth = marker.count("/") + 1
+        for p in root.rglob(Path(marker).name):
+            if p.as_posix().endswith(marker):
+                found.add(p.parents[depth - 1])
+    jobs = sorted(d for d in found if not any(o != d and o in d.parents for o in found) and d.name != "eval")
+    if len(jobs) > 1 and root in jobs:
+        jobs.remove(root)
+    return jobs
+
+
+def read_curves(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
+    """Lightning CSVLogger rows → {column: [(step, value), ...]} for every loss-like column."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    if not csv_path.is_file():
+        return curves
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            step = row.get("step")
+            if not step:
+                continue
+            for k, v in row.items():
+                if k in ("epoch", "step") or not v or "loss" not in k:
+                    continue
+                try:
+                    curves.setdefault(k, []).append((int(float(step)), float(v)))
+                except ValueError:
+                    continue
+    return curves
+
+
+def _read_yaml(path: Path):
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def load_job(path: Path, root: Path) -> Job:
+    job = Job(path=path)
+    hydra_over = _read_yaml(path / ".hydra" / "overrides.yaml")
+    if hydra_over:
+        job.overrides = split_overrides(",".join(str(o) for o in hydra_over))
+    elif path != root:
+        job.overrides = split_overrides(path.relative_to(root).as_posix().replace("/", ","))
+    job.config = _read_yaml(path / "config.yaml") or {}
+    for name in ("sample.json", "metrics.json", "eval/metrics.json"):
+        if (path / name).is_file():
+            data = json.loads((path / name).read_text())
+            job.metrics.update({k: v for k, v in data.items() if k not in SKIP_KEYS})
+    if isinstance(job.metrics.get("sampler"), str):  # sample.json: the sampler is a setting
+        job.overrides.setdefault("sampler", job.metrics.pop("sampler"))
+    job.curves = read_curves(path / "logs" / "metrics.csv")
+    for k, pts in job.curves.items():
+        if k.startswith("val/") and pts:
+            job.metrics.setdefault(f"{k} (last)", pts[-1][1])
+    return job
+
+
+def _flatten(d, prefix="") -> dict[str, str]:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: json.dumps(d) if isinstance(d, (list, dict)) else str(d)}
+
+
+def load_study(root: Path) -> tuple[list[Job], list[str], dict[str, str]]:
+    """(jobs, swept keys in order, fixed settings) of a multirun directory."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory; pass a multirun output directory (the -m run's output=...)")
+    jobs = [load_job(p, root) for p in find_jobs(root)]
+    if not jobs:
+        raise FileNotFoundError(f"no jobs under {root}: expected directories with config.yaml, metrics.json or logs/metrics.csv")
+    if not any(j.overrides for j in jobs) and len(jobs) > 1:  # numbered job dirs: what differs in config.yaml
+        for j in jobs:
+            j.overrides = _flatten(j.config)
+    keys: list[str] = []
+    for j in jobs:
+        keys += [k for k in j.overrides if k not in keys]
+    swept = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
+    fixed = {k: jobs[0].overrides[k] for k in keys if k not in swept and k in jobs[0].overrides}
+    return jobs, swept, fixed
+
+
+def metric_names(jobs: list[Job]) -> list[str]:
+    names: list[str] = []
+    for j in jobs:
+        names += [k for k in j.metrics if j.value(k) is not None and not k.endswith(SKIP_SUFFIXES) and k not in names]
+    order = ("nll", "bpd", "swd", "mmd", "fid", "kid", "is", "nfe", "val/")
+    return sorted(names, key=lambda n: (next((i for i, p in enumerate(order) if n.startswith(p)), len(order)), n))
+
+
+def fmt(value: float | None, se: float | None = None) -> str:
+    """4 significant digits, ± the standard error to 2."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e6:
+        text = str(int(value))
+    else:
+        text = f"{value:.4g}"
+    return f"{text} ± {se:.2g}" if se is not None and math.isfinite(se) else text
+
+
+def table(jobs: list[Job], swept: list[str], metrics: list[str]) -> str:
+    head = swept + metrics
+    lines = ["| " + " | ".join(head or ["job"]) + " |", "|" + "---|" * max(1, len(head))]
+    for j in jobs:
+        cells = [j.overrides.get(k, "–") for k in swept] + [fmt(j.value(m), j.se(m)) for m in metrics]
+        lines.append("| " + " | ".join(cells or [j.path.name]) + " |")
+    return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def _label(job: Job, keys: list[str]) -> str:
+    return ", ".join(f"{k}={job.overrides.get(k, '–')}" for k in keys) or job.path.name
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def plot_vs_nfe(jobs, swept, metrics, out: Path) -> list[Path]:
+    """Metric vs NFE, one line per sampler (and per other swept setting)."""
+    rows = [j for j in jobs if j.value("nfe") is not None and "sampler" in j.overrides]
+    others = [k for k in swept if k not in ("sampler", "sampler.steps", "steps")]
+    paths = []
+    for m in [m for m in metrics if m != "nfe" and any(j.value(m) is not None for j in rows)]:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label in sorted({_label(j, ["sampler"] + others) for j in rows}):
+            pts = sorted((j.value("nfe"), j.value(m), j.se(m) or 0.0) for j in rows
+                         if _label(j, ["sampler"] + others) == label and j.value(m) is not None)
+            if pts:
+                x, y, e = zip(*pts)
+                ax.errorbar(x, y, yerr=e, marker="o", capsize=2, label=label)
+        ax.set(xscale="log", xlabel="NFE", ylabel=m, title=f"{m} vs NFE")
+        ax.legend(fontsize=7)
+        paths.append(_save(fig, out / f"{_slug(m)}_vs_nfe.png"))
+    return paths
+
+
+def plot_vs_weighting(jobs, swept, metrics, out: Path) -> list[Path]:
+    """Metric vs weighting, one series per schedule (and per other swept setting), ± SE."""
+    if "weighting" not in swept:
+        return []
+    weightings = sorted({j.overrides.get("weighting") for j in jobs if "weighting" in j.overrides})
+    groups = [k for k in swept if k != "weighting"]
+    groups.sort(key=lambda k: k != "schedule")
+    paths = []
+    for m in [m for m in metrics if any(j.value(m) is not None for j in jobs)]:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        labels = sorted({_label(j, groups) for j in jobs})
+        for i, label in enumerate(labels):
+            sel = [j for j in jobs if _label(j, groups) == label and j.value(m) is not None and "weighting" in j.overrides]
+            x = [weightings.index(j.overrides["weighting"]) + (i - (len(labels) - 1) / 2) * 0.08 for j in sel]
+            ax.errorbar(x, [j.value(m) for j in sel], yerr=[j.se(m) or 0.0 for j in sel], marker="o", ls="none",
+                        capsize=3, label=label if groups else None)
+        ax.set_xticks(range(len(weightings)), weightings)
+        ax.set(xlabel="weighting", ylabel=m, title=f"{m} vs weighting" + (" by " + groups[0] if groups else ""))
+        if groups:
+            ax.legend(fontsize=7)
+        paths.append(_save(fig, out / f"{_slug(m)}_vs_weighting.png"))
+    return paths
+
+
+def plot_losses(jobs, swept, out: Path) -> list[Path]:
+    """Every job's loss curves overlaid (train solid, validation dashed)."""
+    if not any(j.curves for j in jobs):
+        return []
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, j in enumerate(jobs):
+        for k, pts in sorted(j.curves.items()):
+            if pts and (k.startswith("train/") or k.endswith("_ema")):
+                x, y = zip(*pts)
+                ax.plot(x, y, ls="-" if k.startswith("train/") else "--", marker="." if len(pts) < 3 else None, lw=1,
+                        color=f"C{i % 10}", label=f"{_label(j, swept)} {k}")
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title="loss curves")
+    ax.legend(fontsize=6)
+    return [_save(fig, out / "loss_curves.png")]
+
+
+def write_report(root: Path, out: Path | None = None) -> Path:
+    """Write `report.md` and the PNGs into `out` (default: root); returns report.md's path."""
+    root = Path(root)
+    out = Path(out or root)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs, swept, fixed = load_study(root)
+    metrics = metric_names(jobs)
+    pngs = plot_vs_nfe(jobs, swept, metrics, out) + plot_vs_weighting(jobs, swept, metrics, out) + plot_losses(jobs, swept, out)
+    lines = [f"# Study: {root.name}", "", f"{len(jobs)} jobs under `{root}`."]
+    if fixed:
+        lines += ["", "Fixed: " + ", ".join(f"`{k}={v}`" for k, v in fixed.items())]
+    lines += ["", "Mean ± standard error where the job reports one (`<metric>_se`).", "", table(jobs, swept, metrics), ""]
+    lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in pngs]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,111 @@
+"""difflab-report on synthetic multirun directories: the table says exactly what the jobs wrote."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from difflab.cli.report import main as report_main
+from difflab.report import load_study, split_overrides
+
+
+def fake_job(root, name, metrics=None, losses=None, overrides=None, config=None):
+    job = root / name
+    job.mkdir(parents=True)
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    if losses is not None:  # Lightning CSVLogger layout: one row per logging call
+        (job / "logs").mkdir()
+        with open(job / "logs" / "metrics.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "step", "train/loss", "val/loss", "val/loss_ema"])
+            for step, loss in losses:
+                w.writerow([0, step, loss, "", ""])
+            w.writerow([0, losses[-1][0], "", loss + 0.1, loss + 0.05])
+    if overrides is not None:
+        (job / ".hydra").mkdir()
+        (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if config is not None:
+        (job / "config.yaml").write_text(json.dumps(config))
+    return job
+
+
+def table_rows(report):
+    lines = [l for l in report.read_text().splitlines() if l.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(head, (c.strip() for c in l.strip("|").split("|")))) for l in lines[2:]]
+
+
+def test_schedule_by_weighting_table_and_plots(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    truth = {}
+    for s in ("linear", "cosine"):
+        for w in ("elbo", "simple"):
+            nll, se, swd = rng.uniform(1, 2), rng.uniform(0.001, 0.01), rng.uniform(0, 0.1)
+            truth[(s, w)] = (nll, se, swd)
+            fake_job(tmp_path, f"experiment=gmm,schedule={s},weighting={w}",
+                     metrics={"nll_elbo": nll, "nll_elbo_se": se, "nll_elbo_seconds": 3.0, "swd": swd, "nfe": 100,
+                              "data_shape": [2]},
+                     losses=[(49, 1.0 + nll), (99, nll)])
+    report_main([str(tmp_path)])
+    report = tmp_path / "report.md"
+    assert capsys.readouterr().out.strip() == str(report)
+    text = report.read_text()
+    assert "`experiment=gmm`" in text  # a setting shared by every job is stated once, not a column
+    rows = table_rows(report)
+    assert len(rows) == 4 and set(rows[0]) >= {"schedule", "weighting", "nll_elbo", "swd", "nfe"}
+    assert "experiment" not in rows[0] and "nll_elbo_se" not in rows[0] and "nll_elbo_seconds" not in rows[0]
+    for r in rows:
+        nll, se, swd = truth[(r["schedule"], r["weighting"])]
+        assert r["nll_elbo"] == f"{nll:.4g} ± {se:.2g}"
+        assert r["swd"] == f"{swd:.4g}" and r["nfe"] == "100"
+        assert float(r["val/loss (last)"]) == pytest.approx(nll + 0.1, rel=1e-3)
+    for png in ("nll_elbo_vs_weighting.png", "swd_vs_weighting.png", "loss_curves.png"):
+        assert (tmp_path / png).stat().st_size > 1000 and f"]({png})" in text
+
+
+def test_sampler_by_nfe_plot_from_hydra_overrides(tmp_path):
+    for i, (sampler, steps) in enumerate([(s, n) for s in ("ddim", "ode_heun") for n in (10, 20)]):
+        nfe = steps * (2 if sampler == "ode_heun" else 1)
+        fake_job(tmp_path, str(i), metrics={"swd": 1.0 / nfe, "nfe": nfe},
+                 overrides=["model=oracle", f"sampler={sampler}", f"sampler.steps={steps}"])
+    report_main([str(tmp_path), "--out", str(tmp_path / "out")])
+    rows = table_rows(tmp_path / "out" / "report.md")
+    assert [(r["sampler"], r["sampler.steps"], r["nfe"]) for r in rows] == [
+        ("ddim", "10", "10"), ("ddim", "20", "20"), ("ode_heun", "10", "20"), ("ode_heun", "20", "40")]
+    assert (tmp_path / "out" / "swd_vs_nfe.png").stat().st_size > 1000
+
+
+def test_numbered_job_dirs_fall_back_to_what_differs_in_config(tmp_path):
+    for i, lr in enumerate((1e-3, 1e-4)):
+        fake_job(tmp_path, str(i), metrics={"swd": lr}, config={"optim": {"lr": lr}, "seed": 0})
+    jobs, swept, fixed = load_study(tmp_path)
+    assert swept == ["optim.lr"] and fixed == {"seed": "0"}
+
+
+def test_override_names_split_at_top_level_commas_only():
+    assert split_overrides("data.means=[[0,0],[3,1]],schedule=cosine") == {"data.means": "[[0,0],[3,1]]", "schedule": "cosine"}
+    assert split_overrides("7") == {}
+
+
+def test_empty_directory_is_one_line_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        report_main([str(tmp_path)])
+    assert e.value.code == 2 and "no jobs under" in capsys.readouterr().err
+
+
+def test_image_grid_is_upscaled_to_readable_size(tmp_path):
+    """8×8 images are enlarged 8× by pixel repetition: each source pixel is an 8×8 block."""
+    from PIL import Image
+
+    from difflab.plotting import save_image_grid
+
+    x = -torch.ones(4, 1, 8, 8)
+    x[0, 0, 0, 0] = 1.0  # one white pixel in the first image's corner
+    path = save_image_grid(x, tmp_path / "grid.png", nrow=2)
+    img = np.asarray(Image.open(path).convert("L"))
+    pad = 4
+    assert img.shape == (2 * 64 + 3 * pad, 2 * 64 + 3 * pad)
+    block = img[pad:pad + 8, pad:pad + 8]
+    assert (block == 255).all() and (img[pad + 8:pad + 64, pad + 8:pad + 64] == 0).all()

@@ -1,0 +1,51 @@
+"""Sweeps: a grid whose jobs would repeat (a group nobody reads) or cannot be built is refused
+before any job; each job's directory is named after its overrides (Hydra compose API, no training)."""
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+
+from difflab.cli.common import CONFIG_DIR, UsageError
+from difflab.cli.sweep_check import check_sweep, check_sweep_argv, multirun_overrides
+
+
+def test_a_sweep_over_a_group_the_config_does_not_read_is_refused():
+    # train.yaml has no sampler group: +sampler adds a node that difflab-train never reads
+    with pytest.raises(UsageError, match=r"sampler is not read.*drop sampler from the sweep"):
+        check_sweep("train", ["experiment=gmm", "+sampler=ddim,pc"])
+
+
+def test_a_schedule_sweep_builds_distinct_processes():
+    assert check_sweep("train", ["experiment=gmm", "schedule=linear,cosine"]) == 2
+
+
+def test_a_job_whose_process_cannot_be_built_is_refused_naming_the_fix():
+    with pytest.raises(UsageError, match=r"job process=ddpm,schedule=learned: .*process=continuous_snr"):
+        check_sweep("train", ["process=ddpm", "schedule=linear,learned"])
+
+
+def test_an_unknown_option_is_one_line():
+    with pytest.raises(UsageError, match=r"Could not find 'process/typo'.*continuous_snr") as e:
+        check_sweep("train", ["process=typo,vp"])
+    assert "\n" not in str(e.value)
+
+
+def test_argv_entry_exits_2_under_multirun_only(capsys):
+    check_sweep_argv("train", "difflab-train", ["+sampler=ddim,pc"])  # no -m: nothing to check
+    check_sweep_argv("train", "difflab-train", ["-m", "--cfg", "job", "+sampler=ddim,pc"])  # prints only
+    with pytest.raises(SystemExit) as e:
+        check_sweep_argv("train", "difflab-train", ["-m", "experiment=gmm", "+sampler=ddim,pc"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("difflab-train: error: the sweep repeats a job") and "\n" not in err
+    assert multirun_overrides(["--multirun", "--config-name", "x", "a=1,2", "hydra/launcher=slurm"]) == (
+        True, ["a=1,2", "hydra/launcher=slurm"], "x", None)
+
+
+def test_job_directories_are_named_after_their_overrides():
+    """hydra.sweep.subdir = the job's overrides sorted by key, without output and paths."""
+    job = ["output=/tmp/sweep", "weighting=elbo", "schedule=cosine", "data=mnist", "data.root=/x/y", "seed=3"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=job, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.hydra.sweep.dir == "/tmp/sweep"
+    assert cfg.hydra.sweep.subdir == "data=mnist,schedule=cosine,seed=3,weighting=elbo"
