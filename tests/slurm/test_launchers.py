@@ -33,10 +33,7 @@ def slurm():
 
 
 def run_sweep(out: Path, launcher: list[str], env=None):
-    env = dict(env or os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", WANDB_MODE="disabled",
-               # hydra_entry keeps the real stderr in its closure, which submitit cannot pickle;
-               # HYDRA_FULL_ERROR=1 turns that capture off (see the studies branch report)
-               HYDRA_FULL_ERROR="1")
+    env = dict(env or os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
     cmd = [sys.executable, "-m", "difflab.cli.train", "-m", *launcher, *SWEEP, f"output={out}"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

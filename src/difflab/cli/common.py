@@ -23,6 +23,14 @@ class UsageError(Exception):
     line saying what to change, exit status 2, nothing written."""
 
 
+class _Captured(dict):
+    """The real stderr while Hydra composes; pickles as an empty dict, so launchers that pickle
+    the task function (submitit, SLURM) never try to pickle an open file."""
+
+    def __reduce__(self):
+        return (dict, ())
+
+
 def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[], None]]:
     """Decorate `run(cfg, output_dir)` into a console-script `main()`.
 
@@ -34,7 +42,7 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         import hydra
         from hydra.errors import InstantiationException
 
-        captured: dict = {}
+        captured = _Captured()
 
         @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
         def _hydra_main(cfg) -> None:
@@ -55,6 +63,10 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         def main() -> None:
             import io
             import os
+
+            from .sweep_check import check_sweep_argv
+
+            check_sweep_argv(config_name, prog)  # a -m sweep whose jobs would repeat each other: refused before any job
 
             if os.environ.get("HYDRA_FULL_ERROR") != "1" and not any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info") or a.startswith(("--cfg", "--info", "-c")) for a in sys.argv[1:]):
                 captured["stderr"] = sys.stderr  # Hydra's multi-line config errors, condensed below
