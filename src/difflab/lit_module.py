@@ -14,7 +14,6 @@ The training loss is the per-example loss of `difflab.losses.DiffusionLoss` (DES
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 
 from .callbacks.ema import ExponentialMovingAverage
 from .denoiser import Denoiser
+from .models.options import apply_model_options, split_model_options, uncompiled_copy
 
 DEFAULT_OPTIM = {"name": "adam", "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
                  "warmup_steps": 0, "schedule": "constant", "total_steps": None, "min_lr_ratio": 0.0}
@@ -114,6 +114,16 @@ class DiffusionModule(L.LightningModule):
     `per_sample_noise=True` example i's noise and time come from (seed, step, dataset
     index of i) alone — one process and N DDP processes then make exactly the same update
     (the loss is evaluated one example at a time: a reproducibility mode, not for speed).
+
+    Speed (no host-device sync in a training step): the loss is logged only on the steps the
+    logger writes; a non-finite loss or gradient sets a device flag that makes a fused
+    optimiser skip the step (`found_inf`, the mechanism of AMP's GradScaler) and raises
+    FloatingPointError at the next check (every `log_every_n_steps` and at the end). On the
+    CPU, or with an optimiser that cannot skip on the device, the check runs before every
+    step. Either way a non-finite step never changes the weights, and the EMA (updated in
+    `optimizer_step`, so a checkpoint of step k holds exactly k EMA updates) only ever
+    averages finite weights. `model.compile` / `model.channels_last`: see
+    `difflab.models.options`.
     """
 
     def __init__(self, model: Mapping, process: Mapping, parameterization: Mapping, loss: Mapping,
@@ -129,8 +139,11 @@ class DiffusionModule(L.LightningModule):
         unknown = set(hp["optim"]) - set(DEFAULT_OPTIM)
         if unknown:
             raise ValueError(f"unknown optim keys {sorted(unknown)}; known: {sorted(DEFAULT_OPTIM)}")
-        net = build(hp["model"], "model")
+        model_spec, model_options = split_model_options(hp["model"])
+        net = build(model_spec, "model")
         check_model_fits(net, self.data_shape)
+        self.channels_last = bool(model_options.get("channels_last", False)) and len(self.data_shape) == 3
+        apply_model_options(net, model_options.get("compile", False), self.channels_last)
         proc = build(hp["process"], "process")
         param = build(hp["parameterization"], "parameterization")
         self.net = Denoiser(net, proc, param, **hp["denoiser"])
@@ -138,8 +151,10 @@ class DiffusionModule(L.LightningModule):
         self.per_sample_noise, self.seed = hp["per_sample_noise"], hp["seed"]
         # float32 shadow weights: a plain attribute, so neither DDP nor state_dict sees it
         self.ema = ExponentialMovingAverage(self.net, **hp["ema"])
-        self._ema_step = -1
         object.__setattr__(self, "_ema_net", None)  # not a registered submodule
+        self._generators: dict = {}
+        self._loss: Tensor | None = None  # last training loss (detached, on the device)
+        self._bad_steps: Tensor | None = None  # number of skipped non-finite steps since the last check
 
     # ----------------------------------------------------------------- accessors
     @property
@@ -155,14 +170,18 @@ class DiffusionModule(L.LightningModule):
         if not use_ema:
             return self.net
         if self._ema_net is None:
-            object.__setattr__(self, "_ema_net", copy.deepcopy(self.net).requires_grad_(False))
+            object.__setattr__(self, "_ema_net", uncompiled_copy(self.net).requires_grad_(False))
         ema_net = self._ema_net.to(self.device).float()
         self.ema.copy_to(ema_net)
         return ema_net.eval()
 
     # ----------------------------------------------------------------- training
     def _generator(self, *key: int) -> torch.Generator:
-        g = torch.Generator(device=self.device)
+        """The generator of the device, re-seeded from (seed, *key) (one object per device:
+        building a generator every step costs more than the step of a small model)."""
+        g = self._generators.get(self.device)
+        if g is None:
+            g = self._generators[self.device] = torch.Generator(device=self.device)
         g.manual_seed(hash((self.seed,) + tuple(int(k) for k in key)) & 0x7FFF_FFFF_FFFF_FFFF)
         return g
 
@@ -184,27 +203,75 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, index = self._split(batch)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         losses = self._losses(self.net, x, index, stage=0)
         loss = losses.mean()
-        bad = not bool(torch.isfinite(loss.detach()))
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            raise FloatingPointError(
-                f"training loss is {float(loss.detach())} at step {self.global_step}: lower optim.lr, set "
-                f"trainer.gradient_clip_val (e.g. 1.0) or use a float32/bf16 precision"
-            )
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
+        self._loss = loss.detach()
+        if getattr(self.trainer._logger_connector, "should_update_logs", True):  # a float: the progress bar never syncs
+            self.log("train/loss", float(self._loss), on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
         return loss
 
     def on_fit_start(self) -> None:
         self.ema.to(self.device, copy=True)  # private per rank (ddp_spawn shares pickled CPU tensors)
+        self._bad_steps = torch.zeros((), dtype=torch.int64, device=self.device)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # update once per optimiser step (also under gradient accumulation)
-        if self.global_step != self._ema_step:
-            self._ema_step = self.global_step
-            self.ema.update(self.net)
+    # ----------------------------------------------------------------- non-finite guard
+    def _raise_non_finite(self, skipped: int | None = None) -> None:
+        loss = float(self._loss) if self._loss is not None else math.nan
+        what = (f"training {'loss is %g' % loss if not math.isfinite(loss) else 'gradient is not finite'} at step {self.global_step}"
+                if skipped is None else
+                f"training loss or gradient was non-finite in {skipped} step(s) before step {self.global_step} "
+                f"(those optimiser steps were skipped)")
+        raise FloatingPointError(f"{what}: lower optim.lr, set trainer.gradient_clip_val (e.g. 1.0) or use a float32/bf16 precision")
+
+    def _any_rank(self, flag: bool) -> bool:
+        return bool(self.trainer.strategy.reduce_boolean_decision(flag, all=False)) if self.trainer.world_size > 1 else flag
+
+    def _check_skipped_steps(self) -> None:
+        """The deferred check of the device flag (one host sync)."""
+        if self._bad_steps is not None:
+            skipped = int(self._bad_steps)
+            if self._any_rank(skipped > 0):
+                self._raise_non_finite(max(skipped, 1))
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's clipping, plus the non-finite guard: the gradient norm (all-reduced
+        gradients: the same on every rank) or the local loss is not finite → skip the step."""
+        params = [p for p in self.parameters() if p.grad is not None]
+        grads = [p.grad for p in params]
+        if not grads:
+            return
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            norm = torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))
+        else:
+            if gradient_clip_val:
+                self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            norm = torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
+        bad = ~torch.isfinite(norm)
+        if self._loss is not None:
+            bad = bad | ~torch.isfinite(self._loss)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        on_device_skip = bool(optimizer.defaults.get("fused")) and getattr(optimizer, "_step_supports_amp_scaling", False)
+        if scaler is not None:  # AMP's GradScaler skips non-finite steps itself
+            self._bad_steps += bad
+        elif on_device_skip:
+            optimizer.found_inf = bad.float()  # the fused Adam/AdamW kernel leaves weights and state untouched
+            self._bad_steps += bad
+        elif self._any_rank(bool(bad)):  # on the CPU this costs no device sync
+            self._raise_non_finite()
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The optimiser step, then the EMA update (once per optimiser step, also under gradient
+        accumulation), before any callback's `on_train_batch_end` can save a checkpoint."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.ema.update(self.net)
+        every = max(1, int(self.trainer.log_every_n_steps or 50))
+        if self._bad_steps is not None and self.global_step % every == 0:
+            self._check_skipped_steps()
+
+    def on_train_end(self) -> None:
+        self._check_skipped_steps()
 
     def validation_step(self, batch, batch_idx):
         x, index = self._split(batch)
@@ -245,7 +312,6 @@ class DiffusionModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
-        self._ema_step = int(checkpoint.get("global_step", -1))
 
 
 @dataclass
@@ -261,8 +327,11 @@ class LoadedModel:
     used_ema: bool = True
 
 
-def load_denoiser(ckpt_path, device=None, use_ema: bool = True) -> LoadedModel:
+def load_denoiser(ckpt_path, device=None, use_ema: bool = True, compile=False) -> LoadedModel:
     """Rebuild the denoiser of a `difflab-train` checkpoint (EMA weights by default).
+
+    `compile` (false | true | torch.compile options) compiles the returned network,
+    whether or not the run was trained with `model.compile` (the keys are the same).
 
     Loads with `weights_only=True`; raises FileNotFoundError / ValueError with a clear
     message for a missing file or a checkpoint that is not a difflab training checkpoint.
@@ -276,7 +345,7 @@ def load_denoiser(ckpt_path, device=None, use_ema: bool = True) -> LoadedModel:
     hp = ckpt.get("hyper_parameters")
     if not isinstance(hp, dict) or "model" not in hp or "process" not in hp:
         raise ValueError(f"{path} is not a difflab-train checkpoint (no model/process hyper-parameters)")
-    module = DiffusionModule(**hp)
+    module = DiffusionModule(**{**hp, "model": {**hp["model"], "compile": False}})
     state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
     module.load_state_dict(state)
     has_ema = "ema" in ckpt
@@ -287,5 +356,6 @@ def load_denoiser(ckpt_path, device=None, use_ema: bool = True) -> LoadedModel:
     module.to(dev)
     den = module.denoiser(use_ema=use_ema) if use_ema else module.net.eval()
     den = den.to(dev).requires_grad_(False)
+    apply_model_options(den.model, compile, bool(hp["model"].get("channels_last", False)) and len(hp["data_shape"]) == 3)
     return LoadedModel(denoiser=den, process=den.process, data_shape=tuple(hp["data_shape"]), data_config=dict(hp["data_config"]),
                        module=module, global_step=int(ckpt.get("global_step", 0)), used_ema=use_ema)
