@@ -155,6 +155,7 @@ class DiffusionModule(L.LightningModule):
         self._generators: dict = {}
         self._loss: Tensor | None = None  # last training loss (detached, on the device)
         self._bad_steps: Tensor | None = None  # number of skipped non-finite steps since the last check
+        self._params: list | None = None  # trainable parameters (set at fit start)
 
     # ----------------------------------------------------------------- accessors
     @property
@@ -186,6 +187,17 @@ class DiffusionModule(L.LightningModule):
         return g
 
     def _losses(self, net: nn.Module, x: Tensor, index: Tensor, stage: int) -> Tensor:
+        """Per-example losses. The loss draws its own times inside [t_min, t_max], so the
+        process's range check of every call (two host syncs each on a GPU) is off meanwhile."""
+        proc = self.process
+        checking = proc.validate_time
+        proc.validate_time = False
+        try:
+            return self._draw_losses(net, x, index, stage)
+        finally:
+            proc.validate_time = checking
+
+    def _draw_losses(self, net: nn.Module, x: Tensor, index: Tensor, stage: int) -> Tensor:
         step = self.global_step if stage == 0 else 0
         if self.per_sample_noise:
             return torch.cat([self.loss_fn(net, x[i:i + 1], generator=self._generator(stage, step, int(index[i])))
@@ -215,6 +227,7 @@ class DiffusionModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.ema.to(self.device, copy=True)  # private per rank (ddp_spawn shares pickled CPU tensors)
         self._bad_steps = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._params = None
 
     # ----------------------------------------------------------------- non-finite guard
     def _raise_non_finite(self, skipped: int | None = None) -> None:
@@ -238,7 +251,9 @@ class DiffusionModule(L.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning's clipping, plus the non-finite guard: the gradient norm (all-reduced
         gradients: the same on every rank) or the local loss is not finite → skip the step."""
-        params = [p for p in self.parameters() if p.grad is not None]
+        if self._params is None:  # walking the module tree every step costs more than a small model's step
+            self._params = [p for p in self.parameters() if p.requires_grad]
+        params = [p for p in self._params if p.grad is not None]
         grads = [p.grad for p in params]
         if not grads:
             return
@@ -248,18 +263,19 @@ class DiffusionModule(L.LightningModule):
             if gradient_clip_val:
                 self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             norm = torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        on_device_skip = bool(optimizer.defaults.get("fused")) and getattr(optimizer, "_step_supports_amp_scaling", False)
+        if scaler is None and not on_device_skip:  # check now: on the CPU this costs no device sync
+            loss = float(self._loss) if self._loss is not None else 0.0
+            if self._any_rank(not (math.isfinite(float(norm)) and math.isfinite(loss))):
+                self._raise_non_finite()
+            return
         bad = ~torch.isfinite(norm)
         if self._loss is not None:
             bad = bad | ~torch.isfinite(self._loss)
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        on_device_skip = bool(optimizer.defaults.get("fused")) and getattr(optimizer, "_step_supports_amp_scaling", False)
-        if scaler is not None:  # AMP's GradScaler skips non-finite steps itself
-            self._bad_steps += bad
-        elif on_device_skip:
+        if scaler is None:
             optimizer.found_inf = bad.float()  # the fused Adam/AdamW kernel leaves weights and state untouched
-            self._bad_steps += bad
-        elif self._any_rank(bool(bad)):  # on the CPU this costs no device sync
-            self._raise_non_finite()
+        self._bad_steps += bad  # (AMP's GradScaler skips non-finite steps itself)
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """The optimiser step, then the EMA update (once per optimiser step, also under gradient
