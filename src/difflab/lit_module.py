@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .callbacks.ema import ExponentialMovingAverage
 from .denoiser import Denoiser
-from .models.options import apply_model_options, split_model_options, uncompiled_copy
+from .models.options import apply_model_options, is_compiled, split_model_options, uncompiled_copy
 
 DEFAULT_OPTIM = {"name": "adam", "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
                  "warmup_steps": 0, "schedule": "constant", "total_steps": None, "min_lr_ratio": 0.0}
@@ -143,7 +143,8 @@ class DiffusionModule(L.LightningModule):
         net = build(model_spec, "model")
         check_model_fits(net, self.data_shape)
         self.channels_last = bool(model_options.get("channels_last", False)) and len(self.data_shape) == 3
-        apply_model_options(net, model_options.get("compile", False), self.channels_last)
+        self._compile_on_gpu = model_options.get("compile", False) == "auto"  # decided in on_fit_start
+        apply_model_options(net, False if self._compile_on_gpu else model_options.get("compile", False), self.channels_last)
         proc = build(hp["process"], "process")
         param = build(hp["parameterization"], "parameterization")
         self.net = Denoiser(net, proc, param, **hp["denoiser"])
@@ -226,6 +227,8 @@ class DiffusionModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.ema.to(self.device, copy=True)  # private per rank (ddp_spawn shares pickled CPU tensors)
+        if self._compile_on_gpu and self.device.type == "cuda" and not is_compiled(self.net.model):
+            apply_model_options(self.net.model, True)
         self._bad_steps = torch.zeros((), dtype=torch.int64, device=self.device)
         self._params = None
 

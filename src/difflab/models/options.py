@@ -1,6 +1,8 @@
 """Speed options of a model config that are not constructor arguments of the network:
 
-    model.compile: false | true | {mode, backend, fullgraph, dynamic}   (torch.compile options)
+    model.compile: false | true | auto | {mode, backend, fullgraph, dynamic}   (torch.compile options;
+                   auto = compile when training on a GPU, stay eager on a CPU, where compiling
+                   takes minutes)
     model.channels_last: false | true   (NHWC weights and inputs for convolutional networks)
 
 `compile` uses `nn.Module.compile()`, which compiles the module's forward *in place*: the
@@ -39,7 +41,10 @@ def compile_options(value: Any) -> dict | None:
 
 
 def apply_model_options(net: nn.Module, compile: Any = False, channels_last: bool = False) -> nn.Module:
-    """channels_last (4-D weights only: a no-op for an MLP), then compile in place."""
+    """channels_last (4-D weights only: a no-op for an MLP), then compile in place
+    (compile=auto: only when a GPU is present)."""
+    if compile == "auto":
+        compile = torch.cuda.is_available()
     if channels_last:
         net.to(memory_format=torch.channels_last)
     opts = compile_options(compile)
