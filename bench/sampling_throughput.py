@@ -12,7 +12,7 @@ difflab: `difflab.samplers.sample(..., sampler="ddim")` with its `Denoiser`; wit
 prediction stay float32. Two networks: difflab's UNet (`difflab`) and diffusers' UNet2DModel
 inside difflab's Denoiser (`difflab+diffusers_unet`: same network as the peer, so the ratio is the
 sampler loop alone). diffusers: `DDIMPipeline` with the UNet in bf16 weights (its fastest set-up:
-the state is bf16 too), output_type="np". Compile: `nn.Module.compile()` / `torch.compile`.
+the state is bf16 too), output_type="pt" then copied to the host as float32. Compile: `nn.Module.compile()` / `torch.compile`.
 Prints evals/s (batch × NFE / seconds) per side and the ratios; writes
 `bench/results/sampling_throughput_<device>.json`; `--jsonl FILE` appends one JSON line per result.
 """
@@ -123,7 +123,8 @@ def main() -> None:
 
         def peer_run():
             g = torch.Generator(device=device).manual_seed(0)
-            pipe(batch_size=args.batch, generator=g, num_inference_steps=args.steps, eta=0.0, output_type="np")
+            out = pipe(batch_size=args.batch, generator=g, num_inference_steps=args.steps, eta=0.0, output_type="pt")
+            out.images.float().cpu().numpy()  # its "np" output cannot convert bf16 itself
 
         row["diffusers_pipeline_evals_s"] = round(args.batch * args.steps / timed(peer_run, device, args.repeats), 1)
         row["ratio_difflab_vs_pipeline"] = round(row["difflab_evals_s"] / row["diffusers_pipeline_evals_s"], 3)
