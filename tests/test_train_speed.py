@@ -142,3 +142,35 @@ def test_channels_last_unet_matches_and_trains(tmp_path, device):
     images = torch.utils.data.TensorDataset(torch.rand(16, 1, 8, 8) * 2 - 1, torch.arange(16))
     fit(tmp_path, fast, torch.utils.data.DataLoader(images, batch_size=8), 2, device)
     assert fast.ema.num_updates == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fused Adam/AdamW kernels run on CUDA")
+def test_adam_made_fused_gives_the_same_update_and_skips_on_found_inf(device):
+    """use_fused_step: the same Adam update as the loop implementation, and found_inf = 1
+    leaves weights, moments and the step count as they were."""
+    from difflab.fused import use_fused_step
+
+    if device.type != "cuda":
+        pytest.skip("needs --device cuda")
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 3).to(device)
+    b = torch.nn.Linear(4, 3).to(device)
+    b.load_state_dict(a.state_dict())
+    oa, ob = torch.optim.Adam(a.parameters(), lr=1e-2, foreach=False), torch.optim.Adam(b.parameters(), lr=1e-2)
+    assert use_fused_step(ob) and ob.param_groups[0]["fused"]
+    x = torch.randn(8, 4, device=device)
+    for _ in range(3):
+        for m, o in ((a, oa), (b, ob)):
+            o.zero_grad()
+            m(x).pow(2).sum().backward()
+            o.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pb, pa)
+    before = [p.detach().clone() for p in b.parameters()]
+    ob.zero_grad()
+    b(x).pow(2).sum().backward()
+    ob.found_inf = torch.ones((), device=device)
+    ob.step()
+    for p, q in zip(b.parameters(), before):
+        assert torch.equal(p, q)
+    assert int(next(iter(ob.state.values()))["step"]) == 3

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .callbacks.ema import ExponentialMovingAverage
 from .denoiser import Denoiser
+from .fused import use_fused_step
 from .models.options import apply_model_options, is_compiled, split_model_options, uncompiled_copy
 
 DEFAULT_OPTIM = {"name": "adam", "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
@@ -288,6 +289,11 @@ class DiffusionModule(L.LightningModule):
         every = max(1, int(self.trainer.log_every_n_steps or 50))
         if self._bad_steps is not None and self.global_step % every == 0:
             self._check_skipped_steps()
+
+    def on_train_start(self) -> None:
+        if self.device.type == "cuda":  # optimisers exist (and a resumed state is loaded) by now
+            for opt in self.trainer.optimizers:
+                use_fused_step(opt)
 
     def on_train_end(self) -> None:
         self._check_skipped_steps()
