@@ -9,12 +9,14 @@ and callbacks: progress bar, LR monitor), its EMA and its data path. For ddpm_ci
 are random uint8 images of CIFAR-10's shape on the recipe's device-resident path (CIFAR-10 files
 are not shipped anywhere we measure).
 
-Bare side, same network size, written as one would by hand: index a batch from the data tensor
+Bare side (`--bare-loss inline`, the default), same network size, written as one would by hand: index a batch from the data tensor
 on the device, draw t and ε, the recipe's closed-form α, σ, the network, the same regression
 target and MSE, backward, the same clipping, optimiser and learning-rate schedule, and a
 `torch._foreach_lerp_` EMA. On CPU recipes the network is the recipe's own (an MLP); for
 ddpm_cifar10 it is diffusers' UNet2DModel of DDPM's CIFAR-10 size, with channels_last whenever
-compile is on (diffusers' fastest configuration).
+compile is on (diffusers' fastest configuration). `--bare-loss difflab` makes the bare loop call
+difflab's own loss function instead, which separates the cost of Lightning + DiffusionModule
+from the cost of the loss function's generality.
 
 The two sides are interleaved inside one training run: after every `--block` Lightning steps a
 callback runs `--block` bare steps, and each side is timed on its own steps only (from one
@@ -39,6 +41,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+OVERRIDES: list[str] = []  # --override: extra Hydra overrides for both sides
+BARE_LOSS = ["inline"]  # --bare-loss
 
 
 # ----------------------------------------------------------------------------- config
@@ -82,7 +86,7 @@ def recipe_parts(recipe: str, precision: str | None, compile_on: bool, device: t
     if precision:
         over.append(f"trainer.precision={precision}")
     over.append(f"model.compile={str(compile_on).lower()}")
-    cfg = compose(recipe, over + [o for o in os.environ.get("RECIPE_OVERRIDES", "").split() if o])
+    cfg = compose(recipe, over + OVERRIDES)
     if cfg.data._target_.endswith(("CIFAR10DataModule", "ImageFolderDataModule", "MNISTDataModule")):
         shape = (int(cfg.data.get("channels") or 3), int(cfg.data.get("image_size") or 32), int(cfg.data.get("image_size") or 32))
         dm = SyntheticImages.make(shape, 50_000 if device.type == "cuda" else 2048, int(cfg.data.batch_size),
@@ -234,7 +238,7 @@ def make_bare_step(recipe, precision, compile_on, device):
     v_pred = kw["parameterization"]["_target_"].endswith(".V")
     b, n = int(dm.batch_size), data.shape[0]
     lib_loss = None
-    if os.environ.get("BARE_WITH_DIFFLAB_LOSS") and not images:
+    if BARE_LOSS[0] == "difflab" and not images:
         from difflab.lit_module import DiffusionModule
 
         mod = DiffusionModule(**{**kw, "model": spec}).to(device)
@@ -289,10 +293,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--block", type=int, default=10, help="steps per side before switching")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on CPU (both sides)")
+    ap.add_argument("--override", action="append", default=[], help="a Hydra override for both sides (repeatable)")
+    ap.add_argument("--bare-loss", choices=["inline", "difflab"], default="inline",
+                    help="difflab: the bare loop calls difflab's loss function (isolates the Lightning + module overhead)")
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/recipe_throughput_<device>.json)")
     ap.add_argument("--jsonl", default=None, help="append one JSON line per result to this file")
     args = ap.parse_args()
     device = torch.device(args.device)
+    OVERRIDES[:] = args.override
+    BARE_LOSS[0] = args.bare_loss
     steps = args.steps or (100 if device.type == "cuda" else 300)
     warmup = args.warmup or (20 if device.type == "cuda" else 30)
     if device.type == "cpu":
@@ -316,7 +325,7 @@ def main() -> None:
                     light.append(ll)
                     bare.append(bb)
                 ratios = [bb / ll for ll, bb in zip(light, bare)]
-                row = dict(recipe=recipe, device=str(device), precision=precision or str(compose(recipe).trainer.precision),
+                row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, overrides=args.override, precision=precision or str(compose(recipe).trainer.precision),
                            compile=compile_on, batch=int(compose(recipe).data.batch_size), steps=steps,
                            lightning_img_s=[round(v, 1) for v in light], bare_img_s=[round(v, 1) for v in bare],
                            lightning_median=round(statistics.median(light), 1), bare_median=round(statistics.median(bare), 1),
