@@ -28,7 +28,6 @@ each side run untimed first; `--repeats` repeats the whole run. Prints a table a
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -41,6 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 OVERRIDES: list[str] = []  # --override: extra Hydra overrides for both sides
 BARE_LOSS = ["inline"]  # --bare-loss
 
@@ -299,6 +299,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/recipe_throughput_<device>.json)")
     ap.add_argument("--jsonl", default=None, help="append one JSON line per result to this file")
     args = ap.parse_args()
+    from _results import append_jsonl, write_results
     device = torch.device(args.device)
     OVERRIDES[:] = args.override
     BARE_LOSS[0] = args.bare_loss
@@ -329,23 +330,15 @@ def main() -> None:
                            compile=compile_on, batch=int(compose(recipe).data.batch_size), steps=steps,
                            lightning_img_s=[round(v, 1) for v in light], bare_img_s=[round(v, 1) for v in bare],
                            lightning_median=round(statistics.median(light), 1), bare_median=round(statistics.median(bare), 1),
-                           step_time_ratio=round(statistics.median(bare) / statistics.median(light), 3),
+                           step_time_ratio=round(statistics.median(ratios), 3),  # median over the interleaved runs
                            step_time_ratio_per_pair=[round(r, 3) for r in ratios])
                 results.append(row)
                 print(f"{recipe:14s} {row['precision']:10s} compile={'on ' if compile_on else 'off'} "
                       f"lightning {row['lightning_median']:9.1f} img/s  bare {row['bare_median']:9.1f} img/s  "
                       f"step-time ratio lightning/bare = {row['step_time_ratio']:.3f}  (pairs {row['step_time_ratio_per_pair']})",
                       flush=True)
-                if args.jsonl:
-                    with open(args.jsonl, "a") as f:
-                        f.write(json.dumps({"bench": "recipe_throughput", **row}) + "\n")
-    out = Path(args.out or ROOT / "bench" / "results" / f"recipe_throughput_{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
-                gpu=torch.cuda.get_device_name() if device.type == "cuda" else None,
-                command="python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-    print(f"wrote {out}")
+                append_jsonl(args.jsonl, "recipe_throughput", row)
+    write_results(args.out, ROOT / "bench" / "results" / f"recipe_throughput_{device.type}.json", device, results)
 
 
 if __name__ == "__main__":

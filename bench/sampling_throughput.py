@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ def timed(fn, device, repeats: int) -> float:
 
 
 def main() -> None:
+    from _results import append_jsonl, write_results
     from unet_throughput import build
 
     from difflab.denoiser import Denoiser
@@ -131,16 +131,8 @@ def main() -> None:
         row["ratio_same_unet_vs_pipeline"] = round(row["difflab+diffusers_unet_evals_s"] / row["diffusers_pipeline_evals_s"], 3)
         results.append(row)
         print(json.dumps(row), flush=True)
-        if args.jsonl:
-            with open(args.jsonl, "a") as f:
-                f.write(json.dumps({"bench": "sampling_throughput", **row}) + "\n")
-    out = Path(args.out or ROOT / "bench" / "results" / f"sampling_throughput_{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
-                gpu=torch.cuda.get_device_name() if device.type == "cuda" else None,
-                command="python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-    print(f"wrote {out}")
+        append_jsonl(args.jsonl, "sampling_throughput", row)
+    write_results(args.out, ROOT / "bench" / "results" / f"sampling_throughput_{device.type}.json", device, results)
 
 
 if __name__ == "__main__":
