@@ -291,7 +291,9 @@ class DiffusionModule(L.LightningModule):
             self._check_skipped_steps()
 
     def on_train_start(self) -> None:
-        if self.device.type == "cuda":  # optimisers exist (and a resumed state is loaded) by now
+        # optimisers exist (and a resumed state is loaded) by now; not under 16-mixed, whose GradScaler
+        # would leave a fused optimiser's gradients scaled during clipping
+        if self.device.type == "cuda" and getattr(self.trainer.precision_plugin, "scaler", None) is None:
             for opt in self.trainer.optimizers:
                 use_fused_step(opt)
 

@@ -96,7 +96,6 @@ class DeviceBatches:
 
     def __init__(self, data: Tensor, sampler: "StepSampler", flip: bool = False, seed: int = 0):
         self.data, self.sampler, self.flip, self.seed = data, sampler, bool(flip), int(seed)
-        self.generator = torch.Generator(device=data.device) if flip else None
 
     def __len__(self) -> int:
         return self.sampler.batches_per_epoch
@@ -106,9 +105,9 @@ class DeviceBatches:
         done = int(s.batches_done()) if s.batches_done is not None else 0
         epoch, offset = divmod(done, s.batches_per_epoch)
         order = torch.as_tensor(list(iter(s)), dtype=torch.long).to(self.data.device, non_blocking=True)
-        if self.flip:
-            self.generator.manual_seed(self.seed * 1_000_003 + epoch)
-            flips = torch.rand(s.batches_per_epoch, b, 1, 1, 1, generator=self.generator, device=self.data.device) < 0.5
+        if self.flip:  # a generator on the data's device, wherever the data were moved
+            g = torch.Generator(device=self.data.device).manual_seed(self.seed * 1_000_003 + epoch)
+            flips = torch.rand(s.batches_per_epoch, b, 1, 1, 1, generator=g, device=self.data.device) < 0.5
         for k in range(order.numel() // b):
             index = order[k * b:(k + 1) * b]
             x = self.data[index]
