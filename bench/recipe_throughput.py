@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 OVERRIDES: list[str] = []  # --override: extra Hydra overrides for both sides
 BARE_LOSS = ["inline"]  # --bare-loss
+BARE_NET = ["the recipe's network"]  # what the bare loop ran
 
 
 # ----------------------------------------------------------------------------- config
@@ -214,7 +215,12 @@ def make_bare_step(recipe, precision, compile_on, device):
     images = kw["model"]["_target_"].endswith("UNet")
     spec = {k: v for k, v in kw["model"].items() if k not in ("compile", "channels_last")}
     if images:
-        net, call = diffusers_unet(cfg), (lambda n, z, c: n(z, c).sample)
+        try:
+            net, call = diffusers_unet(cfg), (lambda n, z, c: n(z, c).sample)
+            BARE_NET[0] = "diffusers.UNet2DModel"
+        except ImportError:  # no diffusers here: the same-size difflab UNet, and the result says so
+            net, call = build(spec, "model"), (lambda n, z, c: n(z, c))
+            BARE_NET[0] = "difflab.UNet (diffusers missing)"
     else:
         net, call = build(spec, "model"), (lambda n, z, c: n(z, c))
     net = net.to(device).train()
@@ -326,7 +332,7 @@ def main() -> None:
                     light.append(ll)
                     bare.append(bb)
                 ratios = [bb / ll for ll, bb in zip(light, bare)]
-                row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, overrides=args.override, precision=precision or str(compose(recipe).trainer.precision),
+                row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, bare_network=BARE_NET[0], overrides=args.override, precision=precision or str(compose(recipe).trainer.precision),
                            compile=compile_on, batch=int(compose(recipe).data.batch_size), steps=steps,
                            lightning_img_s=[round(v, 1) for v in light], bare_img_s=[round(v, 1) for v in bare],
                            lightning_median=round(statistics.median(light), 1), bare_median=round(statistics.median(bare), 1),
