@@ -332,8 +332,10 @@ def main() -> None:
                     light.append(ll)
                     bare.append(bb)
                 ratios = [bb / ll for ll, bb in zip(light, bare)]
-                row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, bare_network=BARE_NET[0], overrides=args.override, precision=precision or str(compose(recipe, OVERRIDES).trainer.precision),
-                           compile=compile_on, batch=int(compose(recipe, OVERRIDES).data.batch_size), steps=steps,
+                base = compose(recipe, OVERRIDES)
+                row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, bare_network=BARE_NET[0],
+                           overrides=args.override, precision=precision or str(base.trainer.precision),
+                           compile=compile_on, batch=int(base.data.batch_size), steps=steps,
                            lightning_img_s=[round(v, 1) for v in light], bare_img_s=[round(v, 1) for v in bare],
                            lightning_median=round(statistics.median(light), 1), bare_median=round(statistics.median(bare), 1),
                            step_time_ratio=round(statistics.median(ratios), 3),  # median over the interleaved runs
