@@ -9,6 +9,30 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default=None,
+                     help="device for the device-sensitive tests (cpu, cuda, cuda:1); default: $DIFFLAB_TEST_DEVICE or cpu")
+
+
+def test_device(config) -> torch.device:
+    """The device the device-sensitive tests run on: --device, else DIFFLAB_TEST_DEVICE, else cpu."""
+    name = config.getoption("--device") or os.environ.get("DIFFLAB_TEST_DEVICE") or "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"--device={name} / DIFFLAB_TEST_DEVICE={name} but torch sees no CUDA device")
+    return dev
+
+
+test_device.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="session")
+def device(request) -> torch.device:
+    """Where device-sensitive tests put models and data (CPU on CPU-only CI; `--device cuda`
+    or DIFFLAB_TEST_DEVICE=cuda on a GPU machine). Generators must be built on it too."""
+    return test_device(request.config)
+
+
 def all_processes():
     """One instance of every process and schedule, with ids for parametrize."""
     from difflab.processes import DDPM, VESDE, VPSDE, ContinuousSNR, SubVPSDE

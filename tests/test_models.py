@@ -158,3 +158,31 @@ def test_mlp_trains_through_denoiser_on_every_process():
             loss_fn(den, x, torch.Generator().manual_seed(_ + 1)).mean().backward()
             opt.step()
         assert float(loss_fn(den, x, g()).mean()) < before
+
+
+@pytest.mark.parametrize("name", ["mlp", "unet"])
+def test_networks_on_the_test_device_match_the_cpu(name, device):
+    """The same weights give the same outputs on `device` (--device / DIFFLAB_TEST_DEVICE) as on
+    the CPU, also in channels_last layout; under bf16 autocast the Denoiser's prediction is float32."""
+    torch.manual_seed(0)
+    if name == "mlp":
+        net, x = MLP(dim=3, hidden=32, depth=2, emb_dim=16), torch.randn(5, 3)
+    else:
+        net = UNet(in_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0,
+                   image_size=8, num_groups=8)
+        x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.2)
+    c = torch.rand(5) * 10
+    ref = net(x, c)
+    dev = net.to(device)
+    torch.testing.assert_close(dev(x.to(device), c.to(device)).cpu(), ref, rtol=1e-4, atol=1e-4)
+    if name == "unet":
+        dev.to(memory_format=torch.channels_last)
+        out = dev(x.to(device).contiguous(memory_format=torch.channels_last), c.to(device))
+        torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4)
+    den = Denoiser(dev, VPSDE().to(device), Epsilon(), conditioning="log_snr")
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        pred = den(x.to(device), torch.full((5,), 0.5, device=device))
+    assert pred.eps.dtype == torch.float32 and torch.isfinite(pred.eps).all()

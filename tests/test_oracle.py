@@ -104,3 +104,28 @@ def test_nll_matches_monte_carlo_of_log_prob(oracle):
 def test_bad_mixture_arguments(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         GMMOracle(**kwargs)
+
+
+def test_oracle_on_the_test_device_matches_the_cpu(device):
+    """Every oracle quantity on `device` (buffers there, inputs there) equals the CPU one;
+    a CPU generator gives the same draws wherever the oracle lives, and an oracle left on
+    the CPU still answers for points on `device` (difflab-eval built one on each)."""
+    cpu = GMMOracle(MEANS, STDS, WEIGHTS)
+    dev = GMMOracle(MEANS, STDS, WEIGHTS).to(device)
+    z = torch.randn(64, 2, dtype=torch.float64)
+    for o in (dev, cpu):
+        zd = z.to(device)
+        torch.testing.assert_close(o.log_prob(zd).cpu(), cpu.log_prob(z))
+        torch.testing.assert_close(o.posterior_mean(zd, 0.8, 0.6).cpu(), cpu.posterior_mean(z, 0.8, 0.6))
+        torch.testing.assert_close(o.score(zd, torch.full((64,), 0.8, device=device), 0.6).cpu(), cpu.score(z, 0.8, 0.6))
+    x_dev = dev.sample(100, generator=torch.Generator().manual_seed(3))
+    assert x_dev.device.type == device.type
+    torch.testing.assert_close(x_dev.cpu(), cpu.sample(100, generator=torch.Generator().manual_seed(3)))
+    x_gen = dev.sample(10, generator=torch.Generator(device=device).manual_seed(3))  # a generator on the device
+    assert x_gen.device.type == device.type and torch.isfinite(x_gen).all()
+    proc = VPSDE().to(device)
+    den = dev.denoiser(proc)
+    pred = den(z.float().to(device), torch.full((64,), 0.5, device=device))
+    ref = cpu.denoiser(VPSDE())(z.float(), torch.full((64,), 0.5))
+    torch.testing.assert_close(pred.x0.cpu(), ref.x0)
+    assert math.isfinite(dev.nll(num_samples=1000)[0])

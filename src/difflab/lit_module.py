@@ -14,7 +14,6 @@ The training loss is the per-example loss of `difflab.losses.DiffusionLoss` (DES
 """
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from torch import Tensor, nn
 
 from .callbacks.ema import ExponentialMovingAverage
 from .denoiser import Denoiser
+from .fused import use_fused_step
+from .models.options import apply_model_options, is_compiled, split_model_options, uncompiled_copy
 from .utils import instantiate, locate, plain
 
 DEFAULT_OPTIM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8,
@@ -125,6 +126,16 @@ class DiffusionModule(L.LightningModule):
     `per_sample_noise=True` example i's noise and time come from (seed, step, dataset
     index of i) alone — one process and N DDP processes then make exactly the same update
     (the loss is evaluated one example at a time: a reproducibility mode, not for speed).
+
+    Speed (no host-device sync in a training step): the loss is logged only on the steps the
+    logger writes; a non-finite loss or gradient sets a device flag that makes a fused
+    optimiser skip the step (`found_inf`, the mechanism of AMP's GradScaler) and raises
+    FloatingPointError at the next check (every `log_every_n_steps` and at the end). On the
+    CPU, or with an optimiser that cannot skip on the device, the check runs before every
+    step. Either way a non-finite step never changes the weights, and the EMA (updated in
+    `optimizer_step`, so a checkpoint of step k holds exactly k EMA updates) only ever
+    averages finite weights. `model.compile` / `model.channels_last`: see
+    `difflab.models.options`.
     """
 
     def __init__(self, model: Mapping, process: Mapping, parameterization: Mapping, loss: Mapping,
@@ -147,11 +158,15 @@ class DiffusionModule(L.LightningModule):
         unknown = set(hp["optim"]) - accepted - {"_target_", "_partial_"}
         if unknown:
             raise ValueError(f"unknown optim keys {sorted(unknown)}; {hp['optim']['_target_']} takes {sorted(accepted)}")
-        net = build(hp["model"], "model")
+        model_spec, model_options = split_model_options(hp["model"])
+        net = build(model_spec, "model")
         if not any(p.requires_grad for p in net.parameters()):
             raise ValueError(f"model {type(net).__name__} has no trainable parameters (model=oracle is the exact denoiser "
                              "of data=gmm, for difflab-sample/difflab-eval); choose model=mlp or a model=unet_*")
         check_model_fits(net, self.data_shape)
+        self.channels_last = bool(model_options.get("channels_last", False)) and len(self.data_shape) == 3
+        self._compile_on_gpu = model_options.get("compile", False) == "auto"  # decided in on_fit_start
+        apply_model_options(net, False if self._compile_on_gpu else model_options.get("compile", False), self.channels_last)
         proc = build(hp["process"], "process")
         param = build(hp["parameterization"], "parameterization")
         self.net = Denoiser(net, proc, param, **hp["denoiser"])
@@ -159,8 +174,11 @@ class DiffusionModule(L.LightningModule):
         self.per_sample_noise, self.seed = hp["per_sample_noise"], hp["seed"]
         # float32 shadow weights: a plain attribute, so neither DDP nor state_dict sees it
         self.ema = ExponentialMovingAverage(self.net, **hp["ema"])
-        self._ema_step = -1
         object.__setattr__(self, "_ema_net", None)  # not a registered submodule
+        self._generators: dict = {}
+        self._loss: Tensor | None = None  # last training loss (detached, on the device)
+        self._bad_steps: Tensor | None = None  # number of skipped non-finite steps since the last check
+        self._params: list | None = None  # trainable parameters (set at fit start)
 
     # ----------------------------------------------------------------- accessors
     @property
@@ -176,18 +194,33 @@ class DiffusionModule(L.LightningModule):
         if not use_ema:
             return self.net
         if self._ema_net is None:
-            object.__setattr__(self, "_ema_net", copy.deepcopy(self.net).requires_grad_(False))
+            object.__setattr__(self, "_ema_net", uncompiled_copy(self.net).requires_grad_(False))
         ema_net = self._ema_net.to(self.device).float()
         self.ema.copy_to(ema_net)
         return ema_net.eval()
 
     # ----------------------------------------------------------------- training
     def _generator(self, *key: int) -> torch.Generator:
-        g = torch.Generator(device=self.device)
+        """The generator of the device, re-seeded from (seed, *key) (one object per device:
+        building a generator every step costs more than the step of a small model)."""
+        g = self._generators.get(self.device)
+        if g is None:
+            g = self._generators[self.device] = torch.Generator(device=self.device)
         g.manual_seed(hash((self.seed,) + tuple(int(k) for k in key)) & 0x7FFF_FFFF_FFFF_FFFF)
         return g
 
     def _losses(self, net: nn.Module, x: Tensor, index: Tensor, stage: int) -> Tensor:
+        """Per-example losses. The loss draws its own times inside [t_min, t_max], so the
+        process's range check of every call (two host syncs each on a GPU) is off meanwhile."""
+        proc = self.process
+        checking = proc.validate_time
+        proc.validate_time = False
+        try:
+            return self._draw_losses(net, x, index, stage)
+        finally:
+            proc.validate_time = checking
+
+    def _draw_losses(self, net: nn.Module, x: Tensor, index: Tensor, stage: int) -> Tensor:
         step = self.global_step if stage == 0 else 0
         if self.per_sample_noise:
             return torch.cat([self.loss_fn(net, x[i:i + 1], generator=self._generator(stage, step, int(index[i])))
@@ -205,27 +238,88 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, index = self._split(batch)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         losses = self._losses(self.net, x, index, stage=0)
         loss = losses.mean()
-        bad = not bool(torch.isfinite(loss.detach()))
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            raise FloatingPointError(
-                f"training loss is {float(loss.detach())} at step {self.global_step}: lower optim.lr, set "
-                f"trainer.gradient_clip_val (e.g. 1.0) or use a float32/bf16 precision"
-            )
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
+        self._loss = loss.detach()
+        if getattr(self.trainer._logger_connector, "should_update_logs", True):  # a float: the progress bar never syncs
+            self.log("train/loss", float(self._loss), on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
         return loss
 
     def on_fit_start(self) -> None:
         self.ema.to(self.device, copy=True)  # private per rank (ddp_spawn shares pickled CPU tensors)
+        if self._compile_on_gpu and self.device.type == "cuda" and not is_compiled(self.net.model):
+            apply_model_options(self.net.model, True)
+        self._bad_steps = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._params = None
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # update once per optimiser step (also under gradient accumulation)
-        if self.global_step != self._ema_step:
-            self._ema_step = self.global_step
-            self.ema.update(self.net)
+    # ----------------------------------------------------------------- non-finite guard
+    def _raise_non_finite(self, skipped: int | None = None) -> None:
+        loss = float(self._loss) if self._loss is not None else math.nan
+        what = (f"training {'loss is %g' % loss if not math.isfinite(loss) else 'gradient is not finite'} at step {self.global_step}"
+                if skipped is None else
+                f"training loss or gradient was non-finite in {skipped} step(s) before step {self.global_step} "
+                f"(those optimiser steps were skipped)")
+        raise FloatingPointError(f"{what}: lower optim.lr, set trainer.gradient_clip_val (e.g. 1.0) or use a float32/bf16 precision")
+
+    def _any_rank(self, flag: bool) -> bool:
+        return bool(self.trainer.strategy.reduce_boolean_decision(flag, all=False)) if self.trainer.world_size > 1 else flag
+
+    def _check_skipped_steps(self) -> None:
+        """The deferred check of the device flag (one host sync)."""
+        if self._bad_steps is not None:
+            skipped = int(self._bad_steps)
+            if self._any_rank(skipped > 0):
+                self._raise_non_finite(max(skipped, 1))
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's clipping, plus the non-finite guard: the gradient norm (all-reduced
+        gradients: the same on every rank) or the local loss is not finite → skip the step."""
+        if self._params is None:  # walking the module tree every step costs more than a small model's step
+            self._params = [p for p in self.parameters() if p.requires_grad]
+        params = [p for p in self._params if p.grad is not None]
+        grads = [p.grad for p in params]
+        if not grads:
+            return
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            norm = torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))
+        else:
+            if gradient_clip_val:
+                self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            norm = torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        on_device_skip = bool(optimizer.defaults.get("fused")) and getattr(optimizer, "_step_supports_amp_scaling", False)
+        if scaler is None and not on_device_skip:  # check now: on the CPU this costs no device sync
+            loss = float(self._loss) if self._loss is not None else 0.0
+            if self._any_rank(not (math.isfinite(float(norm)) and math.isfinite(loss))):
+                self._raise_non_finite()
+            return
+        bad = ~torch.isfinite(norm)
+        if self._loss is not None:
+            bad = bad | ~torch.isfinite(self._loss)
+        if scaler is None:
+            optimizer.found_inf = bad.float()  # the fused Adam/AdamW kernel leaves weights and state untouched
+        self._bad_steps += bad  # (AMP's GradScaler skips non-finite steps itself)
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The optimiser step, then the EMA update (once per optimiser step, also under gradient
+        accumulation), before any callback's `on_train_batch_end` can save a checkpoint."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.ema.update(self.net)
+        every = max(1, int(self.trainer.log_every_n_steps or 50))
+        if self._bad_steps is not None and self.global_step % every == 0:
+            self._check_skipped_steps()
+
+    def on_train_start(self) -> None:
+        # optimisers exist (and a resumed state is loaded) by now; not under 16-mixed, whose GradScaler
+        # would leave a fused optimiser's gradients scaled during clipping
+        if self.device.type == "cuda" and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            for opt in self.trainer.optimizers:
+                use_fused_step(opt)
+
+    def on_train_end(self) -> None:
+        self._check_skipped_steps()
 
     def validation_step(self, batch, batch_idx):
         x, index = self._split(batch)
@@ -260,7 +354,6 @@ class DiffusionModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
-        self._ema_step = int(checkpoint.get("global_step", -1))
 
 
 @dataclass
@@ -276,8 +369,11 @@ class LoadedModel:
     used_ema: bool = True
 
 
-def load_denoiser(ckpt_path, device=None, use_ema: bool = True) -> LoadedModel:
+def load_denoiser(ckpt_path, device=None, use_ema: bool = True, compile=False) -> LoadedModel:
     """Rebuild the denoiser of a `difflab-train` checkpoint (EMA weights by default).
+
+    `compile` (false | true | torch.compile options) compiles the returned network,
+    whether or not the run was trained with `model.compile` (the keys are the same).
 
     Loads with `weights_only=True`; raises FileNotFoundError / ValueError with a clear
     message for a missing file or a checkpoint that is not a difflab training checkpoint.
@@ -286,7 +382,7 @@ def load_denoiser(ckpt_path, device=None, use_ema: bool = True) -> LoadedModel:
 
     ckpt = read_checkpoint(ckpt_path)
     hp = dict(ckpt["hyper_parameters"])
-    module = DiffusionModule(**hp)
+    module = DiffusionModule(**{**hp, "model": {**hp["model"], "compile": False}})
     state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
     module.load_state_dict(state)
     has_ema = "ema" in ckpt
@@ -297,5 +393,6 @@ def load_denoiser(ckpt_path, device=None, use_ema: bool = True) -> LoadedModel:
     module.to(dev)
     den = module.denoiser(use_ema=use_ema) if use_ema else module.net.eval()
     den = den.to(dev).requires_grad_(False)
+    apply_model_options(den.model, compile, bool(hp["model"].get("channels_last", False)) and len(hp["data_shape"]) == 3)
     return LoadedModel(denoiser=den, process=den.process, data_shape=tuple(hp["data_shape"]), data_config=dict(hp["data_config"]),
                        module=module, global_step=int(ckpt.get("global_step", 0)), used_ema=use_ema)

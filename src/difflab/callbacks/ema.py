@@ -13,6 +13,9 @@ float32 tensors held *outside* the (DDP-wrapped) module, saved as their own chec
 `{"decay", "warmup", "num_updates", "shadow"}` beside the raw `state_dict`, and restored
 exactly on resume. Every DDP rank applies the same update to the same (all-reduced)
 weights, so the average is identical on every rank without any communication.
+
+The update is one multi-tensor `torch._foreach_lerp_` over all parameters (a few kernel
+launches per step instead of one per parameter); torch builds without it use a loop.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ class ExponentialMovingAverage:
             raise ValueError(f"ema.decay must be in [0, 1), got {decay}")
         self.decay, self.warmup = float(decay), bool(warmup)
         self.num_updates = 0
+        self._pairs: tuple | None = None  # (module, shadow list, parameter list), rebuilt when stale
         self.shadow: dict[str, Tensor] = {
             name: p.detach().to(torch.float32).clone() for name, p in module.named_parameters() if p.is_floating_point()
         }
@@ -37,16 +41,35 @@ class ExponentialMovingAverage:
             return min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
         return self.decay
 
+    def _tensor_lists(self, module: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+        """(shadows, parameters) in matching order, cached per module; shadows follow the
+        parameters' device."""
+        if self._pairs is None or self._pairs[0] is not module:
+            names, params = [], []
+            for name, p in module.named_parameters():
+                if name in self.shadow:
+                    names.append(name)
+                    params.append(p)
+            for name, p in zip(names, params):
+                if self.shadow[name].device != p.device:
+                    self.shadow[name] = self.shadow[name].to(p.device)
+            self._pairs = (module, [self.shadow[n] for n in names], params)
+        return self._pairs[1], self._pairs[2]
+
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        d = self.current_decay()
-        for name, p in module.named_parameters():
-            s = self.shadow.get(name)
-            if s is None:
-                continue
-            if s.device != p.device:
-                s = self.shadow[name] = s.to(p.device)
-            s.lerp_(p.detach().to(torch.float32), 1.0 - d)  # s + (1-d)(p - s) = d s + (1-d) p
+        """θ_ema ← θ_ema + (1 − d)(θ − θ_ema) = d θ_ema + (1 − d) θ, in float32."""
+        weight = 1.0 - self.current_decay()
+        shadows, params = self._tensor_lists(module)
+        if params and shadows[0].device != params[0].device:  # the module moved since the lists were built
+            self._pairs = None
+            shadows, params = self._tensor_lists(module)
+        values = [p.detach().float() for p in params]  # no copy for float32 parameters
+        if hasattr(torch, "_foreach_lerp_"):
+            torch._foreach_lerp_(shadows, values, weight)
+        else:  # pragma: no cover - torch without multi-tensor lerp
+            for s, v in zip(shadows, values):
+                s.lerp_(v, weight)
         self.num_updates += 1
 
     @torch.no_grad()
@@ -56,10 +79,14 @@ class ExponentialMovingAverage:
             if name in self.shadow:
                 p.copy_(self.shadow[name].to(device=p.device, dtype=p.dtype))
 
+    def __getstate__(self) -> dict:  # pickling (ddp_spawn) and deepcopy leave the cache behind
+        return {**self.__dict__, "_pairs": None}
+
     def to(self, device, copy: bool = False) -> "ExponentialMovingAverage":
         """Move the shadow weights; `copy=True` gives each process private storage (tensors
         pickled to ddp_spawn workers arrive in shared memory, common to all ranks)."""
         self.shadow = {k: v.to(device, copy=copy) for k, v in self.shadow.items()}
+        self._pairs = None
         return self
 
     def state_dict(self) -> dict:
@@ -74,3 +101,4 @@ class ExponentialMovingAverage:
         self.num_updates = int(state["num_updates"])
         dev = {k: v.device for k, v in self.shadow.items()}
         self.shadow = {k: state["shadow"][k].to(device=dev[k], dtype=torch.float32).clone() for k in self.shadow}
+        self._pairs = None

@@ -6,6 +6,13 @@ tensor (images in [-1, 1]), `index` the example's position in the training set. 
 lets the training module seed each example's noise from the example itself, so one
 process and N DDP processes draw the same noise for the same example (PITFALLS, "seed each
 sample, not each process").
+
+Small data sets can be *device resident* (`data.device_resident=true`; on by default for data
+already held as one tensor: gmm, toy2d, digits): the whole training set is one tensor on the
+training device (CIFAR-10 as uint8 is 150 MB) and a batch is one indexing operation there,
+converted to [-1, 1] and randomly flipped on the device: no loader workers, no per-image
+transforms, no host-to-device copy. The batches hold the same examples in the same order as
+the loader path (both follow `StepSampler`).
 """
 from __future__ import annotations
 
@@ -79,6 +86,38 @@ class StepSampler(Sampler[int]):
         return iter(mine[offset * self.batch_size:].tolist())
 
 
+class DeviceBatches:
+    """Training batches `(x, index)` cut from one tensor on the device, in `StepSampler` order.
+
+    data: [N, ...] float (model space) or uint8 images (→ x/255·2 − 1, as ToTensor then the
+    [-1, 1] scaling); flip: random horizontal flips (probability ½, drawn on the device from
+    a generator seeded by (seed, epoch), so a resumed run flips as an uninterrupted one).
+    """
+
+    def __init__(self, data: Tensor, sampler: "StepSampler", flip: bool = False, seed: int = 0):
+        self.data, self.sampler, self.flip, self.seed = data, sampler, bool(flip), int(seed)
+
+    def __len__(self) -> int:
+        return self.sampler.batches_per_epoch
+
+    def __iter__(self):
+        s, b = self.sampler, self.sampler.batch_size
+        done = int(s.batches_done()) if s.batches_done is not None else 0
+        epoch, offset = divmod(done, s.batches_per_epoch)
+        order = torch.as_tensor(list(iter(s)), dtype=torch.long).to(self.data.device, non_blocking=True)
+        if self.flip:  # a generator on the data's device, wherever the data were moved
+            g = torch.Generator(device=self.data.device).manual_seed(self.seed * 1_000_003 + epoch)
+            flips = torch.rand(s.batches_per_epoch, b, 1, 1, 1, generator=g, device=self.data.device) < 0.5
+        for k in range(order.numel() // b):
+            index = order[k * b:(k + 1) * b]
+            x = self.data[index]
+            if x.dtype == torch.uint8:
+                x = x.float().div_(255.0).mul_(2.0).sub_(1.0)
+            if self.flip:
+                x = torch.where(flips[offset + k], x.flip(-1), x)
+            yield x, index
+
+
 class BaseDataModule(L.LightningDataModule):
     """Loader plumbing shared by all data sets. Subclasses set `data_shape` and implement
     `build_train()` / `build_val()` returning map-style datasets of tensors."""
@@ -88,8 +127,10 @@ class BaseDataModule(L.LightningDataModule):
     seed_for_shuffle: int = 0
 
     def __init__(self, batch_size: int = 128, num_workers: int = 0, shuffle: bool = True,
-                 drop_last: bool = True, val_batch_size: int | None = None, pin_memory: bool = False):
+                 drop_last: bool = True, val_batch_size: int | None = None, pin_memory: bool = False,
+                 device_resident: bool | None = None):
         super().__init__()
+        self.device_resident = device_resident  # None: on for data held as one tensor
         if int(batch_size) < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
@@ -123,6 +164,31 @@ class BaseDataModule(L.LightningDataModule):
     def build_val(self) -> Dataset | None:
         return None
 
+    #: random horizontal flips of training images (set by the image data modules)
+    random_flip: bool = False
+
+    def train_images(self) -> Tensor | None:
+        """The whole training set as one tensor (float in model space, or uint8 images), for
+        the device-resident path; None when the data set is not held as a tensor."""
+        self.setup("fit")
+        base = self.train_set.base
+        return base.x if isinstance(base, TensorDataset1) else None
+
+    def _device_batches(self, sampler: "StepSampler"):
+        if self.device_resident is False or (self.device_resident is None and self.num_workers > 0):
+            return None
+        data = self.train_images()
+        if data is None:
+            if self.device_resident:
+                raise ValueError(f"data.device_resident=true is not supported by {type(self).__name__}; set data.device_resident=false")
+            return None
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        cached = getattr(self, "_resident", None)
+        if cached is None or cached.device != device:
+            cached = self._resident = data.to(device)
+        return DeviceBatches(cached, sampler, flip=self.random_flip, seed=self.seed_for_shuffle)
+
     # Lightning ---------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -147,6 +213,9 @@ class BaseDataModule(L.LightningDataModule):
                              f"({world} processes x data.batch_size={self.batch_size}); lower data.batch_size")
         sampler = StepSampler(len(self.train_set), self.batch_size, world, rank, self.shuffle, self.seed_for_shuffle,
                               self._batches_done)
+        fast = self._device_batches(sampler)
+        if fast is not None:
+            return fast
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                           num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
 

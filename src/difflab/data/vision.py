@@ -3,12 +3,21 @@
 Nothing downloads unless the user sets `data.download=true`; a missing root raises a
 `FileNotFoundError` whose one line says how to get the files. Images are scaled to
 [-1, 1] (x = 2 · ToTensor(img) − 1); CIFAR-10 uses random horizontal flips (DDPM, Ho et al. 2020).
+With `data.device_resident=true` the training images are decoded once into a uint8 tensor
+that lives on the training device (see `difflab.data.base.DeviceBatches`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .base import BaseDataModule
+
+
+def _stack_uint8(dataset) -> torch.Tensor:
+    """A torchvision data set whose transform ends in PILToTensor → one [N, C, H, W] uint8 tensor."""
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
 
 
 def _to_unit_range():
@@ -78,6 +87,11 @@ class MNISTDataModule(_TorchvisionDataModule):
         tf = T.Compose([T.Pad(self.pad), T.ToTensor(), _to_unit_range()])
         return datasets.MNIST(str(self.root), train=train, download=download, transform=tf)
 
+    def train_images(self):
+        self.setup("fit")
+        x = torch.as_tensor(self.train_set.base.data)[:, None]  # [N, 1, 28, 28] uint8
+        return torch.nn.functional.pad(x, (self.pad,) * 4)
+
 
 class CIFAR10DataModule(_TorchvisionDataModule):
     name = "cifar10"
@@ -97,6 +111,10 @@ class CIFAR10DataModule(_TorchvisionDataModule):
         tf = T.Compose(flip + [T.ToTensor(), _to_unit_range()])
         return datasets.CIFAR10(str(self.root), train=train, download=download, transform=tf)
 
+    def train_images(self):
+        self.setup("fit")
+        return torch.as_tensor(self.train_set.base.data).permute(0, 3, 1, 2).contiguous()  # [N, 3, 32, 32] uint8
+
 
 class ImageFolderDataModule(_TorchvisionDataModule):
     """Any folder of images, one sub-folder per class (torchvision ImageFolder), resized to
@@ -115,15 +133,22 @@ class ImageFolderDataModule(_TorchvisionDataModule):
         self.data_shape = (self.channels, self.image_size, self.image_size)
         self.check_declared(dim=dim)
 
-    def _transform(self, train: bool):
+    def _transform(self, train: bool, as_uint8: bool = False):
         from torchvision import transforms as T
 
         tf = [T.Resize(self.image_size), T.CenterCrop(self.image_size)]
         if self.channels == 1:
             tf.append(T.Grayscale(1))
+        if as_uint8:  # the device-resident path flips on the device
+            return T.Compose(tf + [T.PILToTensor()])
         if train and self.random_flip:
             tf.append(T.RandomHorizontalFlip())
         return T.Compose(tf + [T.ToTensor(), _to_unit_range()])
+
+    def train_images(self):
+        from torchvision import datasets
+
+        return _stack_uint8(datasets.ImageFolder(str(self.root), transform=self._transform(True, as_uint8=True)))
 
     def _dataset(self, train, download=False):
         from torchvision import datasets

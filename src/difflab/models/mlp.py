@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .embeddings import NoiseEmbedding, check_conditioning
+from .options import apply_model_options
 
 
 class _ResidualBlock(nn.Module):
@@ -44,10 +45,13 @@ class MLP(nn.Module):
     tails of the prior. Without it a deterministic sampler on VP (x̂ error amplified by σ/α ≈
     150 at t = 1) sends the ~0.3% of starts with |z_T| > 3.4 far off the data
     (tests/test_train_gmm.py).
+
+    compile, channels_last: see `difflab.models.options` (channels_last does nothing here).
     """
 
     def __init__(self, dim: int | Sequence[int], hidden: int = 256, depth: int = 4, emb_dim: int = 128,
-                 dropout: float = 0.0, max_period: float = 10000.0, skip: bool = True):
+                 dropout: float = 0.0, max_period: float = 10000.0, skip: bool = True,
+                 compile=False, channels_last: bool = False):
         super().__init__()
         dim = int(math.prod(dim)) if isinstance(dim, (list, tuple)) else int(dim)
         if dim < 1 or hidden < 1 or depth < 0:
@@ -63,6 +67,7 @@ class MLP(nn.Module):
         if self.skip is not None:
             nn.init.zeros_(self.skip.weight)
             nn.init.zeros_(self.skip.bias)
+        apply_model_options(self, compile, channels_last)  # model.compile / model.channels_last (models/options.py)
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         c = check_conditioning(x, c)

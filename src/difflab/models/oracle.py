@@ -79,16 +79,22 @@ class GMMOracle(nn.Module):
         v = torch.as_tensor(v, dtype=torch.float64, device=device).reshape(-1)
         return v.expand(n) if v.numel() == 1 else v
 
+    def _params(self, device) -> tuple[Tensor, Tensor, Tensor]:
+        """(means, stds, weights) on `device`: the oracle answers on the device of its input,
+        wherever its own buffers live (a no-op when they already match)."""
+        return self.means.to(device), self.stds.to(device), self.weights.to(device)
+
     def _component_terms(self, z: Tensor, alpha, sigma) -> tuple[Tensor, Tensor, Tensor]:
         """log w_k + log N(z; α μ_k, v_k I) → [N, K], plus α [N] and v [N, K]."""
         n = z.shape[0]
+        means, stds, weights = self._params(z.device)
         a = self._col(alpha, n, z.device)
         s = self._col(sigma, n, z.device)
-        v = a[:, None] ** 2 * self.stds[None] ** 2 + s[:, None] ** 2  # [N, K]
-        diff2 = (z.pow(2).sum(1)[:, None] - 2 * a[:, None] * (z @ self.means.T)
-                 + a[:, None] ** 2 * self.means.pow(2).sum(1)[None])  # ‖z − α μ_k‖²
+        v = a[:, None] ** 2 * stds[None] ** 2 + s[:, None] ** 2  # [N, K]
+        diff2 = (z.pow(2).sum(1)[:, None] - 2 * a[:, None] * (z @ means.T)
+                 + a[:, None] ** 2 * means.pow(2).sum(1)[None])  # ‖z − α μ_k‖²
         logn = -0.5 * diff2 / v - 0.5 * self.dim * torch.log(2 * math.pi * v)
-        return self.weights.log()[None] + logn, a, v
+        return weights.log()[None] + logn, a, v
 
     # ------------------------------------------------------------------ densities
     def log_prob(self, x: Tensor) -> Tensor:
@@ -108,10 +114,15 @@ class GMMOracle(nn.Module):
         return float(-lp.mean() / scale), float(lp.std() / math.sqrt(num_samples) / scale)
 
     def sample(self, n: int, generator: torch.Generator | None = None, return_labels: bool = False):
+        """n draws of p(x) (float32, on the oracle's device). The draws are made on the
+        generator's device, so a CPU generator with a given seed gives the same points
+        whether the oracle lives on the CPU or on a GPU."""
         dev = self.means.device
-        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        x = self.means[k] + self.stds[k, None] * torch.randn(n, self.dim, dtype=torch.float64, generator=generator, device=dev)
-        x = x.float()
+        gen_dev = generator.device if generator is not None else dev
+        means, stds, weights = self._params(gen_dev)
+        k = torch.multinomial(weights, n, replacement=True, generator=generator)
+        x = means[k] + stds[k, None] * torch.randn(n, self.dim, dtype=torch.float64, generator=generator, device=gen_dev)
+        x, k = x.float().to(dev), k.to(dev)
         return (x, k) if return_labels else x
 
     # ------------------------------------------------------------------ posterior
@@ -124,9 +135,10 @@ class GMMOracle(nn.Module):
         zf = self._flat(z)
         terms, a, v = self._component_terms(zf, alpha, sigma)
         r = torch.softmax(terms, dim=1)
-        gain = a[:, None] * self.stds[None] ** 2 / v  # [N, K]
+        means, stds, _ = self._params(zf.device)
+        gain = a[:, None] * stds[None] ** 2 / v  # [N, K]
         # Σ_k r_k μ_k (1 − α gain_k) + (Σ_k r_k gain_k) z
-        mean = (r * (1 - a[:, None] * gain)) @ self.means + (r * gain).sum(1, keepdim=True) * zf
+        mean = (r * (1 - a[:, None] * gain)) @ means + (r * gain).sum(1, keepdim=True) * zf
         return mean.reshape(z.shape).to(torch.promote_types(z.dtype, torch.float32))
 
     def score(self, z: Tensor, alpha, sigma) -> Tensor:
@@ -134,12 +146,12 @@ class GMMOracle(nn.Module):
         zf = self._flat(z)
         terms, a, v = self._component_terms(zf, alpha, sigma)
         r = torch.softmax(terms, dim=1)
-        s = (r / v * a[:, None]) @ self.means - (r / v).sum(1, keepdim=True) * zf
+        s = (r / v * a[:, None]) @ self._params(zf.device)[0] - (r / v).sum(1, keepdim=True) * zf
         return s.reshape(z.shape).to(torch.promote_types(z.dtype, torch.float32))
 
     def prediction(self, z: Tensor, t: Tensor, process: Process) -> Prediction:
         """Exact Prediction(x0, eps, score) at time t for `process`."""
-        alpha, sigma = process.alpha_sigma(torch.as_tensor(t, dtype=torch.float64).expand(z.shape[0]))
+        alpha, sigma = process.alpha_sigma(torch.as_tensor(t, dtype=torch.float64, device=z.device).expand(z.shape[0]))
         x0 = self.posterior_mean(z, alpha, sigma)
         shape = (-1,) + (1,) * (z.ndim - 1)
         a, s = alpha.reshape(shape).to(x0.dtype), sigma.reshape(shape).to(x0.dtype)

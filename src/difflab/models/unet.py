@@ -22,6 +22,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .embeddings import NoiseEmbedding, check_conditioning
+from .options import apply_model_options
 
 
 def _norm(ch: int, num_groups: int) -> nn.GroupNorm:
@@ -93,12 +94,15 @@ class UNet(nn.Module):
     dropout; image_size: the training size (only used to place attention); num_groups of
     GroupNorm (must divide every width); num_heads of attention; emb_max_period of the
     sinusoidal noise embedding (see `difflab.models.embeddings` for the ranges of c).
+    compile, channels_last: see `difflab.models.options` (DiffusionModule applies them after
+    its shape check; a network instantiated directly applies them itself).
     """
 
     def __init__(self, in_channels: int = 3, ch: int = 128, ch_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attn_resolutions: Sequence[int] = (16,), dropout: float = 0.1, image_size: int = 32,
                  out_channels: int | None = None, num_groups: int = 32, num_heads: int = 1,
-                 emb_max_period: float = 10000.0):
+                 emb_max_period: float = 10000.0,
+                 compile=False, channels_last: bool = False):
         super().__init__()
         ch_mult, attn_resolutions = tuple(int(m) for m in ch_mult), tuple(int(r) for r in attn_resolutions)
         if not ch_mult or num_res_blocks < 1:
@@ -154,6 +158,7 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(cur, self.out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        apply_model_options(self, compile, channels_last)  # model.compile / model.channels_last (models/options.py)
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:

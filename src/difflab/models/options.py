@@ -1,0 +1,71 @@
+"""Speed options of a model config that are not constructor arguments of the network:
+
+    model.compile: false | true | auto | {mode, backend, fullgraph, dynamic}   (torch.compile options;
+                   auto = compile when training on a GPU, stay eager on a CPU, where compiling
+                   takes minutes)
+    model.channels_last: false | true   (NHWC weights and inputs for convolutional networks)
+
+`compile` uses `nn.Module.compile()`, which compiles the module's forward *in place*: the
+parameters keep their names, so a checkpoint trained with compile holds no `_orig_mod.` keys
+and loads into an uncompiled network, and the reverse (PITFALLS, "Checkpoints").
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+MODEL_OPTIONS = ("compile", "channels_last")
+
+
+def split_model_options(spec: Mapping) -> tuple[dict, dict]:
+    """(constructor spec, speed options) of a `model` config."""
+    spec = dict(spec)
+    options = {k: spec.pop(k) for k in MODEL_OPTIONS if k in spec}
+    return spec, options
+
+
+def compile_options(value: Any) -> dict | None:
+    """`model.compile` → keyword arguments of torch.compile, or None when off."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, str):
+        return {"mode": value}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ValueError(f"model.compile must be true, false, a mode name or a dict of torch.compile options, got {value!r}")
+
+
+def apply_model_options(net: nn.Module, compile: Any = False, channels_last: bool = False) -> nn.Module:
+    """channels_last (4-D weights only: a no-op for an MLP), then compile in place
+    (compile=auto: only when a GPU is present)."""
+    if compile == "auto":
+        compile = torch.cuda.is_available()
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    opts = compile_options(compile)
+    if opts is not None:
+        if not hasattr(net, "compile"):  # pragma: no cover - torch < 2.2
+            raise ValueError("model.compile=true needs torch >= 2.2 (nn.Module.compile); set model.compile=false")
+        net.compile(**opts)
+    return net
+
+
+def is_compiled(net: nn.Module) -> bool:
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in net.modules())
+
+
+def uncompiled_copy(net: nn.Module) -> nn.Module:
+    """A deep copy of `net` that runs eagerly (the compiled forward is not copied)."""
+    compiled = [(m, m._compiled_call_impl) for m in net.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+    for m, _ in compiled:
+        m._compiled_call_impl = None
+    try:
+        return copy.deepcopy(net)
+    finally:
+        for m, fn in compiled:
+            m._compiled_call_impl = fn
