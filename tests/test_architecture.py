@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "difflab"
 # lower layers never import higher ones (a module may import its own layer and below)
 LAYERS = [
     ("utils", "processes", "parameterizations", "denoiser"),
-    ("models", "data", "losses", "samplers", "likelihood", "metrics", "plotting", "loggers", "callbacks.ema"),
+    ("models", "data", "losses", "samplers", "likelihood", "metrics", "plotting", "loggers", "callbacks.ema", "fused"),
     ("lit_module", "checkpoints", "callbacks.checkpoint"),
     ("evaluation",),
     ("callbacks.eval", "callbacks", "report", "studies"),
