@@ -13,17 +13,25 @@ from lightning.pytorch.callbacks import Callback
 STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGINT", None), getattr(signal, "SIGUSR1", None)) if s)
 
 
+class Interrupted(BaseException):
+    """Raised between optimiser steps after SIGTERM / SIGUSR1 / SIGINT, once last.ckpt holds the
+    state at `step`; difflab-train turns it into exit status 128 + signal (or a SLURM requeue)."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+        self.signum, self.step = int(signum), int(step)
+
+
 class SaveLast(Callback):
     """Writes `<dirpath>/last.ckpt` every `every` optimiser steps and at the end of training, on
     every strategy (ddp_spawn included: it runs inside the workers). The file is written under a
     temporary name unique to the process and renamed onto last.ckpt, so a kill during the write
     leaves the previous checkpoint intact.
 
-    Interrupts: SIGTERM, SIGINT and SIGUSR1 let the current optimiser step finish (its EMA
-    update included), stop training, and save last.ckpt at that step; `interrupted_by` then
-    holds the signal, and difflab-train exits with status 128 + signal. Under SLURM
-    (`SLURM_JOB_ID` set) with `requeue=True` the job is requeued (`scontrol requeue`) and resumes
-    from this checkpoint in its own directory."""
+    Interrupts: SIGTERM, SIGINT and SIGUSR1 let the current optimiser step finish (its EMA update
+    and logged row included), save last.ckpt at that step and raise `Interrupted`; difflab-train
+    exits with status 128 + signal. Under SLURM (`SLURM_JOB_ID` set) with `requeue=True` the job is
+    requeued (`scontrol requeue`) and resumes from this checkpoint in its own directory."""
 
     def __init__(self, dirpath: str | os.PathLike, every: int = 0, requeue: bool = True):
         if int(every) < 0:
@@ -37,6 +45,8 @@ class SaveLast(Callback):
         if trainer.global_step == self._saved_step or trainer.sanity_checking:
             return
         self._saved_step = trainer.global_step
+        for logger in trainer.loggers:  # the rows up to this step reach the disk with the checkpoint
+            logger.save()
         path = self.dirpath / "last.ckpt"
         tmp = self.dirpath / f".last.ckpt.{os.getpid()}.tmp"
         if trainer.is_global_zero:
@@ -55,25 +65,35 @@ class SaveLast(Callback):
                 self._previous[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
-        """Stop after the current optimiser step (Lightning checks `should_stop` between steps)."""
+        """Note the signal; the run stops before its next optimiser step (`on_train_batch_start`)."""
         if self.interrupted_by is not None and signum == getattr(signal, "SIGINT", None):
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self.interrupted_by = signum
-        if self._trainer is not None:
-            self._trainer.should_stop = True
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every and trainer.global_step % self.every == 0:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        """Checkpoints are taken between optimiser steps, once the previous step is complete: its
+        weights, EMA update and logged row (flushed first) are all in it, so a resumed run repeats
+        and loses nothing."""
+        # A checkpoint taken between steps restores Lightning's logging counter one ahead of the
+        # optimiser step (it counts the batch that was about to start): re-align it, so a resumed
+        # run logs the same steps, under the same step numbers, as an uninterrupted run.
+        loop = trainer.fit_loop.epoch_loop
+        if trainer.accumulate_grad_batches == 1 and getattr(loop, "_batches_that_stepped", None) not in (None, trainer.global_step):
+            loop._batches_that_stepped = trainer.global_step
+        if self.interrupted_by is not None:
+            self._save(trainer)
+            raise Interrupted(self.interrupted_by, trainer.global_step)
+        if self.every and trainer.global_step and trainer.global_step % self.every == 0:
             self._save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._save(trainer)
         self._restore_handlers()
-        if self.interrupted_by is not None and self.requeue and os.environ.get("SLURM_JOB_ID") and trainer.is_global_zero:
-            subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._restore_handlers()
+        if isinstance(exception, Interrupted) and self.requeue and os.environ.get("SLURM_JOB_ID") and trainer.is_global_zero:
+            subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
 
     def _restore_handlers(self) -> None:
         for sig, handler in self._previous.items():

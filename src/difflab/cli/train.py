@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
 
 import torch
 
-from ..callbacks.checkpoint import SaveLast
+from ..callbacks.checkpoint import Interrupted, SaveLast
 from ..utils import RunLock, write_text
 from .common import UsageError, hydra_entry, instantiate, plain, set_threads
 
@@ -156,6 +155,7 @@ def train(cfg, out: Path):
     """Fit from a composed config; returns (module, trainer, datamodule). Every check on user
     input runs before anything is written; then the run holds an exclusive lock on `out`."""
     import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
     from omegaconf import OmegaConf
 
     out = Path(out)
@@ -189,12 +189,13 @@ def train(cfg, out: Path):
             trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
         except FloatingPointError as e:
             raise UsageError(str(e)) from e
-    saver = next(cb for cb in callbacks if isinstance(cb, SaveLast))
-    if saver.interrupted_by is not None:
-        name = signal.Signals(saver.interrupted_by).name
-        print(f"difflab-train: {name} at step {trainer.global_step}: saved {out / 'checkpoints' / 'last.ckpt'}; "
-              f"continue with: difflab-train resume={out}", file=sys.stderr)
-        raise SystemExit(128 + int(saver.interrupted_by))
+        except SIGTERMException:  # SIGTERM before training started (Lightning's own handler): nothing to save
+            print(f"difflab-train: SIGTERM before the first step; nothing to resume, run the command again", file=sys.stderr)
+            raise SystemExit(128 + 15) from None
+        except Interrupted as e:
+            print(f"difflab-train: {e}: saved {out / 'checkpoints' / 'last.ckpt'}; continue with: difflab-train resume={out}",
+                  file=sys.stderr)
+            raise SystemExit(128 + e.signum) from None
     return module, trainer, dm
 
 
