@@ -13,12 +13,12 @@ import math
 import torch
 from torch import Tensor
 
-from ._util import GridConstants, report
+from ._util import GridConstants, report, times
 
 
-def _velocity(c: GridConstants, i: int, x: Tensor, score: Tensor) -> Tensor:
-    """dz/dt of the probability-flow ODE at grid time ts[i]."""
-    return c.dlog_alpha[i] * x - 0.5 * c.g2[i] * score
+def _velocity(process, c: GridConstants, i: int, x: Tensor, score: Tensor) -> Tensor:
+    """dz/dt of the probability-flow ODE at grid time ts[i] (`Process.probability_flow_velocity`)."""
+    return process.probability_flow_velocity(x, times(c.t[i], x), score)
 
 
 def ode_euler(model, process, x: Tensor, ts: Tensor, callback=None, generator=None) -> Tensor:
@@ -26,7 +26,7 @@ def ode_euler(model, process, x: Tensor, ts: Tensor, callback=None, generator=No
     c = GridConstants.of(process, ts)
     for i in range(len(ts) - 1):
         pred = model(x, c.t[i])
-        x = x + (c.t[i + 1] - c.t[i]) * _velocity(c, i, x, pred.score)
+        x = x + (c.t[i + 1] - c.t[i]) * _velocity(process, c, i, x, pred.score)
         report(callback, i, c.t[i], c.t[i + 1], x, pred.x0)
     return x
 
@@ -38,9 +38,9 @@ def ode_heun(model, process, x: Tensor, ts: Tensor, callback=None, generator=Non
     for i in range(len(ts) - 1):
         h = c.t[i + 1] - c.t[i]
         pred = model(x, c.t[i])
-        v1 = _velocity(c, i, x, pred.score)
+        v1 = _velocity(process, c, i, x, pred.score)
         x_euler = x + h * v1
-        v2 = _velocity(c, i + 1, x_euler, model(x_euler, c.t[i + 1]).score)
+        v2 = _velocity(process, c, i + 1, x_euler, model(x_euler, c.t[i + 1]).score)
         x = x + 0.5 * h * (v1 + v2)
         report(callback, i, c.t[i], c.t[i + 1], x, pred.x0)
     return x
@@ -59,12 +59,10 @@ def ode_rk45(model, process, x: Tensor, ts: Tensor, callback=None, generator=Non
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"ode_rk45: rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
     c = GridConstants.of(process, ts)
-    g2 = lambda t: process.diffusion_squared(t.reshape(1).to(torch.float64)).item()  # noqa: E731
-    dla = lambda t: process.dlog_alpha_dt(t.reshape(1).to(torch.float64)).item()  # noqa: E731
 
     def velocity(t: Tensor, z: Tensor) -> Tensor:
-        t = t.clamp(process.t_min, process.t_max)
-        return dla(t) * z - 0.5 * g2(t) * model(z, t.to(torch.float64)).score
+        tb = t.to(torch.float64).clamp(process.t_min, process.t_max).expand(z.shape[0])
+        return process.probability_flow_velocity(z, tb, model(z, tb).score)
 
     # torchdiffeq needs strictly monotone times; collapse repeated grid points
     keep = torch.cat([torch.tensor([True]), ts[1:] < ts[:-1]])
