@@ -1,6 +1,7 @@
 """Helpers shared by the sampler functions: the counting model wrapper, noise, per-grid constants."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -67,6 +68,11 @@ class GridConstants:
             post = torch.stack(process.posterior_coefficients(ts[1:], ts[:-1]), 1)
         lists = (v.to(torch.float64).tolist() for v in (ts, a, s, lam, dla, g2, alpha_ts, var_ts))
         return cls(*lists, [tuple(p) for p in post.to(torch.float64).tolist()])
+
+    @property
+    def sigma_tilde(self) -> list:
+        """σ̃ = σ/α = e^{−λ/2}, the noise level of x̃ = z/α (Karras et al. 2022, Eq. 4 with s = α)."""
+        return [math.exp(-0.5 * lam) for lam in self.log_snr]
 
     def posterior(self, i: int) -> tuple[float, float, float]:
         """(coef_z, coef_x, std) of q(z_s | z_t, x) for the move t = ts[i] → s = ts[i+1]."""
