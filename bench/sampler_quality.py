@@ -6,7 +6,7 @@ the component weights + Σ_k w_k |spread_k − spread_k^ref|, spread_k = RMS dis
 samples to μ_k over s_k √D, against the same statistics of 400k exact samples. Its noise floor is the gap
 of n exact samples. Every number is a mean over `--seeds` prior draws.
 
-Ours: every sampler × grid (uniform_t, uniform_log_snr, edm ρ=7, DDPM's trailing grid) on each process.
+Ours: the low-NFE samplers × grids (uniform_t, uniform_log_snr, edm ρ=7, DDPM's trailing grid) on each process.
 Peers (process-free, they bring their own noise range): diffusers' DDPM, DDIM, DPM-Solver++ 2M/3M,
 UniPC, Euler, Heun, LMS on the DDPM β schedule (plus Karras σ where offered), and k-diffusion's
 euler, heun, lms, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, dpmpp_3m_sde (tests/kdiffusion_ref.py) on Karras and
@@ -45,11 +45,13 @@ MIXTURES = {
 }
 PROCESSES = {"ddpm": lambda: DDPM(1000), "vp": lambda: VPSDE(), "subvp": lambda: SubVPSDE(), "ve": lambda: VESDE(),
              "continuous_snr": lambda: ContinuousSNR("linear")}
-# sampler -> (NFE per step, options)
-OURS = {"ddim": (1, {}), "ancestral": (1, {}), "euler_maruyama": (1, {}), "ode_euler": (1, {}), "ode_heun": (2, {}),
-        "edm_stochastic": (2, {}), "dpm_solver": (1, {}), "dpm_solver_3m": (1, {}), "dpm_solver_sde": (1, {}),
-        "dpm_solver_3m_sde": (1, {}), "unipc": (1, {}), "unipc_3": (1, {"order": 3}), "pc": (2, {})}
-GRIDS = ("uniform_t", "uniform_log_snr", "edm")
+# sampler -> (NFE per step, options, grids tried; DDPM also tries its trailing grid)
+_ALL = ("uniform_t", "uniform_log_snr", "edm")
+OURS = {"ddim": (1, {}, _ALL), "ancestral": (1, {}, ("uniform_t", "uniform_log_snr")),
+        "ode_heun": (2, {}, ("edm", "uniform_log_snr")), "edm_stochastic": (2, {}, ("edm",)),
+        "dpm_solver": (1, {}, _ALL), "dpm_solver_3m": (1, {}, _ALL), "unipc": (1, {}, _ALL),
+        "unipc_3": (1, {"order": 3}, _ALL), "dpm_solver_sde": (1, {}, ("uniform_t", "uniform_log_snr")),
+        "dpm_solver_3m_sde": (1, {}, ("uniform_t", "uniform_log_snr"))}
 DIFFUSERS = ("DDPM", "DDIM", "DPMSolverMultistep", "DPMSolverMultistep-3M", "DPMSolverMultistep-karras", "UniPC",
              "UniPC-karras", "Euler", "Euler-karras", "Heun", "LMS", "LMS-karras")
 KD_SAMPLERS = {"euler": kd.sample_euler, "heun": kd.sample_heun, "lms": kd.sample_lms, "dpmpp_2m": kd.sample_dpmpp_2m,
@@ -130,11 +132,16 @@ def main() -> None:
     ap.add_argument("--mixtures", nargs="+", default=list(MIXTURES))
     ap.add_argument("--processes", nargs="+", default=list(PROCESSES))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sampler_quality.json"))
+    ap.add_argument("--merge", nargs="+", help="summarise these partial results (e.g. one run per mixture) instead")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
     res: dict = {"n": args.n, "seeds": args.seeds, "nfe": args.nfe, "floor": {}, "ours": {}, "peers": {}}
-    for mname in args.mixtures:
+    for part in args.merge or []:
+        d = json.loads(Path(part).read_text())
+        for key in ("floor", "ours", "peers"):
+            res[key].update(d[key])
+    for mname in [] if args.merge else args.mixtures:
         oracle = MIXTURES[mname]
         ref = stats(oracle, oracle.sample(400_000, generator=torch.Generator().manual_seed(99)))
         res["floor"][mname] = sum(gap(oracle, ref, oracle.sample(args.n, generator=torch.Generator().manual_seed(500 + j)))
@@ -159,20 +166,20 @@ def main() -> None:
             process = PROCESSES[pname]()
             den = oracle.denoiser(process)
             cells = res["ours"].setdefault(mname, {}).setdefault(pname, {})
-            grids = GRIDS + (("ddpm_trailing",) if pname == "ddpm" else ())
             for nfe in args.nfe:
                 row = cells.setdefault(str(nfe), {})
-                for sname, (per_step, opts) in OURS.items():
+                for sname, (per_step, opts, grids) in OURS.items():
                     steps = nfe // per_step
                     if steps < 1:
                         continue
-                    for grid in grids:
+                    for grid in grids + (("ddpm_trailing",) if pname == "ddpm" else ()):
                         row[f"{sname}/{grid}"] = mean_gap(lambda s, xi: sample(
                             den, process, xi.shape, sname.split("_3")[0] if sname == "unipc_3" else sname, steps,
                             grid=grid, x_T=xi * process.prior_std(), dtype=torch.float64,
                             generator=torch.Generator().manual_seed(100 + s), **opts).samples)
             print(f"  [{mname}/{pname} done {time.time() - t0:.0f}s]", flush=True)
     summarize(res, args)
+    plot(res, args, Path(__file__).with_suffix(".png"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -201,6 +208,28 @@ def summarize(res: dict, args) -> None:
                                                          "peer_score": peers[bp], "ratio": ratio,
                                                          "ranking": sorted(ours, key=ours.get)[:8]}
             print(f"{pname:16s}{nfe:>5s}  {bo:34s}{ours[bo]:8.2f}  {bp:42s}{peers[bp]:8.2f}  {ratio:7.3f}")
+
+
+def plot(res: dict, args, path: Path) -> None:
+    """gap/floor (geometric mean over mixtures) of our best configuration per process, and of the best peer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    nfes = [int(n) for n in res["summary"][args.processes[0]]]
+    for pname in args.processes:
+        ax.plot(nfes, [res["summary"][pname][str(n)]["ours_score"] for n in nfes], "-o", ms=3, label=f"ours, {pname}")
+    ax.plot(nfes, [res["summary"][args.processes[0]][str(n)]["peer_score"] for n in nfes], "k--s", ms=4,
+            label="best of diffusers + k-diffusion")
+    ax.axhline(1.0, color="gray", lw=0.8, ls=":", label="noise floor")
+    ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="gap / noise floor (geo. mean of 3 mixtures)",
+           title="Best sampler per NFE, exact GMM oracle")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ from conftest import all_processes  # noqa: E402
 ORACLE = GMMOracle([[-2.5, -1.0], [2.5, -1.0], [0.0, 2.5]], [0.5, 0.4, 0.6], [0.3, 0.5, 0.2])
 # sampler: (order, N) — N large enough to be in the asymptotic regime (Euler in t on a VE
 # process is stiff near t_max and needs many steps before its first-order behaviour shows)
-CASES = {"ddim": (1, 64), "ode_euler": (1, 512), "ode_heun": (2, 32), "dpm_solver": (2, 128)}
+CASES = {"ddim": (1, 64), "ode_euler": (1, 512), "ode_heun": (2, 32), "dpm_solver": (2, 128),
+         # UniPC-2: the UniC corrector raises the order of the UniP-2 predictor by one (Zhao et al. 2023, Thm. 3.3)
+         "unipc": (3, 256)}
 # (VE is left out: Euler in t is stiff there and Heun is still pre-asymptotic at N = 32, measured 3.1.)
 
 
