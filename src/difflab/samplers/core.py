@@ -40,7 +40,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "euler_maruyama": SamplerSpec.make(stochastic.euler_maruyama, "uniform_t", lambda o: 1),
     "pc": SamplerSpec.make(stochastic.pc, "uniform_t", lambda o: 1 + int(o["corrector_steps"])),
     "annealed_langevin": SamplerSpec.make(stochastic.annealed_langevin, "uniform_log_snr", lambda o: int(o["steps_each"])),
-    "ode_euler": SamplerSpec.make(ode.ode_euler, "uniform_log_snr", lambda o: 1),
+    "ode_euler": SamplerSpec.make(ode.ode_euler, "uniform_t", lambda o: 1),
     "ode_heun": SamplerSpec.make(ode.ode_heun, "edm", lambda o: 2),
     "ode_rk45": SamplerSpec.make(ode.ode_rk45, "uniform_t", None),
     "edm_stochastic": SamplerSpec.make(ode.edm_stochastic, "edm", lambda o: 2),
