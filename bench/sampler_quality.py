@@ -1,143 +1,235 @@
-"""Sampler quality vs NFE against diffusers' schedulers, all driven by the exact GMM oracle.
+"""Sampler quality at low NFE: ours against diffusers' schedulers and k-diffusion's samplers, all driven by
+the exact GMM oracle (so only the sampler errs).
 
-For NFE in (10, 20, 50, 100) and each process, the sliced Wasserstein distance to exact
-mixture samples of each of our samplers, and of diffusers' DDPM, DDIM, DPMSolverMultistep,
-Euler and Heun schedulers (their discrete DDPM β schedule: process=DDPM(1000), ε from the
-oracle at exactly the (ᾱ or σ) the scheduler asks for). Prints a table and, per NFE, the ratio
-(our best) / (diffusers' best); goal ≤ 1.0. Writes bench/sampler_quality.png.
+Distance ("gap"): each sample is assigned to its most likely mixture component; gap = total variation of
+the component weights + Σ_k w_k |spread_k − spread_k^ref|, spread_k = RMS distance of the component's
+samples to μ_k over s_k √D, against the same statistics of 400k exact samples. Its noise floor is the gap
+of n exact samples. Every number is a mean over `--seeds` prior draws.
 
-    PYTHONPATH=src python bench/sampler_quality.py [--n 8192] [--seeds 2]
+Ours: the low-NFE samplers × grids (uniform_t, uniform_log_snr, edm ρ=7, DDPM's trailing grid) on each process.
+Peers (process-free, they bring their own noise range): diffusers' DDPM, DDIM, DPM-Solver++ 2M/3M,
+UniPC, Euler, Heun, LMS on the DDPM β schedule (plus Karras σ where offered), and k-diffusion's
+euler, heun, lms, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, dpmpp_3m_sde (tests/kdiffusion_ref.py) on Karras and
+exponential σ grids over the DDPM (0.01–157) and EDM (0.002–80) ranges.
+
+Score of a configuration = geometric mean over mixtures of gap / floor. Printed per process and NFE:
+our best / the best peer (goal ≤ 0.8 at 10 and 20 NFE, ≤ 1.0 at 5). Writes bench/results/sampler_quality.json.
+
+    PYTHONPATH=src python bench/sampler_quality.py [--n 4096] [--seeds 3] [--nfe 5 10 20 50]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from difflab.metrics.distances import sliced_wasserstein
 from difflab.models import GMMOracle
 from difflab.processes import DDPM, VESDE, VPSDE, ContinuousSNR, SubVPSDE
 from difflab.samplers import sample
 
-ORACLE = GMMOracle([[-2.5, -1.0], [2.5, -1.0], [0.0, 2.5]], [0.5, 0.4, 0.6], [0.3, 0.5, 0.2])
-PROCESSES = {"ddpm": lambda: DDPM(1000), "continuous_snr": lambda: ContinuousSNR("linear"), "vp": lambda: VPSDE(),
-             "subvp": lambda: SubVPSDE(), "ve": lambda: VESDE()}
-# sampler -> (NFE per step, options)
-OURS = {"ancestral": (1, {}), "ddim": (1, {}), "euler_maruyama": (1, {}), "pc": (2, {}),
-        "annealed_langevin": (5, {}), "ode_euler": (1, {}), "ode_heun": (2, {}),
-        "ode_rk45": (4, {"adaptive": False}), "dpm_solver": (1, {})}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import kdiffusion_ref as kd  # noqa: E402
+
+MIXTURES = {
+    "2d_separated": GMMOracle([[-2.5, -1.0], [2.5, -1.0], [0.0, 2.5]], [0.5, 0.4, 0.6], [0.3, 0.5, 0.2]),
+    "3d_five": GMMOracle([[-2.0, 0.0, 1.0], [2.0, 0.5, -1.0], [0.0, 2.5, 0.0], [0.5, -2.0, 1.5], [-1.0, -1.0, -2.0]],
+                         [0.4, 0.3, 0.5, 0.35, 0.45], [0.3, 0.25, 0.2, 0.15, 0.1]),
+    "8d_overlapping": GMMOracle(
+        torch.tensor([[1.0] * 4 + [0.0] * 4, [0.0] * 4 + [1.0] * 4, [-1.0, 1.0] * 4, [0.5, -0.5, 0.0, 0.0] * 2]) * 1.2,
+        [0.6, 0.8, 0.5, 0.7], [0.4, 0.3, 0.2, 0.1]),
+}
+PROCESSES = {"ddpm": lambda: DDPM(1000), "vp": lambda: VPSDE(), "subvp": lambda: SubVPSDE(), "ve": lambda: VESDE(),
+             "continuous_snr": lambda: ContinuousSNR("linear")}
+# sampler -> (NFE per step, options, grids tried; DDPM also tries its trailing grid)
+_ALL = ("uniform_t", "uniform_log_snr", "edm")
+OURS = {"ddim": (1, {}, _ALL), "ancestral": (1, {}, ("uniform_t", "uniform_log_snr")),
+        "ode_heun": (2, {}, ("edm", "uniform_log_snr")), "edm_stochastic": (2, {}, ("edm",)),
+        "dpm_solver": (1, {}, _ALL), "dpm_solver_3m": (1, {}, _ALL), "unipc": (1, {}, _ALL),
+        "unipc_3": (1, {"order": 3}, _ALL), "dpm_solver_sde": (1, {}, ("uniform_t", "uniform_log_snr")),
+        "dpm_solver_3m_sde": (1, {}, ("uniform_t", "uniform_log_snr"))}
+DIFFUSERS = ("DDPM", "DDIM", "DPMSolverMultistep", "DPMSolverMultistep-3M", "DPMSolverMultistep-karras", "UniPC",
+             "UniPC-karras", "Euler", "Euler-karras", "Heun", "LMS", "LMS-karras")
+KD_SAMPLERS = {"euler": kd.sample_euler, "heun": kd.sample_heun, "lms": kd.sample_lms, "dpmpp_2m": kd.sample_dpmpp_2m,
+               "dpmpp_3m": kd.sample_dpmpp_3m_sde, "dpmpp_2m_sde": kd.sample_dpmpp_2m_sde,
+               "dpmpp_3m_sde": kd.sample_dpmpp_3m_sde}
+KD_RANGES = {"ddpm": (0.0100, 156.6), "edm": (0.002, 80.0)}
 
 
-def diffusers_run(name: str, nfe: int, x_T: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+# ------------------------------------------------------------------------------------------- distance
+def stats(oracle: GMMOracle, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.double()
+    k = oracle.responsibilities(x, 1.0, 0.0).argmax(1)
+    w = torch.bincount(k, minlength=oracle.num_components).double() / len(x)
+    d2 = (x - oracle.means[k]).pow(2).sum(1) / (oracle.stds[k] ** 2 * oracle.dim)
+    spread = torch.zeros(oracle.num_components, dtype=torch.float64).index_add_(0, k, d2)
+    return w, (spread / torch.bincount(k, minlength=oracle.num_components).clamp_min(1)).sqrt()
+
+
+def gap(oracle, ref, x) -> float:
+    if not torch.isfinite(x).all():
+        return float("inf")
+    w, s = stats(oracle, x)
+    return float(0.5 * (w - ref[0]).abs().sum() + (ref[0] * (s - ref[1]).abs()).sum())
+
+
+# ------------------------------------------------------------------------------------------- peers
+def diffusers_run(oracle, name: str, nfe: int, x_T: torch.Tensor, seed: int) -> torch.Tensor:
     import diffusers
 
+    base, _, variant = name.partition("-")
     kw = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
-    if name == "DDPM":
-        sch = diffusers.DDPMScheduler(clip_sample=False, **kw)
-    elif name == "DDIM":
-        sch = diffusers.DDIMScheduler(clip_sample=False, **kw)
-    elif name == "DPMSolverMultistep":
-        sch = diffusers.DPMSolverMultistepScheduler(**kw)
-    elif name == "Euler":
-        sch = diffusers.EulerDiscreteScheduler(**kw)
-    else:
-        sch = diffusers.HeunDiscreteScheduler(**kw)
-    steps = (nfe + 1) // 2 if name == "Heun" else nfe  # Heun: 2 N − 1 evaluations
-    sch.set_timesteps(steps)
+    if variant == "karras":
+        kw["use_karras_sigmas"] = True
+    cls = {"DDPM": diffusers.DDPMScheduler, "DDIM": diffusers.DDIMScheduler, "Euler": diffusers.EulerDiscreteScheduler,
+           "Heun": diffusers.HeunDiscreteScheduler, "LMS": diffusers.LMSDiscreteScheduler,
+           "DPMSolverMultistep": diffusers.DPMSolverMultistepScheduler, "UniPC": diffusers.UniPCMultistepScheduler}[base]
+    if base in ("DDPM", "DDIM"):
+        kw["clip_sample"] = False
+    if variant == "3M":
+        kw["solver_order"] = 3
+    sch = cls(**kw)
+    sch.set_timesteps((nfe + 1) // 2 if base == "Heun" else nfe)  # Heun: 2 N − 1 evaluations
     ac = sch.alphas_cumprod.double()
-    z = x_T.clone() * float(sch.init_noise_sigma)
-    gen = torch.Generator().manual_seed(12345)
-    calls = 0
+    z = x_T.clone().float() * float(sch.init_noise_sigma)
+    gen = torch.Generator().manual_seed(seed)
     for k in sch.timesteps:
         zin = sch.scale_model_input(z, k)
-        if name in ("Euler", "Heun"):  # σ-parameterised: input z/√(1+σ²) is VP with α = 1/√(1+σ²)
-            s = float(sch.sigmas[sch.step_index])
-            a, sig = 1 / math.sqrt(1 + s * s), s / math.sqrt(1 + s * s)
-        else:
+        if base in ("DDPM", "DDIM"):
             a, sig = math.sqrt(float(ac[int(k)])), math.sqrt(1 - float(ac[int(k)]))
-        x0 = ORACLE.posterior_mean(zin.double(), a, sig)
+        else:  # σ-parameterised: the model input is VP with α = 1/√(1+σ²)
+            s = float(sch.sigmas[sch.step_index or 0])
+            a, sig = 1 / math.sqrt(1 + s * s), s / math.sqrt(1 + s * s)
+        x0 = oracle.posterior_mean(zin.double(), a, sig)
         eps = ((zin.double() - a * x0) / sig).float()
-        calls += 1
-        step_kw = {"generator": gen} if name == "DDPM" else {}
-        z = sch.step(eps, k, z, **step_kw).prev_sample
-    return z, calls
+        z = sch.step(eps, k, z, **({"generator": gen} if base == "DDPM" else {})).prev_sample
+    return z
 
 
+def kd_run(oracle, name: str, grid: str, rng: str, nfe: int, x_T: torch.Tensor, seed: int) -> torch.Tensor:
+    n = (nfe + 1) // 2 if name == "heun" else nfe  # n noise levels + the final 0; Heun: 2 n − 1 evaluations
+    smin, smax = KD_RANGES[rng]
+    sigmas = (kd.get_sigmas_karras if grid == "karras" else kd.get_sigmas_exponential)(n, smin, smax).double()
+    g = torch.Generator().manual_seed(seed)
+    kw = {}
+    if name.startswith("dpmpp_") and name != "dpmpp_2m":
+        kw = dict(eta=0.0 if name == "dpmpp_3m" else 1.0,
+                  noise_sampler=lambda s, sn: torch.randn(x_T.shape, generator=g, dtype=torch.float64))
+    model = lambda x, s: oracle.posterior_mean(x, torch.ones_like(s), s)  # noqa: E731
+    return KD_SAMPLERS[name](model, x_T * sigmas[0], sigmas, disable=True, **kw)
+
+
+# ------------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=8192)
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50, 100])
-    ap.add_argument("--png", default=str(Path(__file__).with_suffix(".png")))
+    ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 50])
+    ap.add_argument("--mixtures", nargs="+", default=list(MIXTURES))
+    ap.add_argument("--processes", nargs="+", default=list(PROCESSES))
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sampler_quality.json"))
+    ap.add_argument("--merge", nargs="+", help="summarise these partial results (e.g. one run per mixture) instead")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    refs = [ORACLE.sample(args.n, generator=torch.Generator().manual_seed(1000 + k)) for k in range(4)]
-
-    def dist(x):
-        return sum(sliced_wasserstein(x, r, 128, torch.Generator().manual_seed(7)) for r in refs) / len(refs)
-
-    floor = sum(dist(ORACLE.sample(args.n, generator=torch.Generator().manual_seed(2000 + j))) for j in range(4)) / 4
-    x_Ts = [torch.randn(args.n, 2, generator=torch.Generator().manual_seed(s)) for s in range(args.seeds)]
-    table: dict[str, dict[int, float]] = {}
     t0 = time.time()
-    for pname, make in PROCESSES.items():
-        process = make()
-        den = ORACLE.denoiser(process)
-        for sname, (per_step, opts) in OURS.items():
-            row = table.setdefault(f"{sname}/{pname}", {})
-            for nfe in args.nfe:
-                steps = nfe // per_step
-                if steps < 1:
-                    continue
-                vals = []
-                for s, x_T in enumerate(x_Ts):
-                    out = sample(den, process, (args.n, 2), sname, steps, x_T=x_T * process.prior_std(),
-                                 generator=torch.Generator().manual_seed(100 + s), **opts)
-                    vals.append(dist(out.samples) if torch.isfinite(out.samples).all() else float("inf"))
-                row[nfe] = sum(vals) / len(vals)
-        print(f"  [{pname} done, {time.time() - t0:.0f}s]", flush=True)
-    for dname in ("DDPM", "DDIM", "DPMSolverMultistep", "Euler", "Heun"):
-        row = table.setdefault(f"diffusers:{dname}", {})
+    res: dict = {"n": args.n, "seeds": args.seeds, "nfe": args.nfe, "floor": {}, "ours": {}, "peers": {}}
+    for part in args.merge or []:
+        d = json.loads(Path(part).read_text())
+        for key in ("floor", "ours", "peers"):
+            res[key].update(d[key])
+    for mname in [] if args.merge else args.mixtures:
+        oracle = MIXTURES[mname]
+        ref = stats(oracle, oracle.sample(400_000, generator=torch.Generator().manual_seed(99)))
+        res["floor"][mname] = sum(gap(oracle, ref, oracle.sample(args.n, generator=torch.Generator().manual_seed(500 + j)))
+                                  for j in range(8)) / 8
+        noise = [torch.randn(args.n, oracle.dim, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+                 for s in range(args.seeds)]
+
+        def mean_gap(fn):
+            return sum(gap(oracle, ref, fn(s, xi)) for s, xi in enumerate(noise)) / len(noise)
+
+        peers = res["peers"].setdefault(mname, {})
         for nfe in args.nfe:
-            vals = [dist(diffusers_run(dname, nfe, x_T)[0]) for x_T in x_Ts]
-            row[nfe] = sum(vals) / len(vals)
+            row = peers.setdefault(str(nfe), {})
+            for d in DIFFUSERS:
+                row[f"diffusers:{d}"] = mean_gap(lambda s, xi: diffusers_run(oracle, d, nfe, xi, 100 + s))
+            for kname in KD_SAMPLERS:
+                for grid in ("karras", "exponential"):
+                    for rng in KD_RANGES:
+                        row[f"kd:{kname}/{grid}/{rng}"] = mean_gap(lambda s, xi: kd_run(oracle, kname, grid, rng, nfe, xi, 100 + s))
+        print(f"[{mname}: floor {res['floor'][mname]:.4f}, peers done {time.time() - t0:.0f}s]", flush=True)
+        for pname in args.processes:
+            process = PROCESSES[pname]()
+            den = oracle.denoiser(process)
+            cells = res["ours"].setdefault(mname, {}).setdefault(pname, {})
+            for nfe in args.nfe:
+                row = cells.setdefault(str(nfe), {})
+                for sname, (per_step, opts, grids) in OURS.items():
+                    steps = nfe // per_step
+                    if steps < 1:
+                        continue
+                    for grid in grids + (("ddpm_trailing",) if pname == "ddpm" else ()):
+                        row[f"{sname}/{grid}"] = mean_gap(lambda s, xi: sample(
+                            den, process, xi.shape, sname.split("_3")[0] if sname == "unipc_3" else sname, steps,
+                            grid=grid, x_T=xi * process.prior_std(), dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(100 + s), **opts).samples)
+            print(f"  [{mname}/{pname} done {time.time() - t0:.0f}s]", flush=True)
+    summarize(res, args)
+    plot(res, args, Path(__file__).with_suffix(".png"))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    tmp.replace(out)
+    print(f"wrote {out}")
 
-    nfes = args.nfe
-    print(f"\nsliced W2 to exact mixture samples (n={args.n}, mean of {args.seeds} seeds x 4 reference sets); "
-          f"noise floor {floor:.4f}\n")
-    print(f"{'sampler/process':32s}" + "".join(f"{'NFE ' + str(n):>10s}" for n in nfes))
-    for name, row in table.items():
-        print(f"{name:32s}" + "".join(f"{row.get(n, float('nan')):10.4f}" for n in nfes))
-    print()
-    for n in nfes:
-        ours = {k: v[n] for k, v in table.items() if not k.startswith("diffusers") and n in v}
-        ours_ddpm = {k: v for k, v in ours.items() if k.endswith("/ddpm")}
-        theirs = {k: v[n] for k, v in table.items() if k.startswith("diffusers") and n in v}
-        bo, bd, bt = min(ours, key=ours.get), min(ours_ddpm, key=ours_ddpm.get), min(theirs, key=theirs.get)
-        print(f"NFE {n:4d}: ours best {ours[bo]:.4f} ({bo}), ours best on ddpm {ours_ddpm[bd]:.4f} ({bd}), "
-              f"diffusers best {theirs[bt]:.4f} ({bt}); ratio ours/diffusers = {ours[bo] / theirs[bt]:.3f} "
-              f"(same process: {ours_ddpm[bd] / theirs[bt]:.3f})")
 
+def _score(per_mix: dict, floors: dict) -> float:
+    """Geometric mean over mixtures of gap / floor."""
+    return math.exp(sum(math.log(max(v, 1e-12) / floors[m]) for m, v in per_mix.items()) / len(per_mix))
+
+
+def summarize(res: dict, args) -> None:
+    mixes, floors = list(res["ours"]), res["floor"]
+    print(f"\nfloors: " + ", ".join(f"{m} {floors[m]:.4f}" for m in mixes) + f"  (n={args.n}, {args.seeds} seeds)")
+    res["summary"] = {}
+    print(f"{'process':16s}{'NFE':>5s}  {'ours best (gap/floor)':44s}{'best peer (gap/floor)':52s}{'ratio':>7s}")
+    for pname in args.processes:
+        for nfe in map(str, args.nfe):
+            ours = {c: _score({m: res["ours"][m][pname][nfe][c] for m in mixes}, floors) for c in res["ours"][mixes[0]][pname][nfe]}
+            peers = {c: _score({m: res["peers"][m][nfe][c] for m in mixes}, floors) for c in res["peers"][mixes[0]][nfe]}
+            bo, bp = min(ours, key=ours.get), min(peers, key=peers.get)
+            ratio = ours[bo] / peers[bp]
+            res["summary"].setdefault(pname, {})[nfe] = {"ours": bo, "ours_score": ours[bo], "peer": bp,
+                                                         "peer_score": peers[bp], "ratio": ratio,
+                                                         "ranking": sorted(ours, key=ours.get)[:8]}
+            print(f"{pname:16s}{nfe:>5s}  {bo:34s}{ours[bo]:8.2f}  {bp:42s}{peers[bp]:8.2f}  {ratio:7.3f}")
+
+
+def plot(res: dict, args, path: Path) -> None:
+    """gap/floor (geometric mean over mixtures) of our best configuration per process, and of the best peer."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for ax, proc in zip(axes, ("ddpm", "vp")):
-        for name, row in table.items():
-            if name.endswith("/" + proc) or name.startswith("diffusers"):
-                xs = [n for n in nfes if n in row and math.isfinite(row[n])]
-                ax.plot(xs, [row[n] for n in xs], "--o" if name.startswith("diffusers") else "-o", ms=3, label=name.split("/")[0])
-        ax.axhline(floor, color="k", lw=0.8, ls=":", label="noise floor")
-        ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="sliced W2 to truth", title=f"process={proc} (diffusers: DDPM β)")
-        ax.legend(fontsize=7, ncol=2)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    nfes = [int(n) for n in res["summary"][args.processes[0]]]
+    for pname in args.processes:
+        ax.plot(nfes, [res["summary"][pname][str(n)]["ours_score"] for n in nfes], "-o", ms=3, label=f"ours, {pname}")
+    ax.plot(nfes, [res["summary"][args.processes[0]][str(n)]["peer_score"] for n in nfes], "k--s", ms=4,
+            label="best of diffusers + k-diffusion")
+    ax.axhline(1.0, color="gray", lw=0.8, ls=":", label="noise floor")
+    ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="gap / noise floor (geo. mean of 3 mixtures)",
+           title="Best sampler per NFE, exact GMM oracle")
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(args.png, dpi=110)
-    print(f"wrote {args.png}")
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -199,3 +199,59 @@ def test_learned_schedule_endpoints_are_trainable():
     lam.sum().backward()
     assert p.log_snr_min_param.grad is not None and p.log_snr_max_param.grad is not None
     assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in p.net.parameters())
+
+
+def test_probability_flow_velocity_follows_gaussian_flow(process):
+    """For Gaussian data x ~ N(m, s0²), p_t = N(α_t m, v_t), v_t = α_t² s0² + σ_t², and the
+    probability-flow ODE (Song et al. 2021, Eq. 13) moves z_t = α_t m + √v_t u with u fixed
+    (it transports quantiles). Its velocity, by central differences in t, must equal
+    `probability_flow_velocity` with the exact score −(z − α_t m)/v_t; the reverse-SDE drift
+    (Eq. 6) adds a further −½ g² score, g² by finite differences of α and σ."""
+    m, s0 = 0.4, 0.7
+    t = interior_times(process)
+    h = 1e-6 if not isinstance(process, DDPM) else 0.05 / process.num_steps
+    u = torch.linspace(-2.0, 2.0, len(t), dtype=f64)[:, None]
+
+    def z_of(tt):
+        a, s = process.alpha_sigma(tt)
+        return (a * m)[:, None] + (a**2 * s0**2 + s**2).sqrt()[:, None] * u
+
+    with torch.no_grad():
+        a, s = process.alpha_sigma(t)
+        z = z_of(t)
+        score = -(z - (a * m)[:, None]) / (a**2 * s0**2 + s**2)[:, None]
+        v_fd = (z_of(t + h) - z_of(t - h)) / (2 * h)
+        v = process.probability_flow_velocity(z, t, score)
+        dlog_a = (process.alpha(t + h).log() - process.alpha(t - h).log()) / (2 * h)
+        g2_fd = (process.sigma(t + h) ** 2 - process.sigma(t - h) ** 2) / (2 * h) - 2 * dlog_a * s**2
+        drift = process.reverse_sde_drift(z, t, score)
+    torch.testing.assert_close(v, v_fd, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(drift, v_fd - 0.5 * g2_fd[:, None] * score, rtol=1e-4, atol=1e-7)
+
+
+def test_transition_composes_marginals(process):
+    """q(z_t | z_s) = N(α_{t|s} z_s, σ²_{t|s}) composed with q(z_s | x) gives q(z_t | x):
+    α_{t|s} α_s = α_t and α_{t|s}² σ_s² + σ²_{t|s} = σ_t² (Kingma et al. 2021, Sec. 2); and
+    q(z_s | z_t, x) collapses to z_s itself when s = t."""
+    t = interior_times(process)
+    s = t[:-1]
+    with torch.no_grad():
+        a_ts, var_ts = process.transition(s, t[1:])
+        (a_s, sig_s), (a_t, sig_t) = process.alpha_sigma(s), process.alpha_sigma(t[1:])
+        coef = process.posterior_coefficients(s, s)
+    torch.testing.assert_close(a_ts * a_s, a_t, rtol=1e-10, atol=0)
+    torch.testing.assert_close(a_ts**2 * sig_s**2 + var_ts, sig_t**2, rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(torch.stack(coef), torch.stack([torch.ones_like(s), torch.zeros_like(s), torch.zeros_like(s)]))
+
+
+def test_ddpm_posterior_coefficients_are_ho_eq7():
+    """Ho et al. 2020, Eq. 7 on consecutive DDPM steps i−1 < i: coef_x = √ᾱ_{i−1} β_i/(1 − ᾱ_i),
+    coef_z = √(1 − β_i)(1 − ᾱ_{i−1})/(1 − ᾱ_i), std² = β̃_i = (1 − ᾱ_{i−1}) β_i/(1 − ᾱ_i)."""
+    p = DDPM(1000, "linear")
+    i = torch.tensor([2, 10, 500, 1000])
+    abar = torch.cumprod(1 - p.betas, 0)
+    b, ab, ab_prev = p.betas[i - 1], abar[i - 1], abar[i - 2]
+    coef_z, coef_x, std = p.posterior_coefficients((i - 1).double() / 1000, i.double() / 1000)
+    torch.testing.assert_close(coef_x, ab_prev.sqrt() * b / (1 - ab), rtol=1e-9, atol=0)
+    torch.testing.assert_close(coef_z, (1 - b).sqrt() * (1 - ab_prev) / (1 - ab), rtol=1e-9, atol=0)
+    torch.testing.assert_close(std**2, (1 - ab_prev) * b / (1 - ab), rtol=1e-9, atol=0)

@@ -9,9 +9,10 @@ from difflab.models import GMMOracle
 from difflab.samplers import SAMPLERS, SampleOutput, sample
 
 ORACLE = GMMOracle([[-2.0, 0.0], [2.0, 0.5]], [0.5, 0.6], [0.4, 0.6])
-STOCHASTIC = ["ancestral", "ddim", "euler_maruyama", "pc", "annealed_langevin"]
+STOCHASTIC = ["ancestral", "ddim", "euler_maruyama", "pc", "annealed_langevin", "dpm_solver_sde", "dpm_solver_3m_sde"]
 EXPECTED_NFE_PER_STEP = {"ancestral": 1, "ddim": 1, "euler_maruyama": 1, "pc": 2, "annealed_langevin": 5,
-                         "ode_euler": 1, "ode_heun": 2, "dpm_solver": 1}
+                         "ode_euler": 1, "ode_heun": 2, "dpm_solver": 1, "edm_stochastic": 2, "dpm_solver_3m": 1,
+                         "dpm_solver_sde": 1, "dpm_solver_3m_sde": 1, "unipc": 1}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,8 @@ def procs():
 
 def test_registry_names():
     assert set(SAMPLERS) == {"ancestral", "ddim", "euler_maruyama", "pc", "annealed_langevin", "ode_euler",
-                             "ode_heun", "ode_rk45", "dpm_solver"}
+                             "ode_heun", "ode_rk45", "dpm_solver", "edm_stochastic", "dpm_solver_3m", "dpm_solver_sde",
+                             "dpm_solver_3m_sde", "unipc"}
 
 
 @pytest.mark.parametrize("pid", PROCESS_IDS)
@@ -137,3 +139,36 @@ def test_callback_sees_denoised_estimates(procs):
     assert len(seen) == 10 and all(d["denoised"].shape == (8, 2) for d in seen)
     assert torch.allclose(out.samples, torch.tensor([1.0, -1.0]).expand(8, 2), atol=2e-2)
     assert math.isclose(seen[0]["t"], process.t_max) and math.isclose(seen[-1]["t_next"], process.t_min)
+
+
+@pytest.mark.parametrize("pid", PROCESS_IDS)
+def test_euler_in_edm_variables_is_ddim(procs, pid):
+    """Euler on dx̃/dσ̃ = (x̃ − x̂)/σ̃ (x̃ = z/α, σ̃ = σ/α) gives z_s = α_s x̂ + σ_s ε̂, DDIM's η = 0 update
+    (Song et al. 2021a, Eq. 12; Karras et al. 2022, Sec. 3), for every process and grid."""
+    process = procs[pid]
+    den = ORACLE.denoiser(process)
+    x_T = process.prior_sample((64, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for grid in ("uniform_t", "edm"):
+        a = sample(den, process, x_T.shape, "ode_euler", 7, x_T=x_T, dtype=torch.float64, grid=grid)
+        b = sample(den, process, x_T.shape, "ddim", 7, x_T=x_T, dtype=torch.float64, grid=grid)
+        torch.testing.assert_close(a.samples, b.samples, rtol=1e-9, atol=1e-9)
+
+
+def test_edm_stochastic_without_churn_is_heun(procs):
+    """EDM Alg. 2 with S_churn = 0 is Alg. 1 (Heun), and churn makes it stochastic."""
+    process = procs["vp"]
+    den = ORACLE.denoiser(process)
+    x_T = process.prior_sample((64, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kw = dict(x_T=x_T, dtype=torch.float64, grid="edm")
+    heun = sample(den, process, x_T.shape, "ode_heun", 6, **kw).samples
+    no_churn = sample(den, process, x_T.shape, "edm_stochastic", 6, s_churn=0.0, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(heun, no_churn.samples) and no_churn.nfe == 12
+    churn = [sample(den, process, x_T.shape, "edm_stochastic", 6, s_churn=20.0, s_tmax=100.0,
+                    generator=torch.Generator().manual_seed(s), **kw).samples for s in (1, 2)]
+    assert not torch.allclose(churn[0], churn[1])
+    with pytest.raises(ValueError, match="s_churn must be >= 0"):
+        sample(den, process, x_T.shape, "edm_stochastic", 6, s_churn=-1.0, **kw)
+    with pytest.raises(ValueError, match="order must be an integer in 1..4"):
+        sample(den, process, x_T.shape, "unipc", 6, order=7, **kw)
+    with pytest.raises(ValueError, match="eta must be >= 0"):
+        sample(den, process, x_T.shape, "dpm_solver_sde", 6, eta=-1.0, **kw)

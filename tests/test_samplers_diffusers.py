@@ -97,3 +97,26 @@ def test_ancestral_matches_ddpm_scheduler(setup):
         if i < steps - 1:
             assert torch.allclose(traj[i], z, atol=1e-5, rtol=0), f"step {i}: {(traj[i] - z).abs().max():.2e}"
     assert torch.allclose(den[-1], z, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("order,steps", [(2, 10), (3, 12), (2, 20)])
+def test_unipc_matches_diffusers(setup, order, steps):
+    """UniPC (bh2, data prediction, lower_order_final) = diffusers' UniPCMultistepScheduler."""
+    process, denoiser = setup
+    x_T = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    out, traj, _ = _ours(denoiser, process, "unipc", steps, "ddpm_trailing", x_T, seed=0, order=order)
+    sch = diffusers.UniPCMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4,
+                                            beta_end=0.02, solver_order=order, solver_type="bh2", predict_x0=True,
+                                            lower_order_final=True, final_sigmas_type="sigma_min",
+                                            timestep_spacing="trailing")
+    sch.alphas_cumprod = process.alphas_cumprod.clone()
+    sch.set_timesteps(steps)
+    ac = process.alphas_cumprod
+    idx = torch.cat([sch.timesteps.long(), torch.tensor([0])])
+    sch.sigmas = ((1 - ac[idx]) / ac[idx]).sqrt()
+    z = x_T.clone()
+    for i, k in enumerate(sch.timesteps):
+        z = sch.step(_eps(denoiser, z, k), k, z).prev_sample
+        # both report the predictor's result; UniC corrects it in the next step, with the next x̂
+        assert torch.allclose(traj[i], z, atol=1e-5, rtol=0), f"step {i}: {(traj[i] - z).abs().max():.2e}"
+    assert torch.equal(out.samples, traj[-1]) and out.nfe == steps

@@ -18,7 +18,11 @@ from conftest import all_processes  # noqa: E402
 ORACLE = GMMOracle([[-2.5, -1.0], [2.5, -1.0], [0.0, 2.5]], [0.5, 0.4, 0.6], [0.3, 0.5, 0.2])
 # sampler: (order, N) — N large enough to be in the asymptotic regime (Euler in t on a VE
 # process is stiff near t_max and needs many steps before its first-order behaviour shows)
-CASES = {"ddim": (1, 64), "ode_euler": (1, 512), "ode_heun": (2, 32), "dpm_solver": (2, 128)}
+CASES = {"ddim": (1, 64), "ode_euler": (1, 512), "ode_heun": (2, 32), "dpm_solver": (2, 128),
+         # UniPC-2 (order=2 below): the UniC corrector raises the order of the UniP-2 predictor by one
+         # (Zhao et al. 2023, Sec. 3.2)
+         "unipc": (3, 256)}
+OPTIONS = {"unipc": {"order": 2}}
 # (VE is left out: Euler in t is stiff there and Heun is still pre-asymptotic at N = 32, measured 3.1.)
 
 
@@ -37,7 +41,8 @@ def test_empirical_order(reference, sampler):
     order, n = CASES[sampler]
     errs = []
     for steps in (n, 2 * n):
-        out = sample(den, process, x_T.shape, sampler, steps, x_T=x_T, dtype=torch.float64, grid="uniform_log_snr")
+        out = sample(den, process, x_T.shape, sampler, steps, x_T=x_T, dtype=torch.float64, grid="uniform_log_snr",
+                     **OPTIONS.get(sampler, {}))
         errs.append(float((out.samples - ref).pow(2).sum(1).mean().sqrt()))
     measured = math.log2(errs[0] / errs[1])
     assert abs(measured - order) < 0.3, f"{sampler}: errors {errs}, empirical order {measured:.2f}, expected {order}"

@@ -123,10 +123,9 @@ class OdeLikelihood:
 
 
 def probability_flow_velocity(denoiser, process: Process, z: Tensor, t: Tensor) -> Tensor:
-    """v(z, t) = f(z, t) − ½ g(t)² score(z, t)  (PF-ODE; f, g from `process.sde`)."""
-    f, g = process.sde(z, t)
-    score = denoiser(z, t).score.to(z.dtype)
-    return f - 0.5 * append_dims(g**2, z.ndim).to(z.dtype) * score
+    """v(z, t) = f(z, t) − ½ g(t)² score(z, t) with the denoiser's score
+    (`Process.probability_flow_velocity`; Song et al. 2021, Eq. 13)."""
+    return process.probability_flow_velocity(z, t, denoiser(z, t).score.to(z.dtype))
 
 
 def _divergence_exact(v: Tensor, z: Tensor, create_graph: bool = False) -> Tensor:

@@ -75,7 +75,7 @@ class Process(nn.Module):
         return self.log_sigma(self.check_time(t)).exp()
 
     def log_snr(self, t: Tensor) -> Tensor:
-        """λ_t = log(α_t² / σ_t²) = 2 (log α_t − log σ_t) (seed 000, Eq. 8.36's SNR)."""
+        """λ_t = log(α_t² / σ_t²) = 2 (log α_t − log σ_t) (Kingma et al. 2021, Sec. 2)."""
         t = self.check_time(t)
         return 2.0 * (self.log_alpha(t) - self.log_sigma(t))
 
@@ -84,7 +84,7 @@ class Process(nn.Module):
         return self.log_alpha(t).exp(), self.log_sigma(t).exp()
 
     def q_sample(self, x: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """z_t = α_t x + σ_t ε (seed 000, Eq. 8.36)."""
+        """z_t = α_t x + σ_t ε (Kingma et al. 2021, Eq. 1)."""
         alpha, sigma = self.alpha_sigma(t)
         return append_dims(alpha, x.ndim).to(x.dtype) * x + append_dims(sigma, x.ndim).to(x.dtype) * noise
 
@@ -100,24 +100,43 @@ class Process(nn.Module):
         g = self.diffusion_squared(t).clamp_min(0.0).sqrt()
         return f, g
 
-    def q_posterior(self, x: Tensor, z_t: Tensor, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and std of q(z_s | z_t, x) for s < t (seed 000, Eq. 8.38).
+    # ---------------------------------------------------------------- dynamics (derived once)
+    def reverse_sde_drift(self, z: Tensor, t: Tensor, score: Tensor) -> Tensor:
+        """Drift of the reverse-time SDE dz = [f(z, t) − g(t)² ∇log p_t(z)] dt + g(t) dw̄
+        (Anderson 1982; Song et al. 2021, Eq. 6), from `sde`'s f and g."""
+        f, g = self.sde(z, t)
+        return f - append_dims(g**2, z.ndim).to(z.dtype) * score
 
-        With α_{t|s} = α_t/α_s and σ²_{t|s} = σ_t² − α²_{t|s} σ_s²:
-            mean = (α_{t|s} σ_s² / σ_t²) z_t + (α_s σ²_{t|s} / σ_t²) x,
-            var  = σ²_{t|s} σ_s² / σ_t².
-        σ²_{t|s} is computed as σ_t² (1 − e^{λ_t − λ_s}) (= σ_t² − α_{t|s}² σ_s²) to stay
-        accurate when s and t are close.
-        """
+    def probability_flow_velocity(self, z: Tensor, t: Tensor, score: Tensor) -> Tensor:
+        """Velocity of the probability-flow ODE dz/dt = f(z, t) − ½ g(t)² ∇log p_t(z)
+        (Song et al. 2021, Eq. 13), from `sde`'s f and g."""
+        f, g = self.sde(z, t)
+        return f - 0.5 * append_dims(g**2, z.ndim).to(z.dtype) * score
+
+    def transition(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(α_{t|s}, σ²_{t|s}) of q(z_t | z_s) = N(α_{t|s} z_s, σ²_{t|s} I) for s ≤ t
+        (Kingma et al. 2021, Sec. 2): α_{t|s} = α_t/α_s, σ²_{t|s} = σ_t² − α²_{t|s} σ_s²,
+        computed as σ_t² (1 − e^{λ_t − λ_s}) to stay accurate when s and t are close."""
         s, t = self.check_time(s), self.check_time(t)
-        log_a_s, log_a_t = self.log_alpha(s), self.log_alpha(t)
+        alpha_ts = (self.log_alpha(t) - self.log_alpha(s)).exp()
+        var_ts = (2 * self.log_sigma(t)).exp() * -torch.expm1(self.log_snr(t) - self.log_snr(s))
+        return alpha_ts, var_ts
+
+    def posterior_coefficients(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(coef_z, coef_x, std) of q(z_s | z_t, x) = N(coef_z z_t + coef_x x, std² I), s < t
+        (Ho et al. 2020, Eq. 6–7; Kingma et al. 2021, Sec. 2):
+            coef_z = α_{t|s} σ_s² / σ_t²,  coef_x = α_s σ²_{t|s} / σ_t²,  std² = σ²_{t|s} σ_s² / σ_t²."""
+        alpha_ts, var_ts = self.transition(s, t)
+        s, t = self.check_time(s), self.check_time(t)
         var_s, var_t = (2 * self.log_sigma(s)).exp(), (2 * self.log_sigma(t)).exp()
-        alpha_ts = (log_a_t - log_a_s).exp()
-        var_ts = var_t * -torch.expm1(self.log_snr(t) - self.log_snr(s))
         coef_z = alpha_ts * var_s / var_t
-        coef_x = log_a_s.exp() * var_ts / var_t
+        coef_x = self.log_alpha(s).exp() * var_ts / var_t
+        return coef_z, coef_x, (var_ts * var_s / var_t).clamp_min(0.0).sqrt()
+
+    def q_posterior(self, x: Tensor, z_t: Tensor, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and std of q(z_s | z_t, x) for s < t (`posterior_coefficients`)."""
+        coef_z, coef_x, std = self.posterior_coefficients(s, t)
         mean = append_dims(coef_z, z_t.ndim) * z_t + append_dims(coef_x, x.ndim) * x
-        std = (var_ts * var_s / var_t).sqrt()
         return mean, std
 
     # ---------------------------------------------------------------- prior

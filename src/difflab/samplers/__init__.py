@@ -7,12 +7,14 @@ options), written in α, σ, λ, f and g only, so every one runs with every proc
 from . import grids
 from .core import SAMPLERS, SampleOutput, SamplerSpec, check_sampler, sample
 from .grids import GRIDS, ddpm_leading, ddpm_trailing, edm, make_grid, uniform_log_snr, uniform_t
-from .ode import dpm_solver, ode_euler, ode_heun, ode_rk45
+from .exponential import dpm_solver, dpm_solver_3m, dpm_solver_3m_sde, dpm_solver_sde, unipc
+from .ode import edm_stochastic, ode_euler, ode_heun, ode_rk45
 from .stochastic import ancestral, annealed_langevin, ddim, euler_maruyama, langevin, langevin_step, pc
 
 __all__ = [
     "sample", "SampleOutput", "SAMPLERS", "SamplerSpec", "check_sampler", "grids", "GRIDS", "make_grid",
     "uniform_t", "uniform_log_snr", "edm", "ddpm_leading", "ddpm_trailing",
     "ancestral", "ddim", "euler_maruyama", "pc", "annealed_langevin", "langevin", "langevin_step",
-    "ode_euler", "ode_heun", "ode_rk45", "dpm_solver",
+    "ode_euler", "ode_heun", "ode_rk45", "edm_stochastic", "dpm_solver", "dpm_solver_3m", "dpm_solver_sde",
+    "dpm_solver_3m_sde", "unipc",
 ]

@@ -1,6 +1,7 @@
 """Helpers shared by the sampler functions: the counting model wrapper, noise, per-grid constants."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -41,7 +42,9 @@ def randn_like(x: Tensor, generator=None) -> Tensor:
 
 @dataclass
 class GridConstants:
-    """α, σ, λ, d log α/dt and g² at every grid time, as Python floats (float64 math)."""
+    """α, σ, λ, d log α/dt and g² at every grid time, and the constants of every move
+    ts[i] → ts[i+1] (forward transition and posterior, from `Process.transition` and
+    `Process.posterior_coefficients`), as Python floats (float64 math)."""
 
     t: list
     alpha: list
@@ -49,6 +52,9 @@ class GridConstants:
     log_snr: list
     dlog_alpha: list
     g2: list
+    alpha_ts: list  # α_{t|s} of q(z_t | z_s), t = ts[i], s = ts[i+1]
+    var_ts: list    # σ²_{t|s}
+    post: list      # (coef_z, coef_x, std) of q(z_s | z_t, x)
 
     @classmethod
     def of(cls, process, ts: Tensor) -> "GridConstants":
@@ -58,20 +64,24 @@ class GridConstants:
             lam = process.log_snr(ts)
             dla = process.dlog_alpha_dt(ts)
             g2 = process.diffusion_squared(ts)
-        return cls(*(v.to(torch.float64).tolist() for v in (ts, a, s, lam, dla, g2)))
+            alpha_ts, var_ts = process.transition(ts[1:], ts[:-1])
+            post = torch.stack(process.posterior_coefficients(ts[1:], ts[:-1]), 1)
+        lists = (v.to(torch.float64).tolist() for v in (ts, a, s, lam, dla, g2, alpha_ts, var_ts))
+        return cls(*lists, [tuple(p) for p in post.to(torch.float64).tolist()])
 
-    def posterior(self, i: int, j: int) -> tuple[float, float, float]:
-        """q(z_s | z_t, x) for t = ts[i] > s = ts[j] (seed 000, Eq. 8.38): returns
-        (coef_z, coef_x, std) with mean = coef_z z_t + coef_x x,
-        σ²_{t|s} = σ_t² (1 − e^{λ_t − λ_s}), coef_z = α_{t|s} σ_s²/σ_t², coef_x = α_s σ²_{t|s}/σ_t²,
-        var = σ²_{t|s} σ_s²/σ_t²."""
-        import math
+    @property
+    def sigma_tilde(self) -> list:
+        """σ̃ = σ/α = e^{−λ/2}, the noise level of x̃ = z/α (Karras et al. 2022, Eq. 4 with s = α)."""
+        return [math.exp(-0.5 * lam) for lam in self.log_snr]
 
-        a_t, a_s, s_t, s_s = self.alpha[i], self.alpha[j], self.sigma[i], self.sigma[j]
-        var_ts = s_t**2 * -math.expm1(self.log_snr[i] - self.log_snr[j])
-        coef_z = (a_t / a_s) * s_s**2 / s_t**2
-        coef_x = a_s * var_ts / s_t**2
-        return coef_z, coef_x, math.sqrt(max(var_ts * s_s**2 / s_t**2, 0.0))
+    def posterior(self, i: int) -> tuple[float, float, float]:
+        """(coef_z, coef_x, std) of q(z_s | z_t, x) for the move t = ts[i] → s = ts[i+1]."""
+        return self.post[i]
+
+
+def times(t: float, x: Tensor) -> Tensor:
+    """The grid time t as a [B] float64 tensor on x's device (the `Process` methods' time argument)."""
+    return torch.full((x.shape[0],), t, dtype=torch.float64, device=x.device)
 
 
 def report(callback, i: int, t: float, t_next: float, x: Tensor, denoised: Tensor | None) -> None:

@@ -8,7 +8,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from . import ode, stochastic
+from . import exponential, ode, stochastic
 from ._util import CountingModel
 from .grids import make_grid
 
@@ -40,10 +40,15 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "euler_maruyama": SamplerSpec.make(stochastic.euler_maruyama, "uniform_t", lambda o: 1),
     "pc": SamplerSpec.make(stochastic.pc, "uniform_t", lambda o: 1 + int(o["corrector_steps"])),
     "annealed_langevin": SamplerSpec.make(stochastic.annealed_langevin, "uniform_log_snr", lambda o: int(o["steps_each"])),
-    "ode_euler": SamplerSpec.make(ode.ode_euler, "uniform_log_snr", lambda o: 1),
+    "ode_euler": SamplerSpec.make(ode.ode_euler, "uniform_t", lambda o: 1),
     "ode_heun": SamplerSpec.make(ode.ode_heun, "edm", lambda o: 2),
     "ode_rk45": SamplerSpec.make(ode.ode_rk45, "uniform_t", None),
-    "dpm_solver": SamplerSpec.make(ode.dpm_solver, "uniform_log_snr", lambda o: 1),
+    "edm_stochastic": SamplerSpec.make(ode.edm_stochastic, "edm", lambda o: 2),
+    "dpm_solver": SamplerSpec.make(exponential.dpm_solver, "uniform_log_snr", lambda o: 1),
+    "dpm_solver_3m": SamplerSpec.make(exponential.dpm_solver_3m, "uniform_log_snr", lambda o: 1),
+    "dpm_solver_sde": SamplerSpec.make(exponential.dpm_solver_sde, "uniform_log_snr", lambda o: 1),
+    "dpm_solver_3m_sde": SamplerSpec.make(exponential.dpm_solver_3m_sde, "uniform_log_snr", lambda o: 1),
+    "unipc": SamplerSpec.make(exponential.unipc, "uniform_log_snr", lambda o: 1),
 }
 
 
@@ -90,7 +95,7 @@ def sample(denoiser, process, shape, sampler="ddim", steps: int = 50, *, generat
     grid_kwargs = {k[len("grid_"):]: options.pop(k) for k in list(options) if k.startswith("grid_")}
     opts = check_sampler(sampler, steps, options)
     spec = sampler_spec(sampler)
-    ts = make_grid(process, int(steps), grid or spec.default_grid, **grid_kwargs)
+    ts = make_grid(process, int(steps), spec.default_grid if grid is None else grid, **grid_kwargs)
     if device is None:
         device = x_T.device if x_T is not None else (generator.device if isinstance(generator, torch.Generator) else "cpu")
     if x_T is None:

@@ -1,10 +1,10 @@
-"""Deterministic samplers of the probability-flow ODE (Song et al. 2021; seed 001):
+"""Samplers of the probability-flow ODE (Song et al. 2021, Eq. 13)
 
-    dz/dt = f(z, t) − ½ g(t)² ∇log p_t(z),   f = (d log α/dt) z,
+    dz/dt = f(z, t) − ½ g(t)² ∇log p_t(z)  ⇔  dx̃/dσ̃ = (x̃ − x̂)/σ̃,  x̃ = z/α, σ̃ = σ/α,
 
-solved from ts[0] down to ts[-1] by Euler (order 1), Heun (order 2), torchdiffeq's adaptive
-Dormand–Prince RK45, and DPM-Solver++(2M) (Lu et al. 2022), which integrates the same ODE
-exactly in its linear part, in λ = log SNR. Same signature as the stochastic samplers.
+solved from ts[0] down to ts[-1]: Euler and Heun in the EDM variables (Karras et al. 2022, whose
+form holds for every process through α and σ), EDM's stochastic sampler (Alg. 2, churn), and
+torchdiffeq's RK45 in t. The exponential integrators (DPM-Solver++, UniPC) are in `exponential.py`.
 """
 from __future__ import annotations
 
@@ -13,37 +13,65 @@ import math
 import torch
 from torch import Tensor
 
-from ._util import GridConstants, report
+from ._util import GridConstants, randn_like, report
 
 
-def _velocity(c: GridConstants, i: int, x: Tensor, score: Tensor) -> Tensor:
-    """dz/dt of the probability-flow ODE at grid time ts[i]."""
-    return c.dlog_alpha[i] * x - 0.5 * c.g2[i] * score
+def _karras(model, process, x: Tensor, ts: Tensor, callback, generator, heun: bool, s_churn: float = 0.0,
+            s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0) -> Tensor:
+    """Karras et al. 2022 (EDM), Alg. 2, in the variables x̃ = z/α and σ̃ = σ/α = e^{−λ/2}, where the
+    probability-flow ODE of every process reads dx̃/dσ̃ = (x̃ − x̂(x̃, σ̃))/σ̃ (EDM Eq. 4 with s = 1).
+    At each step, with γ = min(s_churn/N, √2 − 1) for σ̃_i ∈ [s_tmin, s_tmax] (else 0), noise raises
+    σ̃_i to σ̂ = (1 + γ) σ̃_i (capped at σ̃(t_max)), then an Euler step to σ̃_{i+1} and, with `heun`,
+    the trapezoidal correction. s_churn = 0 is EDM Alg. 1. Written in α, σ only: x̂(x̃, σ̃) is the
+    denoiser at z = α_t x̃, t = t(σ̃). Noise is drawn at every step when s_churn > 0 (as k-diffusion)."""
+    c = GridConstants.of(process, ts)
+    n = len(ts) - 1
+    sig = c.sigma_tilde
+    sig_top = math.exp(-0.5 * float(process.log_snr(torch.tensor([process.t_max], dtype=torch.float64))))
+    x = x / c.alpha[0]
+    for i in range(n):
+        t_hat, s_hat, a_hat = c.t[i], sig[i], c.alpha[i]
+        if s_churn > 0:
+            gamma = min(s_churn / n, 2**0.5 - 1, sig_top / sig[i] - 1) if s_tmin <= sig[i] <= s_tmax else 0.0
+            eps = s_noise * randn_like(x, generator)
+            if gamma > 0:
+                s_hat = sig[i] * (1 + gamma)
+                tt = process.t_from_log_snr(torch.tensor([-2 * math.log(s_hat)], dtype=torch.float64))
+                t_hat, a_hat = float(tt), float(process.alpha(tt))
+                x = x + math.sqrt(s_hat**2 - sig[i] ** 2) * eps
+        denoised = model(a_hat * x, t_hat).x0
+        d = (x - denoised) / s_hat
+        x_next = x + (sig[i + 1] - s_hat) * d
+        if heun:
+            d2 = (x_next - model(c.alpha[i + 1] * x_next, c.t[i + 1]).x0) / sig[i + 1]
+            x_next = x + (sig[i + 1] - s_hat) * 0.5 * (d + d2)
+        x = x_next
+        report(callback, i, c.t[i], c.t[i + 1], c.alpha[i + 1] * x, denoised)
+    return c.alpha[-1] * x
 
 
 def ode_euler(model, process, x: Tensor, ts: Tensor, callback=None, generator=None) -> Tensor:
-    """Explicit Euler on the probability-flow ODE: z_s = z_t + (s − t) v(z_t, t). NFE = steps."""
-    c = GridConstants.of(process, ts)
-    for i in range(len(ts) - 1):
-        pred = model(x, c.t[i])
-        x = x + (c.t[i + 1] - c.t[i]) * _velocity(c, i, x, pred.score)
-        report(callback, i, c.t[i], c.t[i + 1], x, pred.x0)
-    return x
+    """Euler on the probability-flow ODE in x̃ = z/α, σ̃ = σ/α (Karras et al. 2022, Alg. 1 with
+    Euler steps; k-diffusion's `sample_euler`): x̃_{i+1} = x̃_i + (σ̃_{i+1} − σ̃_i)(x̃_i − x̂_i)/σ̃_i.
+    For α = 1 this is exactly DDIM. NFE = steps."""
+    return _karras(model, process, x, ts, callback, generator, heun=False)
 
 
 def ode_heun(model, process, x: Tensor, ts: Tensor, callback=None, generator=None) -> Tensor:
-    """Heun's method (explicit trapezoid, EDM Alg. 1 without churn) on the probability-flow ODE:
-    z̃ = z_t + h v(z_t, t), z_s = z_t + (h/2)(v(z_t, t) + v(z̃, s)), h = s − t. NFE = 2 · steps."""
-    c = GridConstants.of(process, ts)
-    for i in range(len(ts) - 1):
-        h = c.t[i + 1] - c.t[i]
-        pred = model(x, c.t[i])
-        v1 = _velocity(c, i, x, pred.score)
-        x_euler = x + h * v1
-        v2 = _velocity(c, i + 1, x_euler, model(x_euler, c.t[i + 1]).score)
-        x = x + 0.5 * h * (v1 + v2)
-        report(callback, i, c.t[i], c.t[i + 1], x, pred.x0)
-    return x
+    """Heun's method (Karras et al. 2022, Alg. 1; k-diffusion's `sample_heun`) on the probability-flow
+    ODE in x̃ = z/α, σ̃ = σ/α. NFE = 2 · steps (the last step is Heun too: σ̃(t_min) > 0)."""
+    return _karras(model, process, x, ts, callback, generator, heun=True)
+
+
+def edm_stochastic(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, s_churn: float = 40.0,
+                   s_tmin: float = 0.05, s_tmax: float = 50.0, s_noise: float = 1.003) -> Tensor:
+    """EDM's stochastic sampler (Karras et al. 2022, Alg. 2): Heun steps with churn, noise that lifts
+    σ̃_i by a factor 1 + γ, γ = min(s_churn/N, √2 − 1) inside [s_tmin, s_tmax], scaled by s_noise.
+    Defaults: the paper's ImageNet-64 settings (Table 5). NFE = 2 · steps."""
+    for name, v in (("s_churn", s_churn), ("s_tmin", s_tmin), ("s_noise", s_noise)):
+        if not v >= 0:
+            raise ValueError(f"edm_stochastic: {name} must be >= 0, got {v}")
+    return _karras(model, process, x, ts, callback, generator, True, s_churn, s_tmin, s_tmax, s_noise)
 
 
 def ode_rk45(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, rtol: float = 1e-5,
@@ -59,12 +87,10 @@ def ode_rk45(model, process, x: Tensor, ts: Tensor, callback=None, generator=Non
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"ode_rk45: rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
     c = GridConstants.of(process, ts)
-    g2 = lambda t: process.diffusion_squared(t.reshape(1).to(torch.float64)).item()  # noqa: E731
-    dla = lambda t: process.dlog_alpha_dt(t.reshape(1).to(torch.float64)).item()  # noqa: E731
 
     def velocity(t: Tensor, z: Tensor) -> Tensor:
-        t = t.clamp(process.t_min, process.t_max)
-        return dla(t) * z - 0.5 * g2(t) * model(z, t.to(torch.float64)).score
+        tb = t.to(torch.float64).clamp(process.t_min, process.t_max).expand(z.shape[0])
+        return process.probability_flow_velocity(z, tb, model(z, tb).score)
 
     # torchdiffeq needs strictly monotone times; collapse repeated grid points
     keep = torch.cat([torch.tensor([True]), ts[1:] < ts[:-1]])
@@ -79,30 +105,3 @@ def ode_rk45(model, process, x: Tensor, ts: Tensor, callback=None, generator=Non
     for i in range(len(ts) - 1):
         report(callback, i, c.t[i], c.t[i + 1], traj[int(idx[i + 1])], None)
     return traj[-1]
-
-
-def dpm_solver(model, process, x: Tensor, ts: Tensor, callback=None, generator=None,
-               lower_order_final: bool = True) -> Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), data-prediction multistep solver in λ = log SNR:
-
-        h = λ_s − λ_t,  r = h_prev / h,  D = (1 + 1/(2r)) x̂_t − (1/(2r)) x̂_prev,
-        z_s = (σ_s/σ_t) z_t − α_s (e^{−h} − 1) D,
-
-    first order (D = x̂_t, which is DDIM) at the first step and, with lower_order_final and
-    fewer than 15 steps, at the last one (as diffusers does, for stability). NFE = steps."""
-    c = GridConstants.of(process, ts)
-    n = len(ts) - 1
-    x0_prev, h_prev = None, None
-    for i in range(n):
-        pred = model(x, c.t[i])
-        h = c.log_snr[i + 1] / 2 - c.log_snr[i] / 2  # λ in DPM-Solver is log(α/σ) = ½ log SNR
-        first_order = x0_prev is None or h == 0 or h_prev == 0 or (lower_order_final and n < 15 and i == n - 1)
-        if first_order:
-            d = pred.x0
-        else:
-            r = h_prev / h
-            d = (1 + 0.5 / r) * pred.x0 - (0.5 / r) * x0_prev
-        x = (c.sigma[i + 1] / c.sigma[i]) * x - c.alpha[i + 1] * math.expm1(-h) * d
-        x0_prev, h_prev = pred.x0, h
-        report(callback, i, c.t[i], c.t[i + 1], x, pred.x0)
-    return x

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._util import GridConstants, randn_like, report
+from ._util import GridConstants, randn_like, report, times
 
 
 def _group_mean_norm(v: Tensor, generator) -> Tensor:
@@ -31,7 +31,7 @@ def ancestral(model, process, x: Tensor, ts: Tensor, callback=None, generator=No
     n = len(ts) - 1
     for i in range(n):
         pred = model(x, c.t[i])
-        coef_z, coef_x, std = c.posterior(i, i + 1)
+        coef_z, coef_x, std = c.posterior(i)
         x = coef_z * x + coef_x * pred.x0
         if i < n - 1 and std > 0:
             x = x + std * randn_like(x, generator)
@@ -49,7 +49,7 @@ def ddim(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, e
     n = len(ts) - 1
     for i in range(n):
         pred = model(x, c.t[i])
-        _, _, std = c.posterior(i, i + 1)
+        _, _, std = c.posterior(i)
         noise_std = eta * std
         x = c.alpha[i + 1] * pred.x0 + math.sqrt(max(c.sigma[i + 1] ** 2 - noise_std**2, 0.0)) * pred.eps
         if i < n - 1 and noise_std > 0:
@@ -66,7 +66,7 @@ def euler_maruyama(model, process, x: Tensor, ts: Tensor, callback=None, generat
     for i in range(n):
         pred = model(x, c.t[i])
         h = c.t[i] - c.t[i + 1]
-        x = x - h * (c.dlog_alpha[i] * x - c.g2[i] * pred.score)
+        x = x - h * process.reverse_sde_drift(x, times(c.t[i], x), pred.score)
         if i < n - 1 and h > 0:
             x = x + math.sqrt(c.g2[i] * h) * randn_like(x, generator)
         report(callback, i, c.t[i], c.t[i + 1], x, pred.x0)
@@ -110,8 +110,7 @@ def pc(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, snr
     c = GridConstants.of(process, ts)
     n = len(ts) - 1
     for i in range(n):
-        a_ts = c.alpha[i] / c.alpha[i + 1]  # α_{t|s}
-        var_ts = c.sigma[i] ** 2 * -math.expm1(c.log_snr[i] - c.log_snr[i + 1])
+        a_ts, var_ts = c.alpha_ts[i], c.var_ts[i]
         for _ in range(int(corrector_steps)):
             score = model(x, c.t[i]).score
             xi = randn_like(x, generator)
