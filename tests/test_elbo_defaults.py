@@ -40,6 +40,7 @@ def _assert_tight(elbo, elbo_se, nll, nll_se, label):
     assert -3 * se <= gap <= 0.05, (label, elbo, elbo_se, nll, nll_se)
 
 
+@pytest.mark.slow  # a subprocess per process (~20 s each on one loaded core)
 @pytest.mark.parametrize("process", PROCESSES)
 def test_default_difflab_eval_elbo_is_tight_on_every_process(tmp_path, process):
     """`difflab-eval model=oracle data=gmm process=<p> metrics=[nll_elbo]` with default options."""

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from ..processes.base import Process
 
 TIME_SAMPLINGS = ("uniform", "antithetic", "importance", "log_snr", "log_snr_antithetic")
+#: pieces of the log-SNR range in which the log_snr samplers draw t uniformly (see `sample_times`)
+LOG_SNR_SEGMENTS = 1024
 
 
 class TimeSampler(nn.Module):
@@ -145,10 +147,14 @@ def sample_times(process: Process, sampler: TimeSampler, batch: int, device=None
     Discrete (num_steps = T): the T grid times t_k = t_min + (k−1) h, h = (t_max − t_min)/(T − 1),
       k = ⌊u T⌋ + 1 (for DDPM's process exactly its steps i/T); each stands for a cell of width
       h, so 1/p = T h / q(u).
-    log_snr samplers: λ = λ_max + u (λ_min − λ_max) uniform in log-SNR, t = t(λ) by
-      `process.t_from_log_snr`, 1/p(t) = (λ_max − λ_min)/(−λ'(t)) (the change of variables
-      dλ = λ'(t) dt). The ELBO's weight −λ' is then constant: finite variance even where
-      −λ' ~ 1/t (VP near 0).
+    log_snr samplers: λ uniform in log-SNR on [λ_min, λ_max], i.e. 1/p(t) = (λ_max − λ_min)/(−λ'(t))
+      (the change of variables dλ = λ'(t) dt), so the ELBO's weight −λ'/p is constant: finite
+      variance even where −λ' ~ 1/t (VP near 0). Done exactly as a mixture: the λ range is cut
+      into M = `LOG_SNR_SEGMENTS` equal pieces whose end times t_j = t(λ_j) come from
+      `process.t_from_log_snr` (M + 1 inversions, not one per example), a piece is chosen with
+      probability 1/M and t is uniform in it: 1/p(t) = M (t_{j+1} − t_j) exactly, so the estimate
+      is unbiased whatever the accuracy of t_from_log_snr, and −λ'(t)/p(t) = (λ_max − λ_min)
+      up to the change of −λ' within a piece of width (λ_max − λ_min)/M.
     """
     u, q = sampler(batch, device=device, generator=generator)
     lo, hi = float(process.t_min), float(process.t_max)
@@ -158,10 +164,15 @@ def sample_times(process: Process, sampler: TimeSampler, batch: int, device=None
                              "for a discrete process (or discrete=False)")
         with torch.no_grad():  # p is a fixed proposal: E[f_θ(t)/p(t)] has gradient ∫∇f_θ dt
             ends = _log_snr_ends(process, u.device)
-            lam = ends[0] + u * (ends[1] - ends[0])
-            t = process.t_from_log_snr(lam).to(torch.float64).clamp(lo, hi).to(dtype)
-            inv_p = (ends[0] - ends[1]).to(dtype) / -process.dlog_snr_dt(t)
-        return TimeDraw(t, u, inv_p)
+            lam = ends[0] + torch.linspace(0.0, 1.0, LOG_SNR_SEGMENTS + 1, dtype=torch.float64, device=u.device) * (ends[1] - ends[0])
+            nodes = process.t_from_log_snr(lam).to(torch.float64).clamp(lo, hi)
+            nodes[0], nodes[-1] = lo, hi
+            pos = u * LOG_SNR_SEGMENTS
+            j = torch.floor(pos).clamp(0, LOG_SNR_SEGMENTS - 1).long()
+            width = nodes[j + 1] - nodes[j]
+            t = nodes[j] + (pos - j) * width
+            inv_p = LOG_SNR_SEGMENTS * width  # each segment has probability 1/M, t uniform within it
+        return TimeDraw(t.to(dtype), u, inv_p.to(dtype))
     if num_steps is None:
         t = lo + u * (hi - lo)
     else:
