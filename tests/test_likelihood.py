@@ -193,3 +193,17 @@ def test_elbo_se_on_a_fixed_data_set_counts_examples_not_draws(oracle):
     exact = -oracle.log_prob(x).double()
     assert fixed.se > 1.5 * fresh.se  # the 64 points' own spread dominates
     assert abs(fixed.mean - float(exact.mean())) < 3 * fixed.se
+
+
+def test_bpd_from_estimate_uses_the_one_conversion():
+    """An estimate of D ln 2 nats (uniform on [−1, 1)^D) is 8 bits/dim; a discretised decoder's
+    D ln 256 nats (uniform over 256 integer bins) is 8 bits/dim with no offset; the SE has no offset."""
+    from difflab.likelihood import Estimate, bpd_from_estimate
+
+    d = 12
+    bpd, se = bpd_from_estimate(Estimate(d * math.log(2.0), d * math.log(2.0), 10, d))
+    assert bpd == pytest.approx(8.0) and se == pytest.approx(1.0)
+    bpd, se = bpd_from_estimate(Estimate(d * math.log(256.0), 0.0, 10, d), discrete_decoder=True)
+    assert bpd == pytest.approx(8.0) and se == 0.0
+    est = Estimate(3.0, 0.5, 10, d)
+    assert est.bits_per_dim(7.0) == pytest.approx(bpd_from_estimate(est))  # the kept method agrees

@@ -1,12 +1,11 @@
 """Likelihoods of a diffusion model, three ways, with standard errors and bits/dim.
 
-1. **Probability-flow ODE** (score_sde, Song et al. 2021; seed 001's "associated
-   deterministic probability flow"). The ODE
+1. **Probability-flow ODE** (Song et al. 2021, Eq. 13). The ODE
 
        dz/dt = v(z, t) = f(z, t) − ½ g(t)² ∇ log p_t(z)                         (PF-ODE)
 
    moves samples of p_t into samples of p_s without noise, so by the instantaneous
-   change of variables d log p_t(z_t)/dt = −∇·v(z_t, t) and
+   change of variables d log p_t(z_t)/dt = −∇·v(z_t, t) (Chen et al. 2018; Song et al. 2021, App. D.2) and
 
        log p_{t_min}(x) = log p_{t_max}(z_{t_max}) + ∫_{t_min}^{t_max} ∇·v(z_t, t) dt,   z_{t_min} = x.
 
@@ -17,22 +16,26 @@
    t_min, treated as the data density (for the oracle, p_{t_min} differs from p_data by
    the tiny σ(t_min) blur).
 
-2. **Continuous-time ELBO** (VDM; seed 000's continuous limit of Eq. 8.41) and
-3. **discrete-time ELBO** (DDPM, seed 000 Eq. 8.41 with a discretised-Gaussian decoder) —
+2. **Continuous-time ELBO** (Kingma et al. 2021, Eq. 17) and
+3. **discrete-time ELBO** (Kingma et al. 2021, Eq. 13; with Ho et al. 2020's discretised-Gaussian
+   decoder, Eq. 13) —
    computed per example by `difflab.losses.continuous_elbo` / `discrete_elbo`; this module
    only draws many (x, t, ε) samples in batches and turns them into a mean with a standard
-   error.
+   error. By default λ = log SNR is drawn uniformly (antithetic) for the continuous ELBO, on
+   every process: drawn uniformly in t, VP's weight −dλ/dt spans 5000× and the estimate's
+   error bars are ~30× wider (and can sit several standard errors off).
 
 Units. Everything is per example in nats; `Estimate.per_dim` divides by D. Images are
 scored in **bits/dim in 8-bit space**: integers k ∈ {0..255} are uniformly dequantised to
 y = k + u, u ~ U[0, 1), and the model sees x = 2y/256 − 1 ∈ [−1, 1). A density p_x on x
 is a density on y with Jacobian |dx/dy| = 2/256 per dim, so
 
-       bpd = −log p_x(x) / (D ln 2) + log2(256/2) = nll_x / (D ln 2) + 7.
+       bpd = −log p_x(x) / (D ln 2) + log2(256/2) = nll_x / (D ln 2) + 7      (`bits_per_dim`).
 
 A uniform density on [−1, 1)^D (nll_x = D ln 2) is therefore exactly 8 bits/dim. The +7 is
-valid for 8-bit data only (PITFALLS.md); a discretised decoder already scores integer bins
-of width 1 and needs no offset.
+valid for 8-bit data in [−1, 1) only (other bit depths or ranges change it: pass `bits`,
+`data_range`); a discretised decoder already scores integer bins of width 1 and needs no
+offset (`data_range = 2^bits`). This conversion is written once, in `bits_per_dim`.
 """
 from __future__ import annotations
 
@@ -69,9 +72,10 @@ class Estimate:
         return self.mean / self.dim, self.se / self.dim
 
     def bits_per_dim(self, offset_bits: float = 7.0) -> tuple[float, float]:
-        """(mean, se) in bits/dim; `offset_bits` is log2(2^bits / data_range) (7 for 8-bit
-        data in [−1, 1), 0 for a discretised decoder that already scores integer bins)."""
-        return self.mean / (self.dim * LN2) + offset_bits, self.se / (self.dim * LN2)
+        """(mean, se) in bits/dim given the offset log2(2^bits / data_range) (7 for 8-bit data
+        in [−1, 1), 0 for a discretised decoder). Kept for callers; prefer `bpd_from_estimate`."""
+        # offset_bits = log2(2^offset_bits / 1): `bits_per_dim` with bits=offset_bits, data_range=1
+        return bits_per_dim(self.mean, self.dim, offset_bits, 1.0), bits_per_dim(self.se, self.dim, 0, 1.0)
 
 
 def estimate_from_values(values: Tensor, dim: int, keep_values: bool = True) -> Estimate:
@@ -83,11 +87,14 @@ def estimate_from_values(values: Tensor, dim: int, keep_values: bool = True) -> 
 
 
 # --------------------------------------------------------------------------- bits/dim
-def bits_per_dim(nll_nats: Tensor | float, dim: int, bits: int = 8, data_range: float = 2.0) -> Tensor | float:
+def bits_per_dim(nll_nats: Tensor | float, dim: int, bits: float = 8, data_range: float = 2.0) -> Tensor | float:
     """Negative log-density in nats (of data scaled to a range of width `data_range`,
     [−1, 1) by default) → bits/dim in `bits`-bit integer space:
 
         bpd = nll / (D ln 2) + log2(2^bits / data_range)      (see module docstring).
+
+    The only place the conversion is written. A discretised decoder scores integer bins
+    directly: pass data_range = 2^bits (no offset). A standard error converts with no offset too.
     """
     return nll_nats / (dim * LN2) + math.log2(2**bits / data_range)
 
@@ -265,7 +272,9 @@ def nll_elbo(
 ) -> Estimate:
     """−ELBO ≥ −log p(x): mean and standard error over `num_draws` independent (x, t, ε)
     draws, each scored by `difflab.losses.continuous_elbo` (VDM; `num_steps=None`) or
-    `discrete_elbo` (DDPM with T = num_steps). Nats per example; `.per_dim` for nats/dim.
+    `discrete_elbo` (DDPM with T = num_steps). Nats per example; `.per_dim` for nats/dim,
+    `bpd_from_estimate` for bits/dim. Their `time_sampling` defaults apply: λ uniform
+    (antithetic) for the continuous ELBO, i uniform for the discrete one.
 
     `data` is a tensor (cycled through; the standard error is then that of the mean over its
     N examples, from the per-example averages) or a sampler `data(n, generator)` (fresh x
@@ -297,9 +306,10 @@ def nll_elbo(
 
 
 def bpd_from_estimate(est: Estimate, discrete_decoder: bool = False, bits: int = 8) -> tuple[float, float]:
-    """(bpd, se) of an estimate on [−1, 1) data in `bits`-bit space; no offset when the
-    decoder is discretised (it scores integer bins directly)."""
-    return est.bits_per_dim(0.0 if discrete_decoder else math.log2(2**bits / 2.0))
+    """(bpd, se) of an estimate (nats per example) on [−1, 1) data in `bits`-bit space, by
+    `bits_per_dim`; no offset when the decoder is discretised (it scores integer bins directly)."""
+    data_range = 2.0**bits if discrete_decoder else 2.0
+    return bits_per_dim(est.mean, est.dim, bits, data_range), bits_per_dim(est.se, est.dim, bits, 2.0**bits)
 
 
 def warn_if_not_dequantized(x: Tensor, bits: int = 8) -> None:

@@ -2,11 +2,16 @@
 
 Every conversion is written in α and σ alone, never by branching on the process:
 
-    z = α x + σ ε,   x̂ = (z − σ ε̂)/α,   ε̂ = (z − α x̂)/σ,   score = −ε̂/σ   (Tweedie, seed 000 Eq. 8.46)
+    z = α x + σ ε,   x̂ = (z − σ ε̂)/α,   ε̂ = (z − α x̂)/σ,   score = −ε̂/σ
+    (Tweedie's formula ∇ log p_t(z) = (α E[x|z] − z)/σ², Efron 2011)
     v = α ε − σ x    (Salimans & Ho 2022), so  x̂ = (α z − σ v̂)/(α² + σ²),  ε̂ = (σ z + α v̂)/(α² + σ²)
 
 (the v formulas hold for any α, σ; for variance-preserving processes α² + σ² = 1).
 α and σ arrive already broadcast to z's shape.
+
+Each parameterization also owns the one quantity every objective is built from, the
+ε-error ε − ε̂ (`eps_error`): ‖ε − ε̂‖² = SNR ‖x − x̂‖² (Kingma et al. 2021, Eq. 13 vs 17), computed
+in the form that is exact for what the network outputs.
 """
 from __future__ import annotations
 
@@ -38,6 +43,11 @@ class Parameterization:
     def target(self, x: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def eps_error(self, pred: Prediction, x: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """ε − ε̂ elementwise, for z = α x + σ ε (α, σ broadcast to x's shape). From ε̂ by
+        default: exact for ε, score and v networks."""
+        return noise - pred.eps
+
     def output_from(self, pred: Prediction, z: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """The raw output that would produce `pred` (for oracles and conversions):
         the target evaluated at x = pred.x0, ε = pred.eps."""
@@ -60,13 +70,18 @@ class Epsilon(Parameterization):
 
 
 class X0(Parameterization):
-    """x₀-prediction (seed 000's x̂ and the ELBO of Eq. 8.41): out = x̂."""
+    """x₀-prediction (the x̂ of Kingma et al. 2021's ELBO, Eq. 13): out = x̂."""
 
     name = "x0"
 
     def predict(self, out, z, alpha, sigma):
         eps = (z - alpha * out) / sigma
         return Prediction(x0=out, eps=eps, score=-eps / sigma)
+
+    def eps_error(self, pred, x, noise, alpha, sigma):
+        """ε − ε̂ = (α/σ)(x̂ − x), from x̂ itself: going through ε̂ = (z − α x̂)/σ would subtract
+        two nearly equal numbers when σ ≪ α and lose the digits the network got right."""
+        return (alpha / sigma) * (pred.x0 - x)
 
     def target(self, x, noise, alpha, sigma):
         return x

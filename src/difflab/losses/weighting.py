@@ -1,0 +1,68 @@
+"""Weightings of the diffusion loss, each a function of λ = log SNR (Kingma & Gao 2023).
+
+One weighted form covers every diffusion objective (Kingma et al. 2021, Eq. 17, generalised):
+
+    L_w(x) = ½ ∫_{t_min}^{t_max} w(λ_t) · (−dλ/dt) · E_ε ‖ε − ε̂(z_t, t)‖² dt,   z_t = α_t x + σ_t ε.
+
+Because w depends on λ alone, ε, x₀, v and score networks train on the *same* objective
+(diffusers#5654):
+
+    elbo        w(λ) = 1                     VDM's continuous-time ELBO diffusion term (Eq. 17)
+    likelihood  w(λ) = 1                     λ(t) = g(t)² in score SDE's objective (Song et al. 2021, Eq. 7):
+                                             ½ g² ‖ŝ − ∇log q(z|x)‖², and g² = −σ² dλ/dt
+    simple      ½ w(λ)(−λ') = 1/(t_max−t_min)   DDPM's L_simple = E_{t~U} ‖ε − ε̂‖² (Ho et al. 2020, Eq. 14)
+    snr         ½ w(λ)(−λ') = SNR·e^{−λ}/(t_max−t_min)  Hang et al.'s "SNR" baseline:
+                                             E_{t~U} SNR(t)‖x − x̂‖²  (= L_simple in value)
+    min_snr     ½ w(λ)(−λ') = min(1, γ e^{−λ})/(t_max−t_min)  Min-SNR-γ (Hang et al. 2023):
+                                             E_{t~U} min(SNR(t), γ)‖x − x̂‖²
+    sigma2      ½ w(λ)(−λ') = ½/(t_max−t_min)   NCSN's λ(σ) = σ² (Song & Ermon 2019, Eq. 6):
+                                             E_{t~U} ½σ²‖ŝ − ∇log q‖²
+
+(the "uniform-t" weightings are functions of λ through t(λ): w(λ) = 2ω(λ)/((t_max−t_min)(−λ'(t(λ))))
+with ω their per-unit-time weight.)
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..processes.base import Process
+
+WEIGHTINGS = ("elbo", "simple", "snr", "min_snr", "likelihood", "sigma2")
+
+
+def weighting_factor(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: float, gamma: float = 5.0) -> Tensor:
+    """½ w(λ) (−dλ/dt): the factor multiplying ‖ε − ε̂‖² per unit of time in L_w (module doc).
+
+    `span` = t_max − t_min (the length of the time interval), which turns the textbook
+    "expectation over uniform t" weightings into integrals over t.
+    """
+    if name in ("elbo", "likelihood"):
+        return 0.5 * -dlog_snr_dt
+    if name in ("simple", "snr"):
+        # snr: SNR · ‖x − x̂‖² = SNR · e^{−λ} ‖ε − ε̂‖² (exactly 1 · ‖ε − ε̂‖²; written out for clarity)
+        per_t = torch.ones_like(log_snr) if name == "simple" else torch.exp(log_snr) * torch.exp(-log_snr)
+        return per_t / span
+    if name == "min_snr":
+        # min(SNR, γ) ‖x − x̂‖² = min(SNR, γ)/SNR ‖ε − ε̂‖² = min(1, γ e^{−λ}) ‖ε − ε̂‖²
+        return torch.clamp(gamma * torch.exp(-log_snr), max=1.0) / span
+    if name == "sigma2":
+        return torch.full_like(log_snr, 0.5) / span
+    raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {name!r}")
+
+
+def weight_of_log_snr(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: float = 1.0, gamma: float = 5.0) -> Tensor:
+    """w(λ) itself, in DESIGN.md's form L = ½ E_t[w(λ)(−dλ/dt)‖ε − ε̂‖²]."""
+    return 2.0 * weighting_factor(name, log_snr, dlog_snr_dt, span, gamma) / -dlog_snr_dt
+
+
+def dlog_snr_spread(process: Process) -> float:
+    """max/min of −dλ/dt at t_min and t_max (1 where it cannot be evaluated): how far the ELBO's
+    weight varies over uniform t (−λ' ~ 1/t near t = 0 on VP and sub-VP)."""
+    try:
+        with torch.no_grad():
+            t = torch.tensor([float(process.t_min), float(process.t_max)])
+            d = (-process.dlog_snr_dt(t)).abs().double()
+        return float(d.max() / d.min().clamp_min(1e-300))
+    except Exception:  # pragma: no cover - a schedule without a closed-form derivative
+        return 1.0
