@@ -69,7 +69,7 @@ def one_thread():
 
 
 def elbo_gap_per_dim(den, process, oracle, time_sampling: str, n: int = 20000, reps: int = 5):
-    """(mean, standard error) in nats/dim of the continuous-time ELBO (seed 003, averaged over
+    """(mean, standard error) in nats/dim of the continuous-time ELBO (Kingma et al. 2021, averaged over
     `reps` time draws) minus the mixture's exact NLL (the oracle's closed-form log density), on
     n fresh oracle samples. The bound holds when mean > −4 se."""
     from difflab.losses import continuous_elbo

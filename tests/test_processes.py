@@ -1,4 +1,4 @@
-"""Processes against closed forms (seed 001/002), diffusers' tables, and their own SDE."""
+"""Processes against closed forms (Ho et al. 2020; Song et al. 2021), diffusers' tables, and their own SDE."""
 import math
 
 import numpy as np
@@ -105,7 +105,7 @@ def test_forward_sde_reproduces_marginals(process):
 
 
 def test_posterior_matches_dense_gaussian_conditioning(process):
-    """q(z_s | z_t, x) (seed 000, Eq. 8.38) vs the conditional of the joint Gaussian of
+    """q(z_s | z_t, x) (Ho et al. 2020, Eqs. 6–7) vs the conditional of the joint Gaussian of
     (z_s, z_t) built from the Markov transition z_t = α_{t|s} z_s + σ_{t|s} ε' (Eq. 8.37)."""
     D = 3
     gen = torch.Generator().manual_seed(1)

@@ -75,7 +75,7 @@ def test_last_step_injects_no_noise(procs, sampler):
 
 @pytest.mark.parametrize("pid", ["ddpm_linear", "vp", "ve", "snr_cosine"])
 def test_ddim_eta1_is_ancestral(procs, pid):
-    """DDIM with η = 1 is the DDPM posterior step (PITFALLS: N = T DDIM(η=1) steps reproduce
+    """DDIM with η = 1 is the DDPM posterior step (docs/pitfalls.md: N = T DDIM(η=1) steps reproduce
     ancestral sampling); same noise, float64."""
     process = procs[pid]
     den = ORACLE.denoiser(process)

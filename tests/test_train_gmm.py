@@ -2,7 +2,7 @@
 Trainer → EMA denoiser → sampler): the `experiment=gmm` recipe trained for well under a minute
 per run on CPU with each parameterization samples the 2-D mixture within 2× of the sliced
 Wasserstein distance that the exact GMM oracle reaches with the same sampler and NFE, and the
-ELBO-weighted run's test NLL (continuous-time ELBO, seed 003) is within 0.1 nats/dim of the
+ELBO-weighted run's test NLL (continuous-time ELBO, Kingma et al. 2021) is within 0.1 nats/dim of the
 mixture's exact NLL (the oracle's closed-form log density).
 
 Each parameterization trains with a weighting suited to it (RUNS below; docs/objectives.md

@@ -1,6 +1,6 @@
 """A real one-node SLURM for the tests (Debian's slurm-wlm + munge, run as root).
 
-`start()` writes a slurm.conf under a temporary directory (the settings PITFALLS.md lists as
+`start()` writes a slurm.conf under a temporary directory (the settings docs/pitfalls.md lists as
 working here), starts munged (if no munge socket answers), slurmctld and slurmd, and waits until
 `sinfo` shows the node idle. `stop()` ends exactly the daemons it started, by their pids.
 If `sinfo` already answers, the running SLURM is used and nothing is started or stopped.

@@ -5,7 +5,7 @@
 (n = number of updates so far; the warm-up form is the one of TF's ExponentialMovingAverage
 with num_updates, used by the score_sde and ADM code bases).
 
-Why not Lightning's `EMAWeightAveraging` (PITFALLS): it keeps the average in the module's
+Why not Lightning's `EMAWeightAveraging` (docs/pitfalls.md): it keeps the average in the module's
 own dtype (bf16/fp16 updates round to zero), writes the *average* into the checkpoint's
 `state_dict` and copies it over the live weights when training ends, so the raw weights and
 the average can no longer be told apart by a loader. Here the shadow weights are plain

@@ -4,7 +4,7 @@ Every data module is a `LightningDataModule` with a `data_shape` known *before* 
 (the model is sized and checked against it), and its batches are `(x, index)`: x is a float
 tensor (images in [-1, 1]), `index` the example's position in the training set. The index
 lets the training module seed each example's noise from the example itself, so one
-process and N DDP processes draw the same noise for the same example (PITFALLS, "seed each
+process and N DDP processes draw the same noise for the same example (docs/pitfalls.md, "seed each
 sample, not each process").
 
 Small data sets can be *device resident* (`data.device_resident=true`; on by default for data
@@ -204,7 +204,7 @@ class BaseDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Batches through a `StepSampler`: the data order is a function of the optimiser
         step alone, the same for any number of processes, and a run resumed mid-epoch
-        continues with exactly the batches it would have seen (PITFALLS: stateful sampler)."""
+        continues with exactly the batches it would have seen (docs/pitfalls.md: stateful sampler)."""
         self.setup("fit")
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)

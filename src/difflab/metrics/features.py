@@ -11,7 +11,7 @@
   with each other, never with Inception FIDs from papers.
 
 Every extractor runs with autocast off and returns float32 features, so mixed precision
-never reaches the metric statistics (PITFALLS.md, bf16 FID).
+never reaches the metric statistics (docs/pitfalls.md, bf16 FID).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 
 `compile` uses `nn.Module.compile()`, which compiles the module's forward *in place*: the
 parameters keep their names, so a checkpoint trained with compile holds no `_orig_mod.` keys
-and loads into an uncompiled network, and the reverse (PITFALLS, "Checkpoints").
+and loads into an uncompiled network, and the reverse (docs/pitfalls.md).
 """
 from __future__ import annotations
 

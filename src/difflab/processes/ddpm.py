@@ -1,4 +1,4 @@
-"""Discrete-time DDPM (Ho et al. 2020; seed 001): T steps of q(x_i | x_{i−1}) = N(√(1−β_i) x_{i−1}, β_i I)."""
+"""Discrete-time DDPM (Ho et al. 2020, Eqs. 2–4): T steps of q(x_i | x_{i−1}) = N(√(1−β_i) x_{i−1}, β_i I)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Continuous SDE processes of score_sde (Song et al. 2021; seed 001 and 002):
+"""Continuous SDE processes of score_sde (Song et al. 2021, Eqs. 9 and 11):
 VP-SDE, sub-VP-SDE and VE-SDE, written through their marginals α_t, σ_t.
 
 Each is built on a log-SNR schedule: by default its own (linear β for VP / sub-VP, geometric σ
@@ -67,7 +67,7 @@ class VESDE(ScheduledProcess):
     (Song et al. 2021, Eq. 9).
 
     g² = 2 σ_t² log(σ_max/σ_min). NCSN's geometric noise levels σ_1 > … > σ_L are this
-    process at evenly spaced t (seed 002). The prior is N(0, σ_max² I). With another schedule,
+    process at evenly spaced t (Song & Ermon 2019; Song et al. 2021, Eq. 9). The prior is N(0, σ_max² I). With another schedule,
     σ_t = e^{−λ_t/2} between the same endpoints.
     """
 

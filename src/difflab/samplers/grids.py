@@ -8,7 +8,7 @@ injects no noise). Grids are written in α, σ, λ only, never by process type:
 - `uniform_t`       — t_i = t_max + i/N (t_min − t_max)  (DDPM/score_sde default).
 - `uniform_log_snr` — λ evenly spaced between λ(t_max) and λ(t_min), t = process.t_from_log_snr(λ)
                       (DPM-Solver's "logSNR" spacing; every step removes the same amount of
-                      log signal-to-noise ratio, seed 000's natural time variable).
+                      log signal-to-noise ratio, the natural time variable of Kingma et al. 2021).
 - `edm`             — Karras et al. (2022) ρ-spacing of the noise level σ̃ = σ/α = e^{−λ/2}:
                       σ̃_i = (σ̃_max^{1/ρ} + i/N (σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ, ρ = 7.
 - `ddpm_trailing`   — discrete DDPM (needs `process.num_steps` = T): step indices

@@ -26,7 +26,7 @@ def _group_mean_norm(v: Tensor, generator) -> Tensor:
 
 def ancestral(model, process, x: Tensor, ts: Tensor, callback=None, generator=None) -> Tensor:
     """DDPM ancestral sampling: z_s ~ q(z_s | z_t, x = x̂(z_t)), the Gaussian posterior of
-    seed 000 Eq. 8.38 with the denoiser's x̂ plugged in (seed 001, "DDPM: Sampling")."""
+    Ho et al. 2020, Eqs. 6–7, with the denoiser's x̂ plugged in (their Alg. 2)."""
     c = GridConstants.of(process, ts)
     n = len(ts) - 1
     for i in range(n):
@@ -40,8 +40,8 @@ def ancestral(model, process, x: Tensor, ts: Tensor, callback=None, generator=No
 
 
 def ddim(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, eta: float = 0.0) -> Tensor:
-    """DDIM (Song, Meng & Ermon 2021, Eq. 12; seed 001): z_s = α_s x̂ + √(σ_s² − c²) ε̂ + c ξ,
-    c = η · std of q(z_s | z_t, x) (seed 000, Eq. 8.38). η = 0 is deterministic (a first-order
+    """DDIM (Song, Meng & Ermon 2021, Eq. 12): z_s = α_s x̂ + √(σ_s² − c²) ε̂ + c ξ,
+    c = η · std of q(z_s | z_t, x) (Ho et al. 2020, Eq. 7). η = 0 is deterministic (a first-order
     solver of the probability-flow ODE), η = 1 is ancestral sampling."""
     if not (math.isfinite(eta) and 0.0 <= eta <= 1.0):
         raise ValueError(f"ddim: eta must lie in [0, 1] (0 = deterministic, 1 = ancestral), got {eta}")
@@ -60,7 +60,7 @@ def ddim(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, e
 
 def euler_maruyama(model, process, x: Tensor, ts: Tensor, callback=None, generator=None) -> Tensor:
     """Euler–Maruyama on the reverse SDE dz = [f(z,t) − g(t)² ∇log p_t(z)] dt + g(t) dw̄
-    (Anderson 1982; seed 001's Y_{n−1} = Y_n − h f + h g² s_θ + g √h Z_n), f = (d log α/dt) z."""
+    (Anderson 1982; Song et al. 2021, Eq. 6, discretised: Y_{n−1} = Y_n − h f + h g² s_θ + g √h Z_n), f = (d log α/dt) z."""
     c = GridConstants.of(process, ts)
     n = len(ts) - 1
     for i in range(n):
@@ -74,7 +74,7 @@ def euler_maruyama(model, process, x: Tensor, ts: Tensor, callback=None, generat
 
 
 def langevin_step(x: Tensor, score: Tensor, step: Tensor | float, generator=None, noise: bool = True) -> Tensor:
-    """One step of Langevin dynamics x ← x + (ε/2) ∇log p(x) + √ε z (seed 002, "Sampling with
+    """One step of Langevin dynamics x ← x + (ε/2) ∇log p(x) + √ε z (Song & Ermon 2019, Eq. 4, "Sampling with
     Langevin Dynamics"). `step` is ε, a float or a per-sample [B] tensor."""
     if torch.is_tensor(step):
         step = step.reshape((-1,) + (1,) * (x.ndim - 1))
@@ -86,7 +86,7 @@ def langevin_step(x: Tensor, score: Tensor, step: Tensor | float, generator=None
 
 def langevin(score_fn, x: Tensor, step_size: float, num_steps: int, generator=None) -> Tensor:
     """Plain (un-annealed) Langevin dynamics with a fixed score function `score_fn(x)` and a
-    fixed step ε (seed 002). It mixes badly between separated modes: the experiment of seed 002
+    fixed step ε (Song & Ermon 2019, Eq. 4). It mixes badly between separated modes: the experiment of Song & Ermon 2019, §3.2.2
     (and Song & Ermon 2019, Fig. 3) shows it gets the mixture weights wrong."""
     if not step_size > 0 or num_steps < 1:
         raise ValueError(f"langevin: step_size must be > 0 and num_steps >= 1, got {step_size}, {num_steps}")
@@ -127,7 +127,7 @@ def pc(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, snr
 
 def annealed_langevin(model, process, x: Tensor, ts: Tensor, callback=None, generator=None,
                       steps_each: int = 5, step_lr: float = 0.2) -> Tensor:
-    """Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Alg. 1; seed 002): for each noise
+    """Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Alg. 1): for each noise
     level σ_i = σ(ts[i]), i = 1..N (geometric for the VE process), run `steps_each` Langevin
     steps on p_{t_i} with ε_i = ε σ_i²/σ_L², σ_L = σ(t_min). `step_lr` is ε/σ_L² (so ε_i =
     step_lr · σ_i²; NCSN's CIFAR-10 setting ε = 2e-5, σ_L = 0.01 is step_lr = 0.2). The start
