@@ -20,6 +20,7 @@ import torch
 from ..callbacks.checkpoint import Interrupted, SaveLast
 from ..utils import RunLock, write_text
 from .common import UsageError, hydra_entry, instantiate, plain, set_threads
+from .jobs import check_eval_at_end, evaluate_at_end, rerun_state
 
 
 def build_datamodule(cfg):
@@ -159,6 +160,16 @@ def train(cfg, out: Path):
     from omegaconf import OmegaConf
 
     out = Path(out)
+    check_eval_at_end(cfg)
+    state = rerun_state(cfg, out)
+    if state == "done":
+        print(f"difflab-train: {out} already finished (metrics.json / final checkpoint): skipped", file=sys.stderr)
+        return None, None, None
+    if state == "resume":
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            cfg.ckpt_path = str(out / "checkpoints" / "last.ckpt")
     ckpt_path, ckpt = checkpoint_to_resume(cfg)
     if ckpt is not None:
         cfg = resume_config(cfg, out)
@@ -196,6 +207,8 @@ def train(cfg, out: Path):
             print(f"difflab-train: {e}: saved {out / 'checkpoints' / 'last.ckpt'}; continue with: difflab-train resume={out}",
                   file=sys.stderr)
             raise SystemExit(128 + e.signum) from None
+        if not secondary_process():
+            evaluate_at_end(cfg, out)
     return module, trainer, dm
 
 

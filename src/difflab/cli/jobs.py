@@ -1,0 +1,74 @@
+"""A training job's life in a sweep: what a rerun does with a job directory (skip it, resume it,
+or start it), and the job's own numbers at the end (`eval_at_end`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..utils import save_npz, write_json
+from .common import UsageError, plain, resolve_device
+
+
+def in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def rerun_state(cfg, out: Path) -> str:
+    """For a job of a rerun `-m` sweep (hydra#3328): "done" when its results exist (metrics.json,
+    or a final checkpoint when it asks for no eval_at_end), "resume" when it has a last.ckpt, "new"
+    otherwise. Outside a sweep (or with an explicit ckpt_path/resume) always "new"."""
+    if not in_multirun() or cfg.get("ckpt_path") or cfg.get("resume"):
+        return "new"
+    last = out / "checkpoints" / "last.ckpt"
+    if (out / "metrics.json").is_file():
+        return "done"
+    if not last.is_file():
+        return "new"
+    if not cfg.get("eval_at_end"):
+        step = int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", 0))
+        if cfg.trainer.get("max_steps") not in (None, -1) and step >= int(cfg.trainer.max_steps):
+            return "done"
+    return "resume"
+
+
+def evaluate_at_end(cfg, out: Path) -> dict | None:
+    """difflab-eval's metrics for the EMA weights of the run's final last.ckpt (what difflab-eval
+    ckpt_path=<out>/checkpoints/last.ckpt reads, also after ddp_spawn) → <out>/metrics.json
+    (+ samples.npz)."""
+    from ..evaluation import SAMPLE_METRICS, SamplerChoice, evaluate, from_checkpoint
+
+    metrics = list(cfg.get("eval_at_end") or [])
+    if not metrics:
+        return None
+    e = cfg.evaluation
+    device = resolve_device(cfg.get("device"))
+    target = from_checkpoint(out / "checkpoints" / "last.ckpt", device=device)
+    likelihood = dict(num_eval=int(e.num_eval), split=str(e.split), mc_samples=int(e.mc_samples), mc_batch_size=int(e.mc_batch_size),
+                      bits=int(e.bits), ode=plain(e.ode), elbo=plain(e.elbo))
+    sampling = dict(sampler=SamplerChoice.from_config(cfg.sampler), num_samples=int(e.num_samples), batch_size=int(e.batch_size),
+                    num_reference=int(e.num_reference), num_projections=int(e.num_projections), features=str(e.features),
+                    inception_weights=e.get("inception_weights"), precision=str(e.get("precision", "fp32")))
+    try:
+        result, samples = evaluate(target, metrics, seed=int(cfg.seed), likelihood=likelihood, sampling=sampling, device=device)
+    except ValueError as err:
+        raise UsageError(f"eval_at_end: {err}") from err
+    write_json(out / "metrics.json", result)
+    if samples is not None and any(m in SAMPLE_METRICS for m in metrics):
+        save_npz(out / "samples.npz", samples=samples.numpy(), nfe=result.get("nfe") or 0)
+    return result
+
+
+def check_eval_at_end(cfg) -> None:
+    """Unknown eval_at_end metrics are refused before training starts."""
+    from ..evaluation import METRICS
+
+    unknown = sorted(set(cfg.get("eval_at_end") or []) - set(METRICS))
+    if unknown:
+        raise UsageError(f"unknown eval_at_end metrics {unknown}; choose from {list(METRICS)}")
