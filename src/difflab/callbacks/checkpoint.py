@@ -2,6 +2,7 @@
 when the run is interrupted (SIGTERM, SIGUSR1 — SLURM's warning signal — or Ctrl-C)."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -33,10 +34,13 @@ class SaveLast(Callback):
     exits with status 128 + signal. Under SLURM (`SLURM_JOB_ID` set) with `requeue=True` the job is
     requeued (`scontrol requeue`) and resumes from this checkpoint in its own directory."""
 
-    def __init__(self, dirpath: str | os.PathLike, every: int = 0, requeue: bool = True):
+    def __init__(self, dirpath: str | os.PathLike, every: int = 0, requeue: bool = True, divergence_factor: float = 1000.0):
         if int(every) < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end), got {every}")
+        if not float(divergence_factor) > 1:
+            raise ValueError(f"divergence_factor must be > 1, got {divergence_factor}")
         self.dirpath, self.every, self.requeue, self._saved_step = Path(dirpath), int(every), bool(requeue), -1
+        self.divergence_factor, self._losses, self._seen = float(divergence_factor), [], None
         self.interrupted_by: int | None = None
         self._previous: dict = {}
         self._trainer = None
@@ -77,16 +81,34 @@ class SaveLast(Callback):
         # A checkpoint taken between steps restores Lightning's logging counter one ahead of the
         # optimiser step (it counts the batch that was about to start): re-align it, so a resumed
         # run logs the same steps, under the same step numbers, as an uninterrupted run.
-        loop = trainer.fit_loop.epoch_loop
-        if trainer.accumulate_grad_batches == 1 and getattr(loop, "_batches_that_stepped", None) not in (None, trainer.global_step):
+        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+        if getattr(trainer, "accumulate_grad_batches", 1) == 1 and getattr(loop, "_batches_that_stepped", None) not in (None, trainer.global_step):
             loop._batches_that_stepped = trainer.global_step
+        self._check_divergence(trainer)
         if self.interrupted_by is not None:
             self._save(trainer)
             raise Interrupted(self.interrupted_by, trainer.global_step)
         if self.every and trainer.global_step and trainer.global_step % self.every == 0:
             self._save(trainer)
 
+    def _check_divergence(self, trainer) -> None:
+        """A logged training loss above `divergence_factor` × the median of the earlier logged ones
+        (or not finite) stops the run before last.ckpt is overwritten: it keeps the last sound state."""
+        value = trainer.callback_metrics.get("train/loss")
+        if value is None or trainer.global_step == self._seen:
+            return
+        self._seen, value = trainer.global_step, float(value)
+        history = sorted(self._losses)
+        median = history[len(history) // 2] if len(history) >= 5 else None
+        self._losses.append(value)
+        if not math.isfinite(value) or (median is not None and value > self.divergence_factor * max(median, 1e-12)):
+            raise FloatingPointError(
+                f"training diverged: loss {value:.3g} at step {trainer.global_step} (running median {median if median is not None else float('nan'):.3g}, "
+                f"divergence_factor={self.divergence_factor:g}); the learning rate is likely too high: lower optim.lr "
+                f"(or set trainer.gradient_clip_val); {self.dirpath / 'last.ckpt'} keeps step {max(self._saved_step, 0)}")
+
     def on_train_end(self, trainer, pl_module) -> None:
+        self._check_divergence(trainer)
         self._save(trainer)
         self._restore_handlers()
 

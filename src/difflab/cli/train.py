@@ -135,7 +135,8 @@ def build_logger(cfg, out: Path):
 def build_callbacks(cfg, out: Path, with_logger: bool) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor
 
-    cbs = [SaveLast(out / "checkpoints", int(cfg.get("checkpoint_every") or 0))]
+    cbs = [SaveLast(out / "checkpoints", int(cfg.get("checkpoint_every") or 0),
+                    divergence_factor=float(cfg.get("divergence_factor") or 1000.0))]
     for key, node in (cfg.get("callbacks") or {}).items():
         if node is None or node.get("_target_") is None:
             continue
