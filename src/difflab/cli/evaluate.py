@@ -51,9 +51,9 @@ def run(cfg, output_dir: Path) -> dict:
     metrics = check_options(cfg)
     refuse_existing(Path(output_dir) / "metrics.json", cfg.get("overwrite"))
     sampler = SamplerChoice.from_config(cfg.get("sampler"))
-    set_threads(cfg.get("threads"))
     device = resolve_device(cfg.device)
     target = build_target(cfg, device, data_chosen=_user_chose("data"))
+    set_threads(cfg.get("threads"), target.denoiser)
     given, nfe = load_samples(cfg.samples) if cfg.get("samples") else (None, None)
     with RunLock(output_dir):
         likelihood = dict(num_eval=int(cfg.num_eval), split=str(cfg.split), mc_samples=int(cfg.mc_samples),

@@ -39,9 +39,9 @@ def main(cfg, output_dir: Path) -> None:
 
     sampler = check_options(cfg)
     refuse_existing(output_dir / "samples.npz", cfg.get("overwrite"))
-    set_threads(cfg.get("threads"))
     device = resolve_device(cfg.get("device"))
     target = build_target(cfg, device, data_chosen=user_chose("data"))
+    set_threads(cfg.get("threads"), target.denoiser)
     with RunLock(output_dir):
         samples, nfe = draw_samples(target.denoiser, target.process, target.data_shape, int(cfg.num_samples), int(cfg.seed), sampler,
                                     batch_size=int(cfg.batch_size), device=device, dtype=DTYPES[str(cfg.get("dtype", "float32"))],

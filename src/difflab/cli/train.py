@@ -184,6 +184,7 @@ def train(cfg, out: Path):
         raise
     except Exception as e:  # a bad option inside model/process/loss: one line naming it
         raise UsageError(str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__) from e
+    set_threads(cfg.get("threads"), module)
     if ckpt is not None:
         check_same_model(ckpt, module, ckpt_path)
     logger = build_logger(cfg, out)
@@ -215,7 +216,6 @@ def train(cfg, out: Path):
 
 def run(cfg, out: Path) -> None:
     torch.set_float32_matmul_precision("high")
-    set_threads(cfg.get("threads"))
     train(cfg, out)
 
 
