@@ -9,9 +9,10 @@ from difflab.cli.sweep_check import check_sweep, check_sweep_argv, multirun_over
 
 
 def test_a_sweep_over_a_group_the_config_does_not_read_is_refused():
-    # train.yaml has no sampler group: +sampler adds a node that difflab-train never reads
+    # difflab-train reads its sampler group only to evaluate (eval_at_end or callbacks=eval)
     with pytest.raises(UsageError, match=r"sampler is not read.*drop sampler from the sweep"):
-        check_sweep("train", ["experiment=gmm", "+sampler=ddim,pc"])
+        check_sweep("train", ["experiment=gmm", "sampler=ddim,pc"])
+    assert check_sweep("train", ["experiment=gmm", "sampler=ddim,pc", "eval_at_end=[swd]"]) == 2
 
 
 def test_a_schedule_sweep_builds_distinct_processes():
@@ -30,10 +31,10 @@ def test_an_unknown_option_is_one_line():
 
 
 def test_argv_entry_exits_2_under_multirun_only(capsys):
-    check_sweep_argv("train", "difflab-train", ["+sampler=ddim,pc"])  # no -m: nothing to check
-    check_sweep_argv("train", "difflab-train", ["-m", "--cfg", "job", "+sampler=ddim,pc"])  # prints only
+    check_sweep_argv("train", "difflab-train", ["sampler=ddim,pc"])  # no -m: nothing to check
+    check_sweep_argv("train", "difflab-train", ["-m", "--cfg", "job", "sampler=ddim,pc"])  # prints only
     with pytest.raises(SystemExit) as e:
-        check_sweep_argv("train", "difflab-train", ["-m", "experiment=gmm", "+sampler=ddim,pc"])
+        check_sweep_argv("train", "difflab-train", ["-m", "experiment=gmm", "sampler=ddim,pc"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("difflab-train: error: the sweep repeats a job") and "\n" not in err

@@ -27,6 +27,12 @@ INSPECT = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-p", 
            "--resolve")
 #: nodes built for every job, so a combination that cannot work is refused before the sweep
 BUILT = ("process",)
+#: (config, key) read only under a condition on the composed config: difflab-train samples (the
+#: `sampler` group, the `evaluation` options) only for eval_at_end or the EvalCallback
+READ_WHEN = {
+    ("train", "sampler"): lambda cfg: bool(cfg.get("eval_at_end")) or "eval" in (cfg.get("callbacks") or {}),
+    ("train", "evaluation"): lambda cfg: bool(cfg.get("eval_at_end")),
+}
 
 
 def _compose(config_name: str, overrides: Sequence[str], config_dir: Path, hydra: bool = False):
@@ -108,8 +114,9 @@ def _check(config_name: str, overrides: Sequence[str], config_dir) -> int:
     seen: dict[str, list[str]] = {}
     for job, cfg in zip(jobs, cfgs):
         _build(cfg, job)
+        used = {k for k in keys if READ_WHEN.get((config_name, k), lambda c: True)(cfg)}
         read = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-                for k in sorted(keys) if k in cfg}
+                for k in sorted(used) if k in cfg}
         key = json.dumps(read, sort_keys=True, default=str)
         if key in seen:
             raise UsageError(_repeat_message(seen[key], job))
