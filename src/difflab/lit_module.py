@@ -27,6 +27,7 @@ from .callbacks.ema import ExponentialMovingAverage
 from .denoiser import Denoiser
 from .fused import use_fused_step
 from .models.options import apply_model_options, is_compiled, split_model_options, uncompiled_copy
+from .models.checks import check_model_fits  # noqa: F401 - re-exported (tests, users)
 from .utils import instantiate, locate, plain
 
 DEFAULT_OPTIM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8,
@@ -69,27 +70,6 @@ def build(spec: Mapping, what: str, **kwargs):
         takes = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
         raise ValueError(f"{what} {target.__name__} has no option {what}.{m.group(1)} (set by the recipe or an override); "
                          f"it takes {', '.join(takes)}") from None
-
-
-def check_model_fits(model: nn.Module, data_shape: Sequence[int]) -> None:
-    """Run the network once on zeros shaped like the data; raise a ValueError naming the
-    fix if it cannot take that shape or returns another shape."""
-    x = torch.zeros(2, *data_shape)
-    c = torch.full((2,), 0.5)
-    name = type(model).__name__
-    hint = ("choose a model whose input matches the data (MLP: model.dim = number of features; "
-            "UNet: model.in_channels and model.image_size), or data.flatten=true for an MLP on digits")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x, c)
-    except Exception as e:  # shape errors surface as RuntimeError/ValueError/AssertionError
-        raise ValueError(f"model {name} does not fit data of shape {tuple(data_shape)} ({str(e).splitlines()[0][:160]}); {hint}") from None
-    finally:
-        model.train(was_training)
-    if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(f"model {name} maps data of shape {tuple(data_shape)} to {tuple(out.shape[1:])}; {hint}")
 
 
 class LRLambda:
@@ -242,7 +222,7 @@ class DiffusionModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         losses = self._losses(self.net, x, index, stage=0)
         loss = losses.mean()
-        self._loss = loss.detach()
+        self._loss, self._x = loss.detach(), x  # kept for the error message only (no sync)
         if getattr(self.trainer._logger_connector, "should_update_logs", True):  # a float: the progress bar never syncs
             self.log("train/loss", float(self._loss), on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
         return loss
@@ -256,6 +236,8 @@ class DiffusionModule(L.LightningModule):
 
     # ----------------------------------------------------------------- non-finite guard
     def _raise_non_finite(self, skipped: int | None = None) -> None:
+        if getattr(self, "_x", None) is not None and not bool(torch.isfinite(self._x).all()):
+            raise FloatingPointError(f"the training data contain NaN or inf (a batch at step {self.global_step}): check the data set")
         loss = float(self._loss) if self._loss is not None else math.nan
         what = (f"training {'loss is %g' % loss if not math.isfinite(loss) else 'gradient is not finite'} at step {self.global_step}"
                 if skipped is None else

@@ -48,6 +48,7 @@ CASES = [
     ("sample", ["model=mlp"], "is an untrained network"),
     ("sample", ["+data.shape=[3]"], "has 3 entries but the model has 2 dims"),
     ("eval", ["metrics=[bpd_ode]", "num_eval=8"], "8-bit image data"),
+    ("train", ["experiment=gmm", "data.means=[[nan,0],[1,1]]", "data.stds=[1,1]", "data.weights=[1,1]"], "means must be finite"),
     # missing data or checkpoint
     ("train", ["data=cifar10", "data.root=/nonexistent/cifar"], "data.root=/nonexistent/cifar"),
     ("train", ["ckpt_path=/nonexistent.ckpt"], "ckpt_path=/nonexistent.ckpt does not exist"),

@@ -42,3 +42,24 @@ def test_exploding_learning_rate_exits_2_and_keeps_a_sound_checkpoint(tmp_path, 
         ck = torch.load(last, weights_only=True)
         assert all(torch.isfinite(v).all() for v in ck["state_dict"].values())
         assert all(torch.isfinite(v).all() for v in ck["ema"]["shadow"].values())
+
+
+def test_nan_in_the_data_is_named_as_the_cause(tmp_path):
+    """A NaN in a batch stops training before the step, naming the data (not the learning rate)."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from difflab.lit_module import DiffusionModule
+
+    module = DiffusionModule(
+        model={"_target_": "difflab.models.MLP", "dim": 2, "hidden": 16, "depth": 1, "emb_dim": 16},
+        process={"_target_": "difflab.processes.VPSDE"}, parameterization={"_target_": "difflab.parameterizations.Epsilon"},
+        loss={"_target_": "difflab.losses.DiffusionLoss", "weighting": "simple"}, data_shape=(2,))
+    x = torch.randn(64, 2)
+    x[5, 1] = float("nan")
+    before = [p.detach().clone() for p in module.parameters()]
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(FloatingPointError, match="training data contain NaN"):
+        trainer.fit(module, DataLoader(TensorDataset(x), batch_size=64))
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))  # never applied

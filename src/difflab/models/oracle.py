@@ -23,9 +23,12 @@ from ..processes.base import Process
 
 def _as_tensor(v, name: str) -> Tensor:
     try:
-        return torch.as_tensor(v, dtype=torch.float64)
+        t = torch.as_tensor(v, dtype=torch.float64)
     except Exception as e:  # ragged lists from the command line
         raise ValueError(f"GMMOracle: {name} must be a rectangular list of numbers ({e})") from None
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"GMMOracle: {name} must be finite numbers, got {t.tolist()}")
+    return t
 
 
 class GMMOracle(nn.Module):
