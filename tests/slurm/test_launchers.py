@@ -14,7 +14,8 @@ from cluster import Cluster, sinfo_ok, unavailable_reason
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ["experiment=gmm", "schedule=linear,cosine", "trainer.max_steps=4", "trainer.val_check_interval=2",
-         "trainer.log_every_n_steps=1", "checkpoint_every=0", "logger=csv"]
+         "trainer.log_every_n_steps=1", "checkpoint_every=0", "logger=csv", "eval_at_end=[swd]", "evaluation.num_samples=64",
+         "evaluation.num_reference=256", "sampler.steps=4"]
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +44,7 @@ def run_sweep(out: Path, launcher: list[str], env=None):
         name = ",".join(sorted(name.split(","), key=lambda o: o.split("=")[0]))
         job = out / name
         assert (job / "checkpoints" / "last.ckpt").is_file(), sorted(p.name for p in out.iterdir())
+        assert "swd" in yaml.safe_load((job / "metrics.json").read_text())  # each job ends with its numbers
         jobs[s] = yaml.safe_load((job / "config.yaml").read_text())
     assert jobs["linear"]["process"]["schedule"] == "linear" and jobs["cosine"]["process"]["schedule"] == "cosine"
     subprocess.run([sys.executable, "-m", "difflab.cli.report", str(out)], check=True, env=env, capture_output=True)
