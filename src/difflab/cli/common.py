@@ -91,10 +91,14 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
     return wrap
 
 
-def _task_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
+def task_overrides() -> list[str]:
+    """The command line's overrides of this Hydra run ([] outside one, e.g. under the compose API)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
 
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    except Exception:  # noqa: BLE001
+        return []
 
 
 def _group_overrides(args) -> list[str]:
@@ -116,11 +120,11 @@ def check_override_types(cfg, config_name: str) -> None:
         key = o.lstrip("+").split("=")[0]
         return "." in key or (key in cfg and not OmegaConf.is_config(cfg[key]))
 
-    dotted = [o for o in _task_overrides() if "=" in o and not o.startswith(("hydra", "~")) and scalar(o)]
+    dotted = [o for o in task_overrides() if "=" in o and not o.startswith(("hydra", "~")) and scalar(o)]
     if not dotted:
         return
     try:
-        base = compose(config_name, overrides=_group_overrides(_task_overrides()))
+        base = compose(config_name, overrides=_group_overrides(task_overrides()))
     except Exception:  # noqa: BLE001 - the real composition succeeded; nothing to compare with
         return
     for o in dotted:
@@ -231,14 +235,7 @@ def instantiate(node, what: str, **kwargs):
 
 def user_chose(group: str) -> bool:
     """Whether `group=` was given on the command line (not just the default)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return any(o.split("=")[0].lstrip("+~") == group for o in HydraConfig.get().overrides.task)
-    except Exception:  # noqa: BLE001 - no Hydra run (compose API in tests)
-        pass
-    return False
+    return any(o.split("=")[0].lstrip("+~") == group for o in task_overrides())
 
 
 def build_oracle(data_cfg):

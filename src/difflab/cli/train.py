@@ -19,7 +19,7 @@ import torch
 
 from ..callbacks.checkpoint import Interrupted, SaveLast
 from ..utils import RunLock, write_text
-from .common import UsageError, hydra_entry, instantiate, plain, set_threads
+from .common import UsageError, hydra_entry, instantiate, plain, set_threads, task_overrides
 from .jobs import check_eval_at_end, evaluate_at_end, rerun_state
 
 
@@ -63,15 +63,6 @@ def checkpoint_to_resume(cfg):
     return Path(str(path)), read_checkpoint(path)
 
 
-def _overrides() -> list[str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    except Exception:  # noqa: BLE001 - no Hydra run (tests compose the config themselves)
-        return []
-
-
 RESUME_KEYS = ("output", "ckpt_path", "resume", "threads", "device")
 
 
@@ -82,7 +73,7 @@ def resume_config(cfg, out: Path):
     from omegaconf import OmegaConf, open_dict
 
     saved_path = out / "config.yaml"
-    overrides = _overrides()
+    overrides = task_overrides()
     if not saved_path.is_file() or not overrides:
         return cfg  # a checkpoint from elsewhere, or composed by a caller: the given config
     saved = OmegaConf.load(saved_path)
