@@ -139,11 +139,13 @@ class RunLock:
     def __init__(self, directory: str | os.PathLike):
         self.path = Path(directory) / ".lock"
         self._fd: int | None = None
+        self._created = False
 
     def __enter__(self) -> "RunLock":
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -151,17 +153,15 @@ class RunLock:
             os.close(fd)
             raise ValueError(f"another process is writing to {self.path.parent} (it holds {self.path}); "
                              "wait for it to finish or choose another output=") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        self._fd = fd  # the file stays empty: taking the lock changes nothing a refused run must leave as it was
         return self
 
     def __exit__(self, *exc) -> None:
         import fcntl
 
         if self._fd is not None:
-            if exc and exc[0] is not None and [p.name for p in self.path.parent.iterdir()] == [self.path.name]:
-                self.path.unlink()  # a refused run leaves nothing behind (not even its lock)
+            if exc and exc[0] is not None and self._created:
+                self.path.unlink(missing_ok=True)  # a refused run leaves nothing behind (not even its lock)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -63,10 +63,14 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         def main() -> None:
             import io
             import os
+            import warnings
 
             from .sweep_check import check_sweep_argv
 
             check_sweep_argv(config_name, prog)  # a -m sweep whose jobs would repeat each other: refused before any job
+            # Lightning's hint for a login node with SLURM installed ("srun is available but not used")
+            # is noise for a local run; a job inside an allocation never sees it.
+            warnings.filterwarnings("ignore", message=r"The `srun` command is available")
 
             if os.environ.get("HYDRA_FULL_ERROR") != "1" and not any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info") or a.startswith(("--cfg", "--info", "-c")) for a in sys.argv[1:]):
                 captured["stderr"] = sys.stderr  # Hydra's multi-line config errors, condensed below

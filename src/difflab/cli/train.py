@@ -145,14 +145,20 @@ def secondary_process() -> bool:
 
 
 def train(cfg, out: Path):
-    """Fit from a composed config; returns (module, trainer, datamodule). Every check on user
-    input runs before anything is written; then the run holds an exclusive lock on `out`."""
+    """Fit from a composed config; returns (module, trainer, datamodule). The run first takes an
+    exclusive lock on `out` (a second run into it is refused before it builds anything), then
+    checks every user input before it writes anything."""
+    out = Path(out)
+    check_eval_at_end(cfg)
+    with (contextlib.nullcontext() if secondary_process() else RunLock(out)):
+        return _fit(cfg, out)
+
+
+def _fit(cfg, out: Path):
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
     from omegaconf import OmegaConf
 
-    out = Path(out)
-    check_eval_at_end(cfg)
     state = rerun_state(cfg, out)
     if state == "done":
         print(f"difflab-train: {out} already finished (metrics.json / final checkpoint): skipped", file=sys.stderr)
@@ -184,24 +190,21 @@ def train(cfg, out: Path):
     callbacks = build_callbacks(cfg, out, with_logger=bool(logger))
     trainer = instantiate(cfg.trainer, "trainer", logger=logger, callbacks=callbacks, default_root_dir=str(out),
                           enable_checkpointing=False)
-    with (contextlib.nullcontext() if secondary_process() else RunLock(out)):
-        if ckpt is None and has_results(out) and not secondary_process():  # another run got here first
-            raise UsageError(f"output={out} already holds a training run; choose a new output=...")
-        if not (out / "config.yaml").exists():
-            write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        try:
-            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
-        except FloatingPointError as e:
-            raise UsageError(str(e)) from e
-        except SIGTERMException:  # SIGTERM before training started (Lightning's own handler): nothing to save
-            print(f"difflab-train: SIGTERM before the first step; nothing to resume, run the command again", file=sys.stderr)
-            raise SystemExit(128 + 15) from None
-        except Interrupted as e:
-            print(f"difflab-train: {e}: saved {out / 'checkpoints' / 'last.ckpt'}; continue with: difflab-train resume={out}",
-                  file=sys.stderr)
-            raise SystemExit(128 + e.signum) from None
-        if not secondary_process():
-            evaluate_at_end(cfg, out)
+    if not (out / "config.yaml").exists():
+        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except FloatingPointError as e:
+        raise UsageError(str(e)) from e
+    except SIGTERMException:  # SIGTERM before training started (Lightning's own handler): nothing to save
+        print(f"difflab-train: SIGTERM before the first step; nothing to resume, run the command again", file=sys.stderr)
+        raise SystemExit(128 + 15) from None
+    except Interrupted as e:
+        print(f"difflab-train: {e}: saved {out / 'checkpoints' / 'last.ckpt'}; continue with: difflab-train resume={out}",
+              file=sys.stderr)
+        raise SystemExit(128 + e.signum) from None
+    if not secondary_process():
+        evaluate_at_end(cfg, out)
     return module, trainer, dm
 
 
