@@ -32,3 +32,19 @@ def use_fused_step(optimizer) -> bool:
                 state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device)
     optimizer._step_supports_amp_scaling = True
     return True
+
+
+def use_multi_tensor_step(optimizer) -> bool:
+    """Give an optimiser whose `foreach` is unset (None: torch's default, the per-parameter
+    Python loop off CUDA) the multi-tensor (`torch._foreach_*`) implementation. Same update
+    rule and state; on the CPU it removes a Python loop over every parameter per step (for the
+    gmm MLP's 36 tensors: 1.6 → 1.1 ms per Adam step). An explicit `foreach: false` is kept."""
+    if "foreach" not in optimizer.defaults or optimizer.defaults.get("fused") or optimizer.defaults["foreach"] is not None:
+        return bool(optimizer.defaults.get("foreach"))
+    if any(g.get("differentiable") for g in optimizer.param_groups):
+        return False
+    optimizer.defaults["foreach"] = True
+    for group in optimizer.param_groups:
+        if group.get("foreach") is None:
+            group["foreach"] = True
+    return True

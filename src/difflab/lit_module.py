@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .callbacks.ema import ExponentialMovingAverage
 from .denoiser import Denoiser
-from .fused import use_fused_step
+from .fused import use_fused_step, use_multi_tensor_step
 from .models.options import apply_model_options, is_compiled, split_model_options, uncompiled_copy
 from .models.checks import check_model_fits  # noqa: F401 - re-exported (tests, users)
 from .utils import instantiate, locate, plain
@@ -196,7 +196,8 @@ class DiffusionModule(L.LightningModule):
         checking = proc.validate_time
         proc.validate_time = False
         try:
-            return self._draw_losses(net, x, index, stage)
+            with proc.reusing_alpha_sigma():
+                return self._draw_losses(net, x, index, stage)
         finally:
             proc.validate_time = checking
 
@@ -215,6 +216,12 @@ class DiffusionModule(L.LightningModule):
         else:
             x, index = batch, torch.arange(batch.shape[0])
         return x.float(), index
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "_current_fx_name":  # Lightning sets it ~46 times a step; a str needs none of nn.Module's checks
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def training_step(self, batch, batch_idx):
         x, index = self._split(batch)
@@ -296,9 +303,10 @@ class DiffusionModule(L.LightningModule):
     def on_train_start(self) -> None:
         # optimisers exist (and a resumed state is loaded) by now; not under 16-mixed, whose GradScaler
         # would leave a fused optimiser's gradients scaled during clipping
-        if self.device.type == "cuda" and getattr(self.trainer.precision_plugin, "scaler", None) is None:
-            for opt in self.trainer.optimizers:
-                use_fused_step(opt)
+        fused = self.device.type == "cuda" and getattr(self.trainer.precision_plugin, "scaler", None) is None
+        for opt in self.trainer.optimizers:
+            if not (fused and use_fused_step(opt)):
+                use_multi_tensor_step(opt)  # elsewhere: torch._foreach_* instead of a loop over parameters
 
     def on_train_end(self) -> None:
         self._check_skipped_steps()

@@ -21,7 +21,7 @@ import yaml
 
 #: metric keys that are bookkeeping, not results
 SKIP_SUFFIXES = ("_se", "_seconds")
-SKIP_KEYS = ("data_shape", "warnings")
+SKIP_KEYS = ("data_shape", "warnings", "weights_true")
 MARKERS = ("config.yaml", "metrics.json", "sample.json", "logs/metrics.csv", ".hydra/overrides.yaml")
 
 
@@ -106,6 +106,19 @@ def _read_yaml(path: Path):
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
+def expand_lists(metrics: dict) -> dict:
+    """A list of numbers (the `weights` metric's per-component values) as one column per entry:
+    weights → weights[0], weights[1], …; weights_se → weights[0]_se, …"""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, list) and v and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v):
+            base, suffix = (k[:-3], "_se") if k.endswith("_se") else (k, "")
+            out.update({f"{base}[{i}]{suffix}": e for i, e in enumerate(v)})
+        else:
+            out[k] = v
+    return out
+
+
 def load_job(path: Path, root: Path) -> Job:
     job = Job(path=path)
     hydra_over = _read_yaml(path / ".hydra" / "overrides.yaml")
@@ -117,7 +130,7 @@ def load_job(path: Path, root: Path) -> Job:
     for name in ("sample.json", "metrics.json", "eval/metrics.json"):
         if (path / name).is_file():
             data = json.loads((path / name).read_text())
-            job.metrics.update({k: v for k, v in data.items() if k not in SKIP_KEYS})
+            job.metrics.update(expand_lists({k: v for k, v in data.items() if k not in SKIP_KEYS}))
     if isinstance(job.metrics.get("sampler"), str):  # sample.json: the sampler is a setting
         job.overrides.setdefault("sampler", job.metrics.pop("sampler"))
     job.curves = read_curves(path / "logs" / "metrics.csv")
@@ -159,7 +172,7 @@ def metric_names(jobs: list[Job]) -> list[str]:
     names: list[str] = []
     for j in jobs:
         names += [k for k in j.metrics if j.value(k) is not None and not k.endswith(SKIP_SUFFIXES) and k not in names]
-    order = ("nll", "bpd", "swd", "mmd", "fid", "kid", "is", "nfe", "val/")
+    order = ("nll", "bpd", "swd", "mmd", "weight", "fid", "kid", "is", "nfe", "val/")
     return sorted(names, key=lambda n: (next((i for i, p in enumerate(order) if n.startswith(p)), len(order)), n))
 
 

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..evaluation import (
     FEATURE_METRICS,
+    MIXTURE_METRICS,
     SAMPLE_METRICS,
     SEED_CHUNK,
     SamplerChoice,
@@ -80,7 +81,7 @@ class EvalCallback(Callback):
         num_projections: int = 256,
     ):
         super().__init__()
-        check_metrics(metrics, SAMPLE_METRICS)
+        check_metrics(metrics, tuple(m for m in SAMPLE_METRICS if m not in MIXTURE_METRICS))  # weights: difflab-eval / eval_at_end
         if every_n_epochs < 1 or num_samples < 2 or batch_size < 1:
             raise ValueError("EvalCallback: every_n_epochs >= 1, num_samples >= 2 and batch_size >= 1 are required, got "
                              f"{every_n_epochs}, {num_samples}, {batch_size}")

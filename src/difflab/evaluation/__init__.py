@@ -10,7 +10,7 @@ same `seed` gives the same samples and the same numbers everywhere.
 - `target`: `EvalTarget` (denoiser, process, data shape, real data) from a checkpoint, an exact
   model (GMM oracle) or a training module; `real_examples` from any data module.
 - `metrics`: likelihoods (nll/bpd by ODE and ELBO, with standard errors) and sample quality
-  (swd, mmd, FID/KID/IS by protocol name).
+  (swd, mmd, FID/KID/IS by protocol name, mixture weights).
 - `run`: `evaluate(target, metrics, ...)` → metrics dict (+ the samples it scored).
 """
 from .metrics import (
@@ -18,12 +18,14 @@ from .metrics import (
     FEATURE_METRICS,
     LIKELIHOOD_METRICS,
     METRICS,
+    MIXTURE_METRICS,
     SAMPLE_METRICS,
     check_metrics,
     feature_metrics,
     feature_network,
     features_name,
     likelihood_metrics,
+    mixture_weights,
     score_samples,
 )
 from .run import evaluate, generate, sample_metrics
@@ -35,7 +37,8 @@ __all__ = [
     "SEED_CHUNK", "chunk_generator", "chunk_sizes", "num_chunks", "rank_chunks",
     "SamplerChoice", "PRECISIONS", "draw_samples", "draw_chunks", "assemble",
     "EvalTarget", "from_checkpoint", "from_exact_model", "from_module", "mixture_of", "real_examples",
-    "METRICS", "LIKELIHOOD_METRICS", "SAMPLE_METRICS", "DISTANCE_METRICS", "FEATURE_METRICS", "check_metrics",
+    "METRICS", "LIKELIHOOD_METRICS", "SAMPLE_METRICS", "DISTANCE_METRICS", "FEATURE_METRICS", "MIXTURE_METRICS",
+    "check_metrics", "mixture_weights",
     "feature_network", "features_name", "feature_metrics", "score_samples", "likelihood_metrics",
     "evaluate", "generate", "sample_metrics",
 ]

@@ -4,7 +4,8 @@ entry point (difflab-eval, EvalCallback, eval_at_end).
 Names (metrics.json, DESIGN.md): nll_ode / nll_elbo in nats/dim, bpd_ode / bpd_elbo in bits/dim
 of 8-bit data, each with `<name>_se`; swd / mmd (+ swd_floor, two real sets) for low-dimensional
 data; FID / KID / IS named by protocol (`fid_<features>_n<N>`) with the real-vs-real floor; `nfe`;
-for a Gaussian mixture the exact `nll` and the paired gap `nll_ode_gap`.
+for a Gaussian mixture the exact `nll`, the paired gap `nll_ode_gap`, and (metric `weights`) the
+mixture weights recovered from the samples with `weight_tv`, their total variation from the truth.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from torch import Tensor
 LIKELIHOOD_METRICS = ("nll_ode", "nll_elbo", "bpd_ode", "bpd_elbo")
 DISTANCE_METRICS = ("swd", "mmd")
 FEATURE_METRICS = ("fid", "kid", "is")
-SAMPLE_METRICS = DISTANCE_METRICS + FEATURE_METRICS
+MIXTURE_METRICS = ("weights",)
+SAMPLE_METRICS = DISTANCE_METRICS + FEATURE_METRICS + MIXTURE_METRICS
 METRICS = LIKELIHOOD_METRICS + SAMPLE_METRICS
 FEATURES = ("learned", "inception")
 
@@ -69,6 +71,25 @@ def distances(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: int =
     return out
 
 
+def mixture_weights(fake: Tensor, mixture) -> dict:
+    """Mixture weights recovered from samples: ŵ_k = mean_i p(k | x_i) under the true mixture
+    (exact responsibilities). For exact samples E_x[p(k | x)] = w_k, so ŵ is unbiased whatever the
+    overlap; `weights_se` is std_i p(k | x_i) / √n. `weight_tv` = ½ Σ_k |ŵ_k − w_k| with the SE of
+    its per-sample terms ½ Σ_k sign(ŵ_k − w_k)(p(k | x_i) − w_k) (delta method)."""
+    if mixture is None or not hasattr(mixture, "responsibilities"):
+        raise ValueError("metric 'weights' needs Gaussian-mixture data (data=gmm, or model=oracle): the samples are "
+                         "assigned to components by the mixture's exact responsibilities")
+    x = fake.flatten(1).double()
+    r = mixture.responsibilities(x.to(mixture.means.device), 1.0, 0.0).double().cpu()  # p(k | x), [N, K]
+    n, w = r.shape[0], mixture.weights.double().cpu()
+    est = r.mean(0)
+    sign = torch.sign(est - w)
+    terms = 0.5 * ((r - w) * sign).sum(1)
+    se = lambda v: float(v.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan  # noqa: E731
+    return {"weights": [round(float(v), 6) for v in est], "weights_se": [se(r[:, k]) for k in range(r.shape[1])],
+            "weights_true": [round(float(v), 6) for v in w], "weight_tv": float(terms.mean()), "weight_tv_se": se(terms)}
+
+
 def feature_metrics(fake_features: Tensor, real_features: Tensor, metrics: Sequence[str], *, features: str,
                     fake_logits: Tensor | None = None, real_stats=None) -> tuple[dict, list[str]]:
     """FID / KID / IS by protocol name, plus the warnings raised (small-sample FID, …)."""
@@ -86,11 +107,13 @@ def feature_metrics(fake_features: Tensor, real_features: Tensor, metrics: Seque
 
 def score_samples(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: int = 0, num_projections: int = 512,
                   features="learned", inception_weights=None, net=None, real_other: Tensor | None = None,
-                  cache_name: str | None = None, device=None) -> dict:
+                  cache_name: str | None = None, device=None, mixture=None) -> dict:
     """Every sample metric of `fake` against `real` (both on the CPU). `net`: a feature net
     already built (callbacks keep theirs between epochs); `cache_name`: cache the real
-    features' FID statistics under that data-set name."""
+    features' FID statistics under that data-set name; `mixture`: the data's exact GMM (metric `weights`)."""
     out: dict = {"num_samples": int(fake.shape[0])}
+    if "weights" in metrics:
+        out.update(mixture_weights(fake, mixture))
     out.update(distances(fake, real[: fake.shape[0]], metrics, seed=seed, num_projections=num_projections, real_other=real_other))
     if any(m in FEATURE_METRICS for m in metrics):
         from ..metrics import extract, feature_id, reference_stats

@@ -41,7 +41,8 @@ def sample_metrics(target, metrics: Sequence[str], *, seed: int = 0, sampler: Sa
     real = target.real(max(n, int(num_reference)), seed + 5, split="train").float().cpu()
     other = target.real(n, seed + 6, split="train").float().cpu() if "swd" in wanted else None
     out.update(score_samples(samples, real, wanted, seed=seed, num_projections=num_projections, features=features,
-                             inception_weights=inception_weights, real_other=other, cache_name=target.data_name, device=device))
+                             inception_weights=inception_weights, real_other=other, cache_name=target.data_name, device=device,
+                             mixture=target.mixture))
     return out, samples
 
 

@@ -17,6 +17,8 @@ time derivatives); no sampler or loss ever branches on the process type.
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 
 import torch
@@ -80,8 +82,24 @@ class Process(nn.Module):
         return 2.0 * (self.log_alpha(t) - self.log_sigma(t))
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        t = self.check_time(t)
-        return self.log_alpha(t).exp(), self.log_sigma(t).exp()
+        memo = self.__dict__.get("_alpha_sigma_memo")
+        if memo and memo[0] is t and memo[1] == t._version:
+            return memo[2]
+        out = self.log_alpha(self.check_time(t)).exp(), self.log_sigma(self.check_time(t)).exp()
+        if memo is not None:
+            self.__dict__["_alpha_sigma_memo"] = (t, t._version, out)
+        return out
+
+    @contextlib.contextmanager
+    def reusing_alpha_sigma(self):
+        """Inside the block, `alpha_sigma(t)` of one (unmodified) tensor t is computed once: a
+        training step asks for it three times (z_t, the denoiser, the ε error) with the same t.
+        Scoped to a block because a learned schedule changes between optimiser steps."""
+        self.__dict__["_alpha_sigma_memo"] = ()
+        try:
+            yield self
+        finally:
+            self.__dict__.pop("_alpha_sigma_memo", None)
 
     def q_sample(self, x: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """z_t = α_t x + σ_t ε (Kingma et al. 2021, Eq. 1)."""
