@@ -39,12 +39,12 @@ def wandb_records(path: Path):
 
 
 def read_run(run_file: Path) -> dict:
-    """{run_id, group, project, config, summary, exited} of an offline run, the updates applied in order."""
+    """{run_id, group, project, name, config, summary, exited} of an offline run, the updates applied in order."""
     run = {"config": {}, "summary": {}, "exited": False}
     for r in wandb_records(run_file):
         kind = r.WhichOneof("record_type")
         if kind == "run":
-            run.update(run_id=r.run.run_id, group=r.run.run_group, project=r.run.project)
+            run.update(run_id=r.run.run_id, group=r.run.run_group, project=r.run.project, name=r.run.display_name)
         elif kind in ("config", "summary"):
             run[kind].update({u.key: json.loads(u.value_json) for u in getattr(r, kind).update})
         elif kind == "exit":
@@ -72,6 +72,7 @@ def test_offline_sweep_leaves_one_run_per_job(tmp_path):
         config, metrics = yaml.safe_load((job / "config.yaml").read_text()), json.loads((job / "metrics.json").read_text())
         assert run["run_id"] == (job / "wandb_run_id").read_text().strip() and run["project"] == "difflab"
         assert run["group"] == "study"  # the sweep's name: its output directory's name
+        assert run["name"] == job.name  # the job's overrides, what difflab-report --wandb reads
         assert run["exited"]  # finished before the next job started
         for key, value in config.items():  # the job's resolved config is the run config
             assert run["config"][key] == value, key

@@ -122,7 +122,9 @@ def build_logger(cfg, out: Path):
         return False
     from hydra.utils import instantiate as _inst
 
-    extra = {"group": sweep_name()} if "group" in node and node.group is None and in_multirun() else {}
+    extra = {}
+    if in_multirun():  # W&B: the sweep's runs grouped under its name, each named after its job directory
+        extra = {k: v for k, v in (("group", sweep_name()), ("name", out.name)) if k in node and node[k] is None}
     try:
         return _inst(node, save_dir=str(out), **extra)
     except Exception as e:
