@@ -153,7 +153,22 @@ def load_study(root: Path) -> tuple[list[Job], list[str], dict[str, str]]:
     jobs = [load_job(p, root) for p in find_jobs(root)]
     if not jobs:
         raise FileNotFoundError(f"no jobs under {root}: expected directories with config.yaml, metrics.json or logs/metrics.csv")
-    return study(jobs)
+    jobs, swept, fixed = study(jobs)
+    return jobs, swept, {**command_settings(root, jobs), **fixed}
+
+
+def command_settings(root: Path, jobs: list[Job]) -> dict[str, str]:
+    """The -m command's overrides that every job shares (`<root>/multirun.yaml`, Hydra's record of
+    the sweep): job directories are named after the swept overrides only, so these are read here."""
+    record = _read_yaml(Path(root) / "multirun.yaml") or {}
+    task = ((record.get("hydra") or {}).get("overrides") or {}).get("task") or []
+    named = {k for j in jobs for k in j.overrides}
+    settings = {}
+    for o in task:
+        for k, v in split_overrides(str(o)).items():
+            if k not in named and k != "output":
+                settings[k] = v
+    return settings
 
 
 def study(jobs: list[Job]) -> tuple[list[Job], list[str], dict[str, str]]:
