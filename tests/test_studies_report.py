@@ -109,3 +109,15 @@ def test_image_grid_is_upscaled_to_readable_size(tmp_path):
     assert img.shape == (2 * 64 + 3 * pad, 2 * 64 + 3 * pad)
     block = img[pad:pad + 8, pad:pad + 8]
     assert (block == 255).all() and (img[pad + 8:pad + 64, pad + 8:pad + 64] == 0).all()
+
+
+def test_shared_overrides_come_from_multirun_yaml(tmp_path):
+    """Job directories name only the swept overrides; the ones every job shares are read from
+    Hydra's record of the sweep (multirun.yaml) and stated once."""
+    for s in ("linear", "cosine"):
+        fake_job(tmp_path, f"schedule={s}", metrics={"swd": 0.5})
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n    - experiment=gmm\n    - schedule=linear,cosine\n    - data.means=[[0,0],[3,1]]\n"
+        f"    - output={tmp_path}\n")
+    jobs, swept, fixed = load_study(tmp_path)
+    assert swept == ["schedule"] and fixed == {"experiment": "gmm", "data.means": "[[0,0],[3,1]]"}

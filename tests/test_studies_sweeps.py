@@ -50,3 +50,41 @@ def test_job_directories_are_named_after_their_overrides():
     HydraConfig.instance().set_config(cfg)
     assert cfg.hydra.sweep.dir == "/tmp/sweep"
     assert cfg.hydra.sweep.subdir == "data=mnist,schedule=cosine,seed=3,weighting=elbo"
+
+
+def subdirs(argv):
+    """Each job's hydra.sweep.subdir for `difflab-train <argv>`, as the -m run composes it."""
+    from difflab.cli.sweep_check import checked_jobs, multirun_overrides
+
+    dirname = check_sweep_argv("train", "difflab-train", argv)
+    jobs = checked_jobs("train", multirun_overrides(argv)[1])
+    hydra = [o for o in argv if o.startswith("hydra")]
+    names = []
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for job in jobs:
+            cfg = compose("train", overrides=[*job, *hydra, *([dirname] if dirname else [])], return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            names.append(cfg.hydra.sweep.subdir)
+    return names
+
+
+def test_job_directories_name_only_the_swept_overrides():
+    argv = ["-m", "experiment=gmm", "process=continuous_snr", "schedule=linear,cosine", "weighting=elbo,simple",
+            "output=runs/study", "hydra/launcher=basic", "+trainer.enable_progress_bar=false"]
+    assert sorted(subdirs(argv)) == ["schedule=cosine,weighting=elbo", "schedule=cosine,weighting=simple",
+                                     "schedule=linear,weighting=elbo", "schedule=linear,weighting=simple"]
+    # nothing swept: the one job writes into output itself; a command line that names them keeps its names
+    assert subdirs(["-m", "experiment=gmm", "seed=3", "output=runs/one"]) == [""]
+    own = ["-m", "experiment=gmm", "seed=1,2", "hydra.job.config.override_dirname.exclude_keys=[output]"]
+    assert check_sweep_argv("train", "difflab-train", own) is None
+    assert sorted(subdirs(own)) == ["experiment=gmm,seed=1", "experiment=gmm,seed=2"]
+
+
+def test_a_long_or_path_job_name_becomes_a_hash():
+    from difflab.cli.common import job_dirname
+
+    long = ",".join(f"data.means=[[{i},0],[3,{i}]]" for i in range(20))
+    names = [job_dirname(n) for n in (long, long + "x", "data.root=/a/b", "data.root=/a/c")]
+    assert len(set(names)) == 4 and all(n.startswith("overrides-") and "/" not in n and len(n) < 64 for n in names)
+    assert job_dirname(long) == job_dirname(long)  # a rerun finds the same directory
+    assert job_dirname("schedule=cosine,weighting=elbo") == "schedule=cosine,weighting=elbo"

@@ -1,5 +1,9 @@
 """A study at a glance: collect every job of a multirun directory into one table and plots.
 
+`difflab-report --wandb ENTITY/PROJECT --group G` builds the same report from W&B runs
+(`report_wandb.py`): both sources give a list of `Job` records (overrides, metrics with `_se`
+standard errors, loss curves) and `study` / `write_study` do the rest.
+
 Each job directory holds what difflab's commands write: `config.yaml`, Lightning's CSV log
 `logs/metrics.csv`, `metrics.json` (difflab-eval's numbers, `<metric>_se` its standard error;
 also looked for in `<job>/eval/`), `sample.json` (sampler, steps, nfe) and Hydra's
@@ -134,10 +138,15 @@ def load_job(path: Path, root: Path) -> Job:
     if isinstance(job.metrics.get("sampler"), str):  # sample.json: the sampler is a setting
         job.overrides.setdefault("sampler", job.metrics.pop("sampler"))
     job.curves = read_curves(path / "logs" / "metrics.csv")
+    add_last_validation(job)
+    return job
+
+
+def add_last_validation(job: Job) -> None:
+    """Each validation curve's last value as a metric (`val/loss (last)`)."""
     for k, pts in job.curves.items():
         if k.startswith("val/") and pts:
             job.metrics.setdefault(f"{k} (last)", pts[-1][1])
-    return job
 
 
 def _flatten(d, prefix="") -> dict[str, str]:
@@ -157,6 +166,27 @@ def load_study(root: Path) -> tuple[list[Job], list[str], dict[str, str]]:
     jobs = [load_job(p, root) for p in find_jobs(root)]
     if not jobs:
         raise FileNotFoundError(f"no jobs under {root}: expected directories with config.yaml, metrics.json or logs/metrics.csv")
+    jobs, swept, fixed = study(jobs)
+    return jobs, swept, {**command_settings(root, jobs), **fixed}
+
+
+def command_settings(root: Path, jobs: list[Job]) -> dict[str, str]:
+    """The -m command's overrides that every job shares (`<root>/multirun.yaml`, Hydra's record of
+    the sweep): job directories are named after the swept overrides only, so these are read here."""
+    record = _read_yaml(Path(root) / "multirun.yaml") or {}
+    task = ((record.get("hydra") or {}).get("overrides") or {}).get("task") or []
+    named = {k for j in jobs for k in j.overrides}
+    settings = {}
+    for o in task:
+        for k, v in split_overrides(str(o)).items():
+            if k not in named and k != "output":
+                settings[k] = v
+    return settings
+
+
+def study(jobs: list[Job]) -> tuple[list[Job], list[str], dict[str, str]]:
+    """(jobs, swept keys in order, fixed settings) of job records from any source (a multirun
+    directory, W&B runs): the keys whose value differs between jobs are the swept ones."""
     if not any(j.overrides for j in jobs) and len(jobs) > 1:  # numbered job dirs: what differs in config.yaml
         for j in jobs:
             j.overrides = _flatten(j.config)
@@ -283,14 +313,19 @@ def plot_losses(jobs, swept, out: Path) -> list[Path]:
 
 
 def write_report(root: Path, out: Path | None = None) -> Path:
-    """Write `report.md` and the PNGs into `out` (default: root); returns report.md's path."""
+    """Write `report.md` and the PNGs of a multirun directory into `out` (default: root); returns
+    report.md's path."""
     root = Path(root)
-    out = Path(out or root)
+    return write_study(load_study(root), Path(out or root), root.name, f"under `{root}`")
+
+
+def write_study(loaded: tuple[list[Job], list[str], dict[str, str]], out: Path, title: str, source: str) -> Path:
+    """report.md (the table) and the PNGs of a study's jobs (`load_study`, `study`) in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    jobs, swept, fixed = load_study(root)
+    jobs, swept, fixed = loaded
     metrics = metric_names(jobs)
     pngs = plot_vs_nfe(jobs, swept, metrics, out) + plot_vs_weighting(jobs, swept, metrics, out) + plot_losses(jobs, swept, out)
-    lines = [f"# Study: {root.name}", "", f"{len(jobs)} jobs under `{root}`."]
+    lines = [f"# Study: {title}", "", f"{len(jobs)} jobs {source}."]
     if fixed:
         lines += ["", "Fixed: " + ", ".join(f"`{k}={v}`" for k, v in fixed.items())]
     lines += ["", "Mean ± standard error where the job reports one (`<metric>_se`).", "", table(jobs, swept, metrics), ""]

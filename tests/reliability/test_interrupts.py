@@ -23,11 +23,12 @@ def final_state(run):
     return ck
 
 
-def assert_same_state(a, b):
-    assert a["global_step"] == b["global_step"] == STEPS
+def assert_same_state(a, b, steps=STEPS):
+    """Two last.ckpt dicts hold the same state after `steps` optimiser steps, bit for bit."""
+    assert a["global_step"] == b["global_step"] == steps
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
-    assert a["ema"]["num_updates"] == b["ema"]["num_updates"] == STEPS
+    assert a["ema"]["num_updates"] == b["ema"]["num_updates"] == steps
     for k, v in a["ema"]["shadow"].items():
         assert torch.equal(v, b["ema"]["shadow"][k]), f"ema {k}"
     sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]

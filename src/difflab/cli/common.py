@@ -67,7 +67,11 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
 
             from .sweep_check import check_sweep_argv
 
-            check_sweep_argv(config_name, prog)  # a -m sweep whose jobs would repeat each other: refused before any job
+            # a -m sweep whose jobs would repeat each other is refused before any job; the job
+            # directories are named after the swept overrides only
+            dirname = check_sweep_argv(config_name, prog)
+            if dirname:
+                sys.argv = [*sys.argv, dirname]
             # Lightning's hint for a login node with SLURM installed ("srun is available but not used")
             # is noise for a local run; a job inside an allocation never sees it.
             warnings.filterwarnings("ignore", message=r"The `srun` command is available")
@@ -93,6 +97,31 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         return main
 
     return wrap
+
+
+#: a job directory name longer than this (bytes) is replaced by a hash (file systems allow 255)
+MAX_DIRNAME = 200
+
+
+def job_dirname(overrides: str) -> str:
+    """A -m job's directory name (`hydra.sweep.subdir`): its swept overrides, as Hydra's
+    override_dirname gives them (`schedule=cosine,weighting=elbo`); `overrides-<sha1>` of them when
+    they hold a '/' (a path as value) or exceed MAX_DIRNAME bytes. "" (nothing swept): the job
+    writes into the sweep's output directory itself."""
+    import hashlib
+
+    if "/" in overrides or len(overrides.encode()) > MAX_DIRNAME:
+        return "overrides-" + hashlib.sha1(overrides.encode()).hexdigest()[:12]
+    return overrides
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("difflab.job_dir", job_dirname, replace=True)
+
+
+_register_resolvers()  # also where a launcher (submitit, SLURM) unpickles a job: it imports this module
 
 
 def task_overrides() -> list[str]:

@@ -85,6 +85,11 @@ def check_sweep(config_name: str, overrides: Sequence[str], config_dir: str | Pa
     """Compose every job of `-m <overrides>` and raise `UsageError` (one line, naming the
     override to drop) if two jobs read the same config or a job's process cannot be built.
     Returns the number of jobs."""
+    return len(checked_jobs(config_name, overrides, config_dir))
+
+
+def checked_jobs(config_name: str, overrides: Sequence[str], config_dir: str | Path = CONFIG_DIR) -> list[list[str]]:
+    """`check_sweep`'s checks; returns every job's override list."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
@@ -98,7 +103,7 @@ def check_sweep(config_name: str, overrides: Sequence[str], config_dir: str | Pa
         restore_gh_from_backup(backup)
 
 
-def _check(config_name: str, overrides: Sequence[str], config_dir) -> int:
+def _check(config_name: str, overrides: Sequence[str], config_dir) -> list[list[str]]:
     from omegaconf import OmegaConf
 
     task = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
@@ -121,7 +126,28 @@ def _check(config_name: str, overrides: Sequence[str], config_dir) -> int:
         if key in seen:
             raise UsageError(_repeat_message(seen[key], job))
         seen[key] = job
-    return len(jobs)
+    return jobs
+
+
+#: where a job directory's name is set; a command line that sets it keeps its own
+DIRNAME_KEYS = "hydra.job.config.override_dirname.exclude_keys"
+
+
+def dirname_override(jobs: Sequence[Sequence[str]]) -> str:
+    """The override that names each job directory after its swept overrides only: Hydra's
+    override_dirname with every key that takes one value in all jobs excluded (and output, the
+    sweep's own directory). `schedule=linear,cosine weighting=elbo,simple experiment=gmm` →
+    job directories `schedule=cosine,weighting=elbo`, ... (see `common.job_dirname`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        parsed = {o.key_or_group: o.input_line for o in parser.parse_overrides(list(job))}
+        for key in set(values) | set(parsed):
+            values.setdefault(key, set()).add(parsed.get(key))
+    fixed = sorted({k for k, v in values.items() if len(v) == 1} | set(IGNORED))
+    return f"{DIRNAME_KEYS}=[{','.join(repr(k) for k in fixed)}]"
 
 
 def _build(cfg, job: Sequence[str]) -> None:
@@ -166,17 +192,20 @@ def multirun_overrides(argv: Iterable[str]) -> tuple[bool, list[str], str | None
     return multirun, overrides, name, cdir
 
 
-def check_sweep_argv(config_name: str, prog: str, argv: Sequence[str] | None = None) -> None:
+def check_sweep_argv(config_name: str, prog: str, argv: Sequence[str] | None = None) -> str | None:
     """For `hydra_entry`: under -m, refuse a repeating or impossible sweep with one line on
-    stderr and exit status 2, before Hydra launches any job. Does nothing without -m."""
+    stderr and exit status 2, before Hydra launches any job; else return the override that names
+    the job directories after the swept overrides (`dirname_override`; None when the command line
+    sets those names itself). Does nothing without -m."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a.split("=")[0] in INSPECT for a in argv):  # printing help or config: no job runs
-        return
+        return None
     multirun, overrides, name, cdir = multirun_overrides(argv)
     if not multirun:
-        return
+        return None
     try:
-        check_sweep(name or config_name, overrides, cdir or CONFIG_DIR)
+        jobs = checked_jobs(name or config_name, overrides, cdir or CONFIG_DIR)
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    return None if any(o.lstrip("+~").startswith(DIRNAME_KEYS) for o in overrides) else dirname_override(jobs)

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from ..callbacks.checkpoint import Interrupted, SaveLast
+from ..loggers import end_run, start_run
 from ..utils import RunLock, write_text
 from .common import UsageError, hydra_entry, instantiate, plain, set_threads, task_overrides
-from .jobs import check_eval_at_end, evaluate_at_end, rerun_state
+from .jobs import check_eval_at_end, evaluate_at_end, in_multirun, rerun_state
 
 
 def build_datamodule(cfg):
@@ -108,14 +109,24 @@ def check_same_model(ckpt: dict, module, path: Path) -> None:
                          "the run's own config (resume=<run dir>) or start a new run with another output=")
 
 
+def sweep_name() -> str:
+    """The name of a -m sweep: its output directory's name (output=runs/study -> "study")."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(str(HydraConfig.get().sweep.dir)).name
+
+
 def build_logger(cfg, out: Path):
     node = cfg.get("logger")
     if not node or node.get("_target_") is None:
         return False
     from hydra.utils import instantiate as _inst
 
+    extra = {}
+    if in_multirun():  # W&B: the sweep's runs grouped under its name, each named after its job directory
+        extra = {k: v for k, v in (("group", sweep_name()), ("name", out.name)) if k in node and node[k] is None}
     try:
-        return _inst(node, save_dir=str(out))
+        return _inst(node, save_dir=str(out), **extra)
     except Exception as e:
         cause = e.__cause__ or e
         if isinstance(cause, (UsageError, ValueError)):
@@ -171,6 +182,8 @@ def _fit(cfg, out: Path):
     ckpt_path, ckpt = checkpoint_to_resume(cfg)
     if ckpt is not None:
         cfg = resume_config(cfg, out)
+        if not secondary_process():
+            print(f"difflab-train: resuming {out} from step {int(ckpt.get('global_step', 0))} ({ckpt_path})", file=sys.stderr)
     elif has_results(out) and not secondary_process():
         raise UsageError(f"output={out} already holds a training run; choose a new output=... or resume it with resume={out} (= ckpt_path={out / 'checkpoints' / 'last.ckpt'})")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -192,8 +205,12 @@ def _fit(cfg, out: Path):
                           enable_checkpointing=False)
     if not (out / "config.yaml").exists():
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    start_run(logger, OmegaConf.to_container(cfg, resolve=True), module)
+    metrics = None
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        if not secondary_process():
+            metrics = evaluate_at_end(cfg, out)
     except FloatingPointError as e:
         raise UsageError(str(e)) from e
     except SIGTERMException:  # SIGTERM before training started (Lightning's own handler): nothing to save
@@ -203,8 +220,8 @@ def _fit(cfg, out: Path):
         print(f"difflab-train: {e}: saved {out / 'checkpoints' / 'last.ckpt'}; continue with: difflab-train resume={out}",
               file=sys.stderr)
         raise SystemExit(128 + e.signum) from None
-    if not secondary_process():
-        evaluate_at_end(cfg, out)
+    finally:
+        end_run(logger, metrics)  # one W&B run per job, finished before the next job starts
     return module, trainer, dm
 
 

@@ -1,0 +1,95 @@
+"""W&B offline (issue 13): a 2-job sweep with logger=wandb and no key leaves one finished offline
+run per job, under the job's own directory, grouped under the sweep's name, with the job's
+resolved config as the run config and its eval_at_end metrics in the run summary. The runs are
+read back from W&B's own record file (`run-<id>.wandb`, a LevelDB-style log of protobuf records)."""
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+wandb = pytest.importorskip("wandb")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wandb_records(path: Path):
+    """The protobuf records of a .wandb file: a 7-byte header (':W&B', magic, version), then 32 KiB
+    blocks of chunks (crc32c 4 bytes, length 2, type 1: full / first / middle / last)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, pos, buf = path.read_bytes(), 32768, 7, b""
+    assert data[:4] == b":W&B", path
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:  # the zero padding at a block's end
+            pos += left
+            continue
+        buf += data[pos + 7:pos + 7 + n]
+        pos += 7 + n
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(buf)
+            yield record
+            buf = b""
+
+
+def read_run(run_file: Path) -> dict:
+    """{run_id, group, project, name, config, summary, exited} of an offline run, the updates applied in order."""
+    run = {"config": {}, "summary": {}, "exited": False}
+    for r in wandb_records(run_file):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            run.update(run_id=r.run.run_id, group=r.run.run_group, project=r.run.project, name=r.run.display_name)
+        elif kind in ("config", "summary"):
+            run[kind].update({u.key: json.loads(u.value_json) for u in getattr(r, kind).update})
+        elif kind == "exit":
+            run["exited"] = True
+    return run
+
+
+@pytest.mark.slow
+def test_offline_sweep_leaves_one_run_per_job(tmp_path):
+    out = tmp_path / "study"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # no key, no mode: offline by itself
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, "-m", "difflab.cli.train", "-m", "experiment=gmm", "trainer.max_steps=20", "trainer.log_every_n_steps=5",
+           "logger=wandb", "seed=1,2", "eval_at_end=[swd]", "evaluation.num_samples=64", "evaluation.num_reference=256",
+           "sampler.steps=4", "threads=1", f"output={out}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = sorted(p.parent for p in out.glob("*/config.yaml"))
+    assert len(jobs) == 2
+    ids = set()
+    for job in jobs:
+        runs = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1, runs  # one run per job, in the job's own directory
+        run = read_run(runs[0])
+        config, metrics = yaml.safe_load((job / "config.yaml").read_text()), json.loads((job / "metrics.json").read_text())
+        assert run["run_id"] == (job / "wandb_run_id").read_text().strip() and run["project"] == "difflab"
+        assert run["group"] == "study"  # the sweep's name: its output directory's name
+        assert run["name"] == job.name  # the job's overrides, what difflab-report --wandb reads
+        assert run["exited"]  # finished before the next job started
+        for key, value in config.items():  # the job's resolved config is the run config
+            assert run["config"][key] == value, key
+        assert run["config"]["seed"] == int(job.name.split("seed=")[1].split(",")[0])
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        assert {"swd", "swd_floor", "nfe"} <= numbers.keys()
+        assert {k: run["summary"][k] for k in numbers} == numbers  # eval_at_end's metrics in the summary
+        ids.add(run["run_id"])
+    assert len(ids) == 2
+
+
+def test_agent_run_id_is_used(tmp_path, monkeypatch):
+    """Under `wandb agent` the agent's run (WANDB_RUN_ID) is the job's run, not a new id."""
+    from difflab.loggers import wandb_logger
+
+    monkeypatch.setenv("WANDB_RUN_ID", "agent123")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    logger = wandb_logger(save_dir=str(tmp_path), group="g")
+    assert logger._wandb_init["id"] == "agent123" and logger._wandb_init["group"] == "g"
+    assert (tmp_path / "wandb_run_id").read_text().strip() == "agent123"  # a resume continues the agent's run
