@@ -16,7 +16,10 @@ target and MSE, backward, the same clipping, optimiser and learning-rate schedul
 ddpm_cifar10 it is diffusers' UNet2DModel of DDPM's CIFAR-10 size, with channels_last whenever
 compile is on (diffusers' fastest configuration). `--bare-loss difflab` makes the bare loop call
 difflab's own loss function instead, which separates the cost of Lightning + DiffusionModule
-from the cost of the loss function's generality.
+from the cost of the loss function's generality. The bare loop's optimiser is torch's default
+implementation (fused on CUDA; on the CPU a per-parameter Python loop, where difflab's training step
+switches to the multi-tensor `foreach` one); `--bare-foreach` gives the bare loop that too, which
+leaves only the Lightning + DiffusionModule overhead in the ratio.
 
 The two sides are interleaved inside one training run: after every `--block` Lightning steps a
 callback runs `--block` bare steps, and each side is timed on its own steps only (from one
@@ -44,6 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 OVERRIDES: list[str] = []  # --override: extra Hydra overrides for both sides
 BARE_LOSS = ["inline"]  # --bare-loss
 BARE_NET = ["the recipe's network"]  # what the bare loop ran
+BARE_FOREACH = [False]  # --bare-foreach: the bare loop's Adam multi-tensor on the CPU too (torch's default there is a per-parameter loop)
 
 
 # ----------------------------------------------------------------------------- config
@@ -96,7 +100,8 @@ def recipe_parts(recipe: str, precision: str | None, compile_on: bool, device: t
         dm = instantiate(cfg.data)
     kw = dict(model=plain(cfg.model), process=plain(cfg.process), parameterization=plain(cfg.parameterization),
               loss=plain(cfg.weighting), data_shape=dm.data_shape, data_config=plain(cfg.data),
-              denoiser=plain(cfg.get("denoiser")), optim=plain(cfg.get("optim")), ema=plain(cfg.get("ema")), seed=int(cfg.seed))
+              denoiser=plain(cfg.get("denoiser")), optim=plain(cfg.get("optim")), ema=plain(cfg.get("ema")), seed=int(cfg.seed),
+              lr_schedule=plain(cfg.get("lr_schedule")))
     return cfg, dm, kw
 
 
@@ -231,12 +236,12 @@ def make_bare_step(recipe, precision, compile_on, device):
     data = dm.train_images().to(device)
     flip = bool(getattr(dm, "random_flip", False))
     schedule = closed_form(cfg, device)
-    o = kw["optim"]
+    o, ls = kw["optim"], kw["lr_schedule"]
     params = list(net.parameters())
-    opt_cls = torch.optim.AdamW if o["name"] == "adamw" else torch.optim.Adam
+    opt_cls = torch.optim.AdamW if str(o["_target_"]).endswith("AdamW") else torch.optim.Adam
     opt = opt_cls(params, lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"]), weight_decay=float(o["weight_decay"]),
-                  **({"fused": True} if device.type == "cuda" else {}))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, LRLambda(o["warmup_steps"], o["schedule"], o["total_steps"] or 10**6, o["min_lr_ratio"]))
+                  **({"fused": True} if device.type == "cuda" else {"foreach": True} if BARE_FOREACH[0] else {}))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, LRLambda(ls["warmup_steps"], ls["schedule"], ls["total_steps"] or 10**6, ls["min_lr_ratio"]))
     ema = [p.detach().float().clone() for p in params]
     decay = float(kw["ema"]["decay"])
     clip = float(cfg.trainer.get("gradient_clip_val") or 0)
@@ -302,6 +307,8 @@ def main() -> None:
     ap.add_argument("--override", action="append", default=[], help="a Hydra override for both sides (repeatable)")
     ap.add_argument("--bare-loss", choices=["inline", "difflab"], default="inline",
                     help="difflab: the bare loop calls difflab's loss function (isolates the Lightning + module overhead)")
+    ap.add_argument("--bare-foreach", action="store_true",
+                    help="the bare loop's CPU optimiser with foreach=True, as difflab's training step uses (isolates the Lightning overhead)")
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/recipe_throughput_<device>.json)")
     ap.add_argument("--jsonl", default=None, help="append one JSON line per result to this file")
     args = ap.parse_args()
@@ -309,6 +316,7 @@ def main() -> None:
     device = torch.device(args.device)
     OVERRIDES[:] = args.override
     BARE_LOSS[0] = args.bare_loss
+    BARE_FOREACH[0] = args.bare_foreach
     steps = args.steps or (100 if device.type == "cuda" else 300)
     warmup = args.warmup or (20 if device.type == "cuda" else 30)
     if device.type == "cpu":
@@ -334,6 +342,7 @@ def main() -> None:
                 ratios = [bb / ll for ll, bb in zip(light, bare)]
                 base = compose(recipe, OVERRIDES)
                 row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, bare_network=BARE_NET[0],
+                           bare_optimizer="fused" if device.type == "cuda" else "foreach" if args.bare_foreach else "torch default (per-parameter loop)",
                            overrides=args.override, precision=precision or str(base.trainer.precision),
                            compile=compile_on, batch=int(base.data.batch_size), steps=steps,
                            lightning_img_s=[round(v, 1) for v in light], bare_img_s=[round(v, 1) for v in bare],

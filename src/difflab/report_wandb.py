@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from .loggers import has_wandb_key
-from .report import Job, add_last_validation, split_overrides
+from .report import SKIP_KEYS, Job, add_last_validation, expand_lists, split_overrides
 
 
 class WandbUnavailable(ValueError):
@@ -38,7 +38,8 @@ def run_job(run) -> Job:
             if "loss" in k and _number(v) and _number(step):
                 curves.setdefault(k, []).append((int(step), float(v)))
     summary = dict(getattr(run.summary, "_json_dict", None) or run.summary)
-    metrics = {k: v for k, v in summary.items() if not k.startswith("_") and k not in logged and (_number(v) or isinstance(v, str))}
+    metrics = {k: v for k, v in expand_lists({k: v for k, v in summary.items() if k not in SKIP_KEYS}).items()
+               if not k.startswith("_") and k not in logged and (_number(v) or isinstance(v, str))}
     job = Job(path=Path(run.name or run.id), overrides=split_overrides(run.name or ""), metrics=metrics, curves=curves,
               config=dict(run.config))
     add_last_validation(job)
