@@ -177,3 +177,28 @@ def test_adam_made_fused_gives_the_same_update_and_skips_on_found_inf(device):
     for p, q in zip(b.parameters(), before):
         assert torch.equal(p, q)
     assert int(next(iter(ob.state.values()))["step"]) == 3
+
+
+def test_multi_tensor_step_is_the_same_adam_and_respects_an_explicit_choice():
+    """Off CUDA the training step gives an unset `foreach` the multi-tensor implementation: the
+    same update rule (Kingma & Ba 2015, Alg. 1), so 20 steps agree with the per-parameter loop to
+    float32 rounding; an explicit foreach=False is kept."""
+    from difflab.fused import use_multi_tensor_step
+
+    def run(make):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(5))]
+        opt = make(params)
+        for k in range(20):
+            for p in params:
+                p.grad = torch.sin(p.detach() * (k + 1))
+            opt.step()
+        return opt, params
+
+    switched, a = run(lambda ps: (lambda o: (use_multi_tensor_step(o), o)[1])(torch.optim.Adam(ps, lr=1e-2)))
+    assert switched.defaults["foreach"] is True and all(g["foreach"] is True for g in switched.param_groups)
+    _, b = run(lambda ps: torch.optim.Adam(ps, lr=1e-2, foreach=False))
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+    kept = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], foreach=False)
+    assert use_multi_tensor_step(kept) is False and kept.param_groups[0]["foreach"] is False
