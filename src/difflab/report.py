@@ -250,17 +250,25 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def plotted(metrics: list[str]) -> list[str]:
+    """The metrics worth a plot: results, not reference values (swd_floor) or counts."""
+    return [m for m in metrics if not m.endswith("_floor") and m not in ("num_samples", "data_shape")]
+
+
 def plot_vs_nfe(jobs, swept, metrics, out: Path) -> list[Path]:
     """Metric vs NFE, one line per sampler (and per other swept setting)."""
-    rows = [j for j in jobs if j.value("nfe") is not None and "sampler" in j.overrides]
+    rows = [j for j in jobs if j.value("nfe") is not None]
+    if len({j.value("nfe") for j in rows}) < 2:
+        return []
     others = [k for k in swept if k not in ("sampler", "sampler.steps", "steps")]
+    keys = (["sampler"] if "sampler" in swept else []) + others
     paths = []
-    for m in [m for m in metrics if m != "nfe" and any(j.value(m) is not None for j in rows)]:
+    for m in [m for m in plotted(metrics) if m != "nfe" and any(j.value(m) is not None for j in rows)]:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6, 4))
-        for label in sorted({_label(j, ["sampler"] + others) for j in rows}):
+        for label in sorted({_label(j, keys) for j in rows}):
             pts = sorted((j.value("nfe"), j.value(m), j.se(m) or 0.0) for j in rows
-                         if _label(j, ["sampler"] + others) == label and j.value(m) is not None)
+                         if _label(j, keys) == label and j.value(m) is not None)
             if pts:
                 x, y, e = zip(*pts)
                 ax.errorbar(x, y, yerr=e, marker="o", capsize=2, label=label)
@@ -278,7 +286,7 @@ def plot_vs_weighting(jobs, swept, metrics, out: Path) -> list[Path]:
     groups = [k for k in swept if k != "weighting"]
     groups.sort(key=lambda k: k != "schedule")
     paths = []
-    for m in [m for m in metrics if any(j.value(m) is not None for j in jobs)]:
+    for m in [m for m in plotted(metrics) if any(j.value(m) is not None for j in jobs)]:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6, 4))
         labels = sorted({_label(j, groups) for j in jobs})

@@ -89,14 +89,18 @@ def _in_caller_precision(denoiser, device_type: str):
 def float32_outside_network(objective):
     """Decorator for an objective with arguments named `denoiser` and `x`: it runs with autocast
     off, and the denoiser under the caller's autocast (captured before it is turned off)."""
-    signature = inspect.signature(objective)
+    names = list(inspect.signature(objective).parameters)
+    i_den, i_x = names.index("denoiser"), names.index("x")
 
     @functools.wraps(objective)
-    def run(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        device_type = bound.arguments["x"].device.type
-        bound.arguments["denoiser"] = _in_caller_precision(bound.arguments["denoiser"], device_type)
+    def run(*args, **kwargs):  # (no inspect.bind per call: it costs more than a small model's loss)
+        x = args[i_x] if len(args) > i_x else kwargs["x"]
+        device_type = x.device.type
+        if len(args) > i_den:
+            args = (*args[:i_den], _in_caller_precision(args[i_den], device_type), *args[i_den + 1:])
+        else:
+            kwargs["denoiser"] = _in_caller_precision(kwargs["denoiser"], device_type)
         with torch.autocast(device_type, enabled=False):
-            return objective(*bound.args, **bound.kwargs)
+            return objective(*args, **kwargs)
 
     return run
