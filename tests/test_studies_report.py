@@ -32,7 +32,11 @@ def fake_job(root, name, metrics=None, losses=None, overrides=None, config=None)
 
 
 def table_rows(report):
-    lines = [l for l in report.read_text().splitlines() if l.startswith("|")]
+    """The rows of the per-job table (the first table; the per-metric grids follow it)."""
+    text = report.read_text().splitlines()
+    start = next(i for i, l in enumerate(text) if l.startswith("|"))
+    lines = [l for l in text[start:] if l.startswith("|") or not l.strip()]
+    lines = lines[:lines.index("")] if "" in lines else lines
     head = [c.strip() for c in lines[0].strip("|").split("|")]
     return [dict(zip(head, (c.strip() for c in l.strip("|").split("|")))) for l in lines[2:]]
 
@@ -121,3 +125,24 @@ def test_shared_overrides_come_from_multirun_yaml(tmp_path):
         f"    - output={tmp_path}\n")
     jobs, swept, fixed = load_study(tmp_path)
     assert swept == ["schedule"] and fixed == {"experiment": "gmm", "data.means": "[[0,0],[3,1]]"}
+
+
+def test_two_key_sweep_gets_a_grid_per_metric_and_list_metrics_one_column_each(tmp_path):
+    """A sampler × steps sweep: the grid puts each job's number (± its SE) in its own cell,
+    steps in numeric order (5 before 10), and the `weights` list becomes weights[0], weights[1]."""
+    root = tmp_path / "sweep"
+    values = {}
+    for sampler in ("ddim", "heun"):
+        for steps in (5, 10, 50):
+            v = round(0.1 * steps + (1.0 if sampler == "heun" else 0.0), 3)
+            values[sampler, steps] = v
+            fake_job(root, f"sampler={sampler},sampler.steps={steps}",
+                     metrics={"swd": v, "weights": [0.25, 0.75], "weights_se": [0.01, 0.02], "nfe": steps})
+    report_main([str(root)])
+    text = (root / "report.md").read_text()
+    grid = text[text.index("**swd**"):].split("\n\n")[1].splitlines()
+    assert grid[0] == "| sampler.steps \\ sampler | ddim | heun |"  # rows: the key with more values
+    assert [ln.split(" | ")[0] for ln in grid[2:]] == ["| 5", "| 10", "| 50"]
+    for line, steps in zip(grid[2:], (5, 10, 50)):
+        assert line == f"| {steps} | {values['ddim', steps]:.4g} | {values['heun', steps]:.4g} |"
+    assert "weights[1]" in text and "0.75 ± 0.02" in text

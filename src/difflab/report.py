@@ -327,6 +327,38 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     return write_study(load_study(root), Path(out or root), root.name, f"under `{root}`")
 
 
+def _order(values) -> list[str]:
+    """Numbers in numeric order, then the rest alphabetically."""
+    def key(v):
+        try:
+            return (0, float(v), "")
+        except (TypeError, ValueError):
+            return (1, 0.0, str(v))
+    return sorted(values, key=key)
+
+
+def pivot(jobs: list[Job], row: str, col: str, metric: str) -> str:
+    """`metric` (± SE) in a `row` × `col` grid: a two-key sweep at a glance."""
+    rows = _order({j.overrides.get(row, "–") for j in jobs})
+    cols = _order({j.overrides.get(col, "–") for j in jobs})
+    cell = {(j.overrides.get(row, "–"), j.overrides.get(col, "–")): fmt(j.value(metric), j.se(metric)) for j in jobs}
+    lines = [f"| {row} \\ {col} | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    lines += ["| " + r + " | " + " | ".join(cell.get((r, c), "–") for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def pivots(jobs: list[Job], swept: list[str], metrics: list[str]) -> list[str]:
+    """For a sweep over exactly two keys, one grid per metric (rows: the key with more values)."""
+    if len(swept) != 2:
+        return []
+    a, b = swept
+    row, col = (a, b) if len({j.overrides.get(a) for j in jobs}) >= len({j.overrides.get(b) for j in jobs}) else (b, a)
+    out = []
+    for m in [m for m in plotted(metrics) if m != "nfe" and any(j.value(m) is not None for j in jobs)]:
+        out += [f"**{m}**", "", pivot(jobs, row, col, m), ""]
+    return out
+
+
 def write_study(loaded: tuple[list[Job], list[str], dict[str, str]], out: Path, title: str, source: str) -> Path:
     """report.md (the table) and the PNGs of a study's jobs (`load_study`, `study`) in `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -337,6 +369,9 @@ def write_study(loaded: tuple[list[Job], list[str], dict[str, str]], out: Path, 
     if fixed:
         lines += ["", "Fixed: " + ", ".join(f"`{k}={v}`" for k, v in fixed.items())]
     lines += ["", "Mean ± standard error where the job reports one (`<metric>_se`).", "", table(jobs, swept, metrics), ""]
+    grids = pivots(jobs, swept, metrics)
+    if grids:
+        lines += [f"## By {' × '.join(swept)}", ""] + grids
     lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in pngs]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
