@@ -30,7 +30,7 @@ for study in $STUDIES; do
         sampler.steps=5,10,20,50 'metrics=[swd,weights]' num_samples=4096 output="$RUNS/$study" ;;
     process_parameterization)  # process x parameterization, each trained on the 2-D mixture then scored
       "$BIN/difflab-train" -m experiment=gmm process=vp,ve,continuous_snr parameterization=eps,x0,v,score \
-        trainer.max_steps=2000 'eval_at_end=[nll_elbo,swd,weights]' output="$RUNS/$study" ;;
+        trainer.max_steps=1000 evaluation.mc_samples=1000000 'eval_at_end=[nll_elbo,swd,weights]' output="$RUNS/$study" ;;
     *) echo "unknown study $study" >&2; exit 2 ;;
   esac
   report "$study"
