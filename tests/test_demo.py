@@ -5,6 +5,8 @@ demo reports with) labels ≥ 80% of them with probability ≥ 0.9 and finds all
 
 Controls keep the check honest: the same classifier must be confident on held-out real digits
 and must not be on real digits with their pixels shuffled (same marginals, no digit)."""
+import contextlib
+import io
 import json
 import sys
 
@@ -32,12 +34,22 @@ def confident(clf, x, threshold=0.9):
     return float((p.max(1) >= threshold).mean()), int(len(np.unique(p.argmax(1))))
 
 
+@pytest.fixture(scope="session")
+def digits_demo(tmp_path_factory):
+    """`difflab-demo` run once per session (~4-8 min on 2 CPU cores) → (its output directory, what it printed);
+    the demo test and the tuned-grid test both use it."""
+    out = tmp_path_factory.mktemp("digits") / "demo"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setattr(sys, "argv", ["difflab-demo", f"output={out}", "logger=csv"])
+        demo.main()
+    return out, printed.getvalue()
+
+
 @pytest.mark.slow
-def test_demo_trains_digits_that_a_classifier_recognises(tmp_path, monkeypatch, capsys):
-    out = tmp_path / "demo"
-    monkeypatch.setattr(sys, "argv", ["difflab-demo", f"output={out}", "logger=csv"])
-    demo.main()
-    assert "of samples classified confidently" in capsys.readouterr().out
+def test_demo_trains_digits_that_a_classifier_recognises(digits_demo):
+    out, printed = digits_demo
+    assert "of samples classified confidently" in printed
     for name in ("report.md", "samples.png", "real.png", "loss.png", "metrics.json", "samples.npz", "config.yaml",
                  "checkpoints/last.ckpt"):
         assert (out / name).is_file(), f"demo did not write {name}"
