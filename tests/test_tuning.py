@@ -128,3 +128,15 @@ def test_prior_noise_is_difflab_sample_s_noise():
     x_T = tuning.prior_noise(process, (3,), 40, 7)
     assert torch.allclose(drawn, tuning.solve(den, process, x_T, "ddim", 3, None), atol=1e-6)
     assert not math.isclose(float(x_T.std()), 0.0)
+
+
+def test_a_user_sampler_function_can_be_tuned():
+    """The extension path (`sampler._target_: my_pkg.my_sampler`): a deterministic user function is tuned too."""
+    from difflab.samplers import ode_euler
+
+    def my_euler(model, process, x, ts, callback=None, generator=None):
+        return ode_euler(model, process, x, ts, callback, generator)
+
+    process = VPSDE()
+    tuned = tuning.tune_grid(ORACLE.denoiser(process), process, my_euler, 4, (3,), n=32, max_evals=30)
+    assert tuned.sampler == "my_euler" and tuned.loss < tuned.initial_loss

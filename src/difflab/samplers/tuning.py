@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .core import check_sampler, sample, sampler_spec
+from .core import SAMPLERS, check_sampler, sample, sampler_spec
 from .grids import _pin_ends, make_grid
 from ..evaluation.seeding import SEED_CHUNK, chunk_generator, num_chunks
 
@@ -75,7 +75,8 @@ def check_deterministic(denoiser, process, sampler, steps: int, x_T: Tensor, opt
     """Refuse a sampler whose output depends on drawn noise (its grid has no single target) or whose
     step count is adaptive."""
     name = _name(sampler)
-    if sampler_spec(sampler).nfe_per_step is None:
+    spec = sampler_spec(sampler)
+    if spec.nfe_per_step is None and any(spec is s for s in SAMPLERS.values()):  # a user's function: unknown, so allowed
         raise ValueError(f"sampler {name} chooses its own steps; tune a fixed-step sampler (ddim, ode_euler, ode_heun, dpm_solver, unipc)")
     x = x_T[:4]
     runs = [sample(denoiser, process, tuple(x.shape), sampler, steps, x_T=x, generator=torch.Generator(x.device).manual_seed(s),
