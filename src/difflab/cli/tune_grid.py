@@ -67,11 +67,13 @@ def main(cfg, output_dir: Path) -> None:
         held = {name: tuning.grid_error(den, process, choice.sampler, ts, x_held, ref_held, choice.options)
                 for name, ts in (("start", tuned.initial_ts), ("tuned", tuned.ts))}
         source = cfg.ckpt_path or f"model=oracle ({type(process).__name__})"
+        use = " ".join([f"sampler={tuned.sampler}", *(f"sampler.{k}={v}" for k, v in tuned.options.items()),
+                        f"sampler.steps={tuned.steps}", f"sampler.grid=tuned:{output_dir / 'grid.yaml'}"])
         comment = (f"difflab-tune-grid: {tuned.sampler}, {tuned.steps} steps, fitted to {source}\n"
                    f"mean squared distance per dim to {reference[0]} x {reference[1]} ({reference[2]} grid) from the same noise:\n"
                    f"  tuning draws (n={n}, seed={cfg.seed}): start grid {tuned.initial_loss:.6g}, tuned {tuned.loss:.6g}\n"
                    f"  held-out draws (seed={cfg.heldout_seed}): start grid {held['start']:.6g}, tuned {held['tuned']:.6g}\n"
-                   f"use: sampler={tuned.sampler} sampler.steps={tuned.steps} sampler.grid=tuned:{output_dir / 'grid.yaml'}")
+                   f"use: {use}")
         output_dir.mkdir(parents=True, exist_ok=True)
         tuning.save(tuned, output_dir / "grid.yaml", comment)
         write_json(output_dir / "tune.json", {
