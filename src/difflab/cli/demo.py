@@ -38,6 +38,18 @@ def digits_classifier(x: torch.Tensor, y: torch.Tensor):
         x.reshape(len(x), -1).numpy(), y.numpy())
 
 
+def demo_classifier():
+    """The demo's classifier, fitted on all real digits but a fixed held-out 300 → (clf, digits [N, 1, 8, 8],
+    held-out indices, fitting indices). `classifier_scores(clf, samples)["confident"]` is the demo's
+    classifier_confident metric."""
+    from ..data import load_digits_tensor
+
+    x, y = load_digits_tensor(return_labels=True)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+    held, fit = perm[:300], perm[300:]
+    return digits_classifier(x[fit], y[fit]), x, held, fit
+
+
 def classifier_scores(clf, samples: torch.Tensor, threshold: float = CONFIDENCE) -> dict:
     p = clf.predict_proba(samples.reshape(len(samples), -1).clamp(-1, 1).numpy())
     labels = p.argmax(1)
@@ -120,7 +132,6 @@ def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
 def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str = "ddim", steps: int = 50) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from ..data import load_digits_tensor
     from ..metrics.distances import sliced_wasserstein
     from ..evaluation import SamplerChoice, draw_samples
     from .common import CONFIG_DIR
@@ -147,10 +158,7 @@ def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str 
     sample_s = time.time() - t1
     samples = drawn.float().clamp(-1, 1).reshape(num_samples, 1, 8, 8)
 
-    x, y = load_digits_tensor(return_labels=True)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
-    held, fit = perm[:300], perm[300:]
-    clf = digits_classifier(x[fit], y[fit])
+    clf, x, held, fit = demo_classifier()
     scores = classifier_scores(clf, samples)
     real = classifier_scores(clf, x[held])
     g = torch.Generator().manual_seed(0)

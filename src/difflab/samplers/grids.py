@@ -17,6 +17,8 @@ injects no noise). Grids are written in α, σ, λ only, never by process type:
 - `ddpm_leading`    — the original DDPM/DDIM spacing: indices k (T // N) + 1 for k = N−1 … 0, then
                       t_min again (diffusers' "leading" spacing; it never starts at t = 1 and its
                       last move is empty, kept so that step counts match other libraries).
+- `tuned:<file>`    — the times in a YAML file written by `difflab-tune-grid` (`samplers.tuning`):
+                      a sampler node `{name, steps, grid: [t_0, …, t_N]}` or a bare list of times.
 """
 from __future__ import annotations
 
@@ -110,13 +112,40 @@ GRIDS = {
 }
 
 
+TUNED_PREFIX = "tuned:"
+
+
+def load_tuned(path, steps: int) -> Tensor:
+    """The times of a tuned grid file (`tuned:<path>`): the `grid` list of a sampler node, or a bare
+    list; refused unless it holds exactly steps + 1 times."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            node = yaml.safe_load(f)
+    except OSError as e:
+        raise FileNotFoundError(f"grid=tuned:{path}: cannot read the file ({e.strerror}); give a file written by difflab-tune-grid") from None
+    except yaml.YAMLError:
+        raise ValueError(f"grid=tuned:{path} is not valid YAML; give a file written by difflab-tune-grid") from None
+    times = node.get("grid") if isinstance(node, dict) else node
+    if not isinstance(times, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in times):
+        raise ValueError(f"grid=tuned:{path} holds no list of times (expected `grid: [t_0, ..., t_N]`); give a file written by difflab-tune-grid")
+    if len(times) != int(steps) + 1:
+        raise ValueError(f"grid=tuned:{path} holds {len(times)} times, a grid for steps={len(times) - 1}, but steps={steps}; "
+                         f"set sampler.steps={len(times) - 1} or tune a grid with sampler.steps={steps}")
+    return torch.tensor(times, dtype=torch.float64)
+
+
 def make_grid(process, steps: int, grid="uniform_t", **kwargs) -> Tensor:
-    """A grid by name (or a callable, or an explicit descending sequence of times)."""
+    """A grid by name, `tuned:<file>` (a tuned grid's YAML, `load_tuned`), a callable, or an explicit
+    descending sequence of times."""
     if callable(grid):
         ts = grid(process, steps, **kwargs)
+    elif isinstance(grid, str) and grid.startswith(TUNED_PREFIX):
+        ts = load_tuned(grid[len(TUNED_PREFIX):], steps)
     elif isinstance(grid, str):
         if grid not in GRIDS:
-            raise ValueError(f"unknown grid {grid!r}; choose one of {sorted(GRIDS)}")
+            raise ValueError(f"unknown grid {grid!r}; choose one of {sorted(GRIDS)} or tuned:<file>")
         ts = GRIDS[grid](process, steps, **kwargs)
     else:
         ts = torch.as_tensor(grid, dtype=torch.float64).flatten()
