@@ -25,7 +25,7 @@ def run_cli(module, *args):
 def test_tuned_grid_round_trips_through_difflab_sample(tmp_path):
     from difflab.models import GMMOracle
     from difflab.processes import VPSDE
-    from difflab.samplers import tuning
+    from difflab.evaluation import tuning
 
     r = run_cli("tune_grid", "model=oracle", *MIXTURE, "sampler=dpm_solver", "sampler.steps=4", "num_samples=64", "max_evals=30",
                 f"output={tmp_path / 'tuned'}")

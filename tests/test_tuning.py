@@ -1,4 +1,4 @@
-"""Tuned time grids (`difflab.samplers.tuning`, `grid="tuned:<file>"`, `difflab-tune-grid`).
+"""Tuned time grids (`difflab.evaluation.tuning`, `grid="tuned:<file>"`, `difflab-tune-grid`).
 
 Theory: with the exact GMM oracle the probability-flow ODE maps the prior onto the mixture exactly,
 so Φ_ref (a fine solve) is an exact sample from the same noise, and W₂(law Φ_K, mixture) ≤
@@ -13,7 +13,8 @@ import torch
 
 from difflab.models import GMMOracle
 from difflab.processes import VESDE, VPSDE
-from difflab.samplers import grids, sample, tuning
+from difflab.evaluation import tuning
+from difflab.samplers import grids, sample
 
 ORACLE = GMMOracle([[-2.0, 0.0, 1.0], [2.0, 0.5, -1.0], [0.0, 2.5, 0.0], [0.5, -2.0, 1.5], [-1.0, -1.0, -2.0]],
                    [0.4, 0.3, 0.5, 0.35, 0.45], [0.3, 0.25, 0.2, 0.15, 0.1])

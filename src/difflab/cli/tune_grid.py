@@ -1,5 +1,5 @@
 """`difflab-tune-grid`: fit the K-step time grid of a deterministic sampler to a checkpoint or to the
-exact GMM oracle (`difflab.samplers.tuning.tune_grid`) → <output>/grid.yaml and <output>/tune.json.
+exact GMM oracle (`difflab.evaluation.tuning.tune_grid`) → <output>/grid.yaml and <output>/tune.json.
 
     difflab-tune-grid ckpt_path=runs/demo/checkpoints/last.ckpt sampler=dpm_solver sampler.steps=10 output=runs/tuned
     difflab-sample ckpt_path=runs/demo/checkpoints/last.ckpt sampler=dpm_solver sampler.steps=10 \\
@@ -47,7 +47,7 @@ def _progress(total: int):
 
 @hydra_entry("tune_grid", PROG)
 def main(cfg, output_dir: Path) -> None:
-    from ..samplers import tuning
+    from ..evaluation import tuning
 
     choice, reference = check_options(cfg)
     refuse_existing(output_dir / "grid.yaml", cfg.get("overwrite"))

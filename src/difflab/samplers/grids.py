@@ -17,7 +17,7 @@ injects no noise). Grids are written in α, σ, λ only, never by process type:
 - `ddpm_leading`    — the original DDPM/DDIM spacing: indices k (T // N) + 1 for k = N−1 … 0, then
                       t_min again (diffusers' "leading" spacing; it never starts at t = 1 and its
                       last move is empty, kept so that step counts match other libraries).
-- `tuned:<file>`    — the times in a YAML file written by `difflab-tune-grid` (`samplers.tuning`):
+- `tuned:<file>`    — the times in a YAML file written by `difflab-tune-grid` (`evaluation.tuning`):
                       a sampler node `{name, steps, grid: [t_0, …, t_N]}` or a bare list of times.
 """
 from __future__ import annotations

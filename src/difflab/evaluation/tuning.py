@@ -25,9 +25,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .core import SAMPLERS, check_sampler, sample, sampler_spec
-from .grids import _pin_ends, make_grid
-from ..evaluation.seeding import SEED_CHUNK, chunk_generator, num_chunks
+from ..samplers.core import SAMPLERS, check_sampler, sample, sampler_spec
+from ..samplers.grids import _pin_ends, make_grid
+from .seeding import SEED_CHUNK, chunk_generator, num_chunks
 
 REFERENCE = ("ode_heun", 256, "edm")  # sampler, steps, grid of the reference solve
 
