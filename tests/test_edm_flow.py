@@ -91,6 +91,20 @@ def test_flow_velocity_and_edm_recover_the_posterior_mean(proc):
         torch.testing.assert_close(edm.eps, eps_hat, rtol=1e-6, atol=1e-6)
 
 
+def test_flow_matching_weighting_is_the_flow_matching_loss():
+    """On process=flow, weighting=flow_matching at a time scored as uniform is (t_max − t_min)·‖u − û‖²,
+    u = ε − x and û = ε̂ − x̂ (Lipman et al. 2023, Eq. 9 with the OT path of Eq. 23)."""
+    p, g = Flow().double(), torch.Generator().manual_seed(6)
+    x = MIXTURE.sample(256, generator=g).double()
+    noise = torch.randn(x.shape, generator=g, dtype=f64)
+    t = p.t_min + (p.t_max - p.t_min) * torch.rand(256, generator=g, dtype=f64)
+    den = MIXTURE.denoiser(p, FlowVelocity())
+    pred = den(p.q_sample(x, t, noise), t)
+    fm = ((noise - x) - (pred.eps - pred.x0)).pow(2).sum(1) * (p.t_max - p.t_min)
+    loss = DiffusionLoss(p, FlowVelocity(), "flow_matching", reduce_dims="sum").loss(den, x, t=t, noise=noise)
+    torch.testing.assert_close(loss, fm, rtol=1e-7, atol=1e-10)
+
+
 class _Spy(nn.Module):
     def forward(self, z, c):
         self.seen = (z.clone(), c.clone())

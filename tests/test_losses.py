@@ -94,6 +94,7 @@ def test_each_weighting_equals_its_textbook_form(proc):
         "min_snr": torch.clamp(snr, max=5.0) * x_err,                 # Min-SNR-γ, γ = 5
         "sigma2": 0.5 * s**2 * score_err,                             # NCSN λ(σ) = σ², ℓ = ½‖ŝ − ∇log q‖²
         "edm": edm_textbook(process, t, x_err),                       # Karras et al. 2022, Eq. 2 + Table 1
+        "flow_matching": 0.5 * (s / a) * -dsnr / snr * eps_err * span,  # Kingma & Gao 2023: w = e^{−λ/2}, dλ = dSNR/SNR
     }
     for w in WEIGHTINGS:
         loss = DiffusionLoss(process, Epsilon(), weighting=w, gamma=5.0, reduce_dims="sum").loss(den, x, t=t, noise=noise)

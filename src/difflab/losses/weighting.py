@@ -17,6 +17,10 @@ Because w depends on λ alone, ε, x₀, v and score networks train on the *same
                                              E_{t~U} min(SNR(t), γ)‖x − x̂‖²
     sigma2      ½ w(λ)(−λ') = ½/(t_max−t_min)   NCSN's λ(σ) = σ² (Song & Ermon 2019, Eq. 6):
                                              E_{t~U} ½σ²‖ŝ − ∇log q‖²
+    flow_matching  w(λ) = e^{−λ/2} = σ̃       the conditional flow-matching loss ∫ ‖u − û‖² dt, u = ε − x, on
+                                             process=flow (Lipman et al. 2023, Eq. 9 and 23; Kingma & Gao 2023
+                                             give this w for it): there u − û = (ε − ε̂)/(1 − t), and
+                                             ½ e^{−λ/2} (−λ') = ½ (t/(1 − t)) · 2/(t (1 − t)) = 1/(1 − t)²
     edm         ½ w(λ)(−λ') = p(ln σ̃) (−λ'/2) (σ̃² + σ_d²)/σ_d²,  σ̃ = e^{−λ/2}, p = N(P_mean, P_std²):
                                              EDM's E_{ln σ̃ ~ N(P_mean, P_std²)} λ(σ̃)‖D − x‖², λ(σ̃) = (σ̃² + σ_d²)/(σ̃ σ_d)²
                                              (Karras et al. 2022, Eq. 2, 8 and Table 1), since ‖D − x‖² = σ̃²‖ε − ε̂‖²
@@ -36,7 +40,7 @@ from torch import Tensor
 
 from ..processes.base import Process
 
-WEIGHTINGS = ("elbo", "simple", "snr", "min_snr", "likelihood", "sigma2", "edm")
+WEIGHTINGS = ("elbo", "simple", "snr", "min_snr", "likelihood", "sigma2", "flow_matching", "edm")
 
 
 def weighting_factor(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: float, gamma: float = 5.0, *,
@@ -47,6 +51,8 @@ def weighting_factor(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: floa
     "expectation over uniform t" weightings into integrals over t. sigma_data, p_mean, p_std: EDM's
     σ_d and log-normal training distribution of σ̃ (weighting "edm" only).
     """
+    if name == "flow_matching":
+        return 0.5 * torch.exp(-0.5 * log_snr) * -dlog_snr_dt
     if name == "edm":
         log_sigma = -0.5 * log_snr
         density = log_normal_density(log_sigma, p_mean, p_std)  # of ln σ̃; d ln σ̃/dt = −λ'/2
