@@ -14,14 +14,14 @@ from torch import nn
 
 from difflab.denoiser import Denoiser
 from difflab.losses import DiffusionLoss, TimeSampler, sample_times, weighted_diffusion_loss
-from difflab.metrics.distances import sliced_wasserstein
 from difflab.models import GMMOracle
 from difflab.parameterizations import EDM, V, FlowVelocity
 from difflab.processes import DDPM, VESDE, VPSDE, Flow
 from difflab.samplers import sample
+from test_samplers_quality import N, ORACLE, distance  # noqa: F401  (the 4-reference distance and its floor)
 
 f64 = torch.float64
-MIXTURE = GMMOracle([[-2.5, -1.0], [2.5, -1.0], [0.0, 2.5]], [0.5, 0.4, 0.6], [0.3, 0.5, 0.2])
+MIXTURE = ORACLE  # data=gmm's default mixture
 PROCESSES = {"flow": lambda: Flow(), "ve_edm": lambda: VESDE(0.002, 80.0), "vp": lambda: VPSDE(0.1, 20.0)}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -190,19 +190,7 @@ def test_optimal_denoiser_has_unit_edm_loss_on_data_of_std_sigma_data(proc):
 
 
 # --------------------------------------------------------------------------- samplers on flow
-N = 4096
 FLOW_STEPS = {"ode_heun": 25, "dpm_solver": 25, "unipc": 20, "ddim": 50, "euler_maruyama": 200}
-
-
-@pytest.fixture(scope="module")
-def distance():
-    refs = [MIXTURE.sample(N, generator=torch.Generator().manual_seed(1000 + k)) for k in range(4)]
-
-    def d(x):
-        return sum(sliced_wasserstein(x, r, 128, torch.Generator().manual_seed(7)) for r in refs) / len(refs)
-
-    floor = sum(d(MIXTURE.sample(N, generator=torch.Generator().manual_seed(2000 + j))) for j in range(6)) / 6
-    return d, floor
 
 
 @pytest.mark.slow

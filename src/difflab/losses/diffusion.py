@@ -122,4 +122,5 @@ class DiffusionLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"weighting={self.weighting!r}, time_sampling={self.time_sampling!r}, gamma={self.gamma:g}, "
-                f"reduce_dims={self.reduce_dims!r}, num_steps={self.num_steps}")
+                f"reduce_dims={self.reduce_dims!r}, num_steps={self.num_steps}"
+                + ("".join(f", {k}={v:g}" for k, v in self.weighting_options.items()) if self.weighting == "edm" else ""))
