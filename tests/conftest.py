@@ -35,7 +35,7 @@ def device(request) -> torch.device:
 
 def all_processes():
     """One instance of every process and schedule, with ids for parametrize."""
-    from difflab.processes import DDPM, VESDE, VPSDE, ContinuousSNR, SubVPSDE
+    from difflab.processes import DDPM, VESDE, VPSDE, ContinuousSNR, Flow, SubVPSDE
 
     torch.manual_seed(0)
     return {
@@ -47,6 +47,7 @@ def all_processes():
         "vp": VPSDE(0.1, 20.0),
         "subvp": SubVPSDE(0.1, 20.0),
         "ve": VESDE(0.01, 50.0),
+        "flow": Flow(),
     }
 
 

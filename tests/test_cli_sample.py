@@ -73,7 +73,7 @@ def test_config_defaults():
     assert cfg.ckpt_path is None and cfg.use_ema is True and cfg.model._target_ == "difflab.models.GMMOracle"
 
 
-@pytest.mark.parametrize("process", ["ddpm", "continuous_snr", "vp", "subvp", "ve"])
+@pytest.mark.parametrize("process", ["ddpm", "continuous_snr", "vp", "subvp", "ve", "flow"])
 def test_every_process_option_and_batch_size_independence(process):
     """Same seed → same samples whatever batch_size (each 32-sample chunk has its own generator)."""
     from difflab.cli.common import build_target

@@ -21,15 +21,15 @@ import torch
 
 from difflab.likelihood import nll_elbo
 from difflab.models import GMMOracle
-from difflab.processes import DDPM, VESDE, VPSDE, ContinuousSNR, SubVPSDE
+from difflab.processes import DDPM, VESDE, VPSDE, ContinuousSNR, Flow, SubVPSDE
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-PROCESSES = ["vp", "subvp", "ve", "ddpm", "continuous_snr"]  # the option names of conf/process/
+PROCESSES = ["vp", "subvp", "ve", "ddpm", "continuous_snr", "flow"]  # the option names of conf/process/
 # data=gmm's default mixture (conf/data/gmm.yaml) and each conf/process/<name>.yaml's defaults
 MIXTURE = dict(means=[[-2.5, -1.0], [2.5, -1.0], [0.0, 2.5]], stds=[0.5, 0.4, 0.6], weights=[0.3, 0.5, 0.2])
 LIBRARY = {"vp": lambda: VPSDE(0.1, 20.0, t_min=1e-5), "subvp": lambda: SubVPSDE(0.1, 20.0, t_min=1e-5),
            "ve": lambda: VESDE(0.01, 50.0, t_min=0.0), "ddpm": lambda: DDPM(1000, "linear"),
-           "continuous_snr": lambda: ContinuousSNR("linear", -10.0, 10.0)}
+           "continuous_snr": lambda: ContinuousSNR("linear", -10.0, 10.0), "flow": lambda: Flow(1e-5, 0.999)}
 
 
 def _assert_tight(elbo, elbo_se, nll, nll_se, label):

@@ -50,7 +50,7 @@ def test_ode_exact_divergence_matches_exact_nll(oracle):
     assert float((est.values - exact).abs().max()) / d < 0.01
 
 
-@pytest.mark.parametrize("name", ["ddpm_cosine", "snr_cosine", "vp", "subvp", "ve"])
+@pytest.mark.parametrize("name", ["ddpm_cosine", "snr_cosine", "vp", "subvp", "ve", "flow"])
 def test_ode_exact_every_process(oracle, name):
     """The PF-ODE is built from f and g only, so it is right for every process."""
     proc = all_processes()[name].double()

@@ -11,10 +11,10 @@ from difflab.denoiser import Denoiser
 from difflab.losses import (WEIGHTINGS, DiffusionLoss, TimeSampler, continuous_elbo, denoising_score_matching_loss,
                             discrete_elbo, prior_kl, reconstruction_nll, sliced_score_matching_loss)
 from difflab.models import GMMOracle
-from difflab.parameterizations import V, X0, Epsilon, Prediction, Score
-from difflab.processes import DDPM, VESDE, VPSDE, ContinuousSNR, SubVPSDE
+from difflab.parameterizations import EDM, V, X0, Epsilon, FlowVelocity, Prediction, Score, input_scale_of
+from difflab.processes import DDPM, VESDE, VPSDE, ContinuousSNR, Flow, SubVPSDE
 
-PARAMS = {"eps": Epsilon(), "x0": X0(), "score": Score(), "v": V()}
+PARAMS = {"eps": Epsilon(), "x0": X0(), "score": Score(), "v": V(), "flow_velocity": FlowVelocity(), "edm": EDM(0.5)}
 
 
 def mixture():
@@ -33,9 +33,28 @@ class Imperfect(nn.Module):
         z64, t64 = z.double(), t.double()
         a, s = self.process.alpha_sigma(t64)
         a, s = a[:, None], s[:, None]
+        z64 = z64 / in_scale(self.param, a, s)  # the network sees EDM's c_in x̃; the oracle needs z
         x0 = self.oracle.posterior_mean(z64, a[:, 0], s[:, 0]) + 0.3 * torch.sin(2 * z64 + t64[:, None])
         eps = (z64 - a * x0) / s
         return self.param.output_from(Prediction(x0, eps, -eps / s), z64, a, s).to(z.dtype)
+
+
+def edm_textbook(process, t, x_err, sigma_data=0.5, p_mean=-1.2, p_std=1.2):
+    """EDM's loss (Karras et al. 2022, Eq. 2) ∫ p(σ) λ(σ) ‖D − x‖² dσ, p log-normal, as an integral over
+    t ∈ [t_min, t_max] estimated at a time t scored as uniform: span · p(σ̃) |dσ̃/dt| λ(σ̃) ‖x − x̂‖²,
+    with σ̃ = σ/α and dσ̃/dt by central differences."""
+    h = 1e-6
+    sig = process.sigma(t) / process.alpha(t)
+    dsig = (process.sigma(t + h) / process.alpha(t + h) - process.sigma(t - h) / process.alpha(t - h)) / (2 * h)
+    p_sigma = torch.exp(-0.5 * ((sig.log() - p_mean) / p_std) ** 2) / (sig * p_std * math.sqrt(2 * math.pi))
+    lam = (sig**2 + sigma_data**2) / (sig * sigma_data) ** 2
+    return (process.t_max - process.t_min) * p_sigma * dsig.abs() * lam * x_err
+
+
+def in_scale(param, a, s):
+    """What the Denoiser multiplies z by before the network (EDM's c_in/α; 1 for the others)."""
+    scale = input_scale_of(param, a, s)
+    return 1.0 if scale is None else scale
 
 
 def make_denoiser(oracle, process, name):
@@ -43,7 +62,8 @@ def make_denoiser(oracle, process, name):
     return Denoiser(Imperfect(oracle, process, p), process, p, conditioning="t")
 
 
-CONT = {"vp": lambda: VPSDE(), "ve": lambda: VESDE(), "subvp": lambda: SubVPSDE(), "snr_cosine": lambda: ContinuousSNR("cosine")}
+CONT = {"vp": lambda: VPSDE(), "ve": lambda: VESDE(), "subvp": lambda: SubVPSDE(), "snr_cosine": lambda: ContinuousSNR("cosine"),
+        "flow": lambda: Flow()}
 
 
 # --------------------------------------------------------------------------- weightings
@@ -73,6 +93,8 @@ def test_each_weighting_equals_its_textbook_form(proc):
         "snr": snr * x_err,                                           # Hang et al.: SNR · x-MSE
         "min_snr": torch.clamp(snr, max=5.0) * x_err,                 # Min-SNR-γ, γ = 5
         "sigma2": 0.5 * s**2 * score_err,                             # NCSN λ(σ) = σ², ℓ = ½‖ŝ − ∇log q‖²
+        "edm": edm_textbook(process, t, x_err),                       # Karras et al. 2022, Eq. 2 + Table 1
+        "flow_matching": 0.5 * (s / a) * -dsnr / snr * eps_err * span,  # Kingma & Gao 2023: w = e^{−λ/2}, dλ = dSNR/SNR
     }
     for w in WEIGHTINGS:
         loss = DiffusionLoss(process, Epsilon(), weighting=w, gamma=5.0, reduce_dims="sum").loss(den, x, t=t, noise=noise)
@@ -99,9 +121,11 @@ def test_eps_x0_v_score_losses_agree_once_converted(weighting, proc):
         a, s = process.alpha_sigma(t)
         a, s = a[:, None].double(), s[:, None].double()
         z = process.q_sample(x.double(), t, noise.double())
-        out = den.model(z, t)
+        out = den.model(z * in_scale(param, a, s), t)
         native = (out - param.target(x.double(), noise.double(), a, s)).pow(2)
-        to_eps = {"eps": 1.0, "x0": (a / s) ** 2, "score": s**2, "v": (a / (a**2 + s**2)) ** 2}[name]
+        to_eps = {"eps": 1.0, "x0": (a / s) ** 2, "score": s**2, "v": (a / (a**2 + s**2)) ** 2,
+                  "flow_velocity": (a / (a + s)) ** 2,          # ε − ε̂ = α/(α + σ) (u − û)
+                  "edm": 0.25 / ((s / a) ** 2 + 0.25)}[name]    # ε − ε̂ = (x̂ − x)/σ̃ = (c_out/σ̃)(F̂ − F)
         eps_err = (native * to_eps).sum(1)
         ref_fn = DiffusionLoss(process, Epsilon(), weighting=weighting, reduce_dims="sum")
         factor = ref_fn.loss(Denoiser(_ConstEps(noise + 1.0), process, Epsilon()), x, t=t, noise=noise) / x.shape[1]

@@ -6,10 +6,11 @@ import torch
 from torch import nn
 
 from difflab.denoiser import Denoiser
-from difflab.parameterizations import V, X0, Epsilon, Score
+from difflab.parameterizations import EDM, V, X0, Epsilon, FlowVelocity, Score
 from difflab.processes import VESDE, VPSDE
 
-PARAMS = {"eps": Epsilon(), "x0": X0(), "score": Score(), "score_scaled": Score(scale_by_sigma=True), "v": V()}
+PARAMS = {"eps": Epsilon(), "x0": X0(), "score": Score(), "score_scaled": Score(scale_by_sigma=True), "v": V(),
+          "flow_velocity": FlowVelocity(), "edm": EDM(), "edm_sd1": EDM(sigma_data=1.0)}
 
 
 @pytest.mark.parametrize("src,dst", list(itertools.product(PARAMS, PARAMS)))

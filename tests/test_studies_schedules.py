@@ -16,7 +16,9 @@ SCHEDULES = sorted(p.stem for p in (Path(CONFIG_DIR) / "schedule").glob("*.yaml"
 PROCESSES = sorted(p.stem for p in (Path(CONFIG_DIR) / "process").glob("*.yaml"))
 # combinations refused by design (message must name the fix)
 REFUSED = {("ddpm", "learned"): "continuous_snr", ("continuous_snr", "linear_beta"): "t_min > 0",
-           ("ve", "linear_beta"): "t_min > 0"}
+           ("ve", "linear_beta"): "t_min > 0",
+           # flow (α = 1 − t, σ = t) is its own schedule
+           **{("flow", name): "schedule=linear" for name in ("cosine", "geometric_sigma", "learned", "linear_beta")}}
 
 
 def build(process, schedule, *extra):
@@ -50,6 +52,8 @@ def test_every_process_takes_every_schedule_or_refuses(process, schedule, one_th
     torch.testing.assert_close(lam, 2 * (a.log() - s.log()), rtol=1e-9, atol=1e-9)
     if process == "ve":
         torch.testing.assert_close(a, torch.ones_like(a))
+    elif process == "flow":
+        torch.testing.assert_close(a + s, torch.ones_like(a))  # α = 1 − t, σ = t
     elif process != "subvp":
         torch.testing.assert_close(a**2 + s**2, torch.ones_like(a))  # variance preserving
     # same endpoints as the process's own schedule (the ELBO's only dependence, VDM Eq. 17);

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .parameterizations import Parameterization, Prediction
+from .parameterizations import Parameterization, Prediction, input_scale_of
 from .processes.base import Process, append_dims
 
-CONDITIONINGS = ("t", "log_snr", "sigma", "log_sigma")
+CONDITIONINGS = ("t", "log_snr", "sigma", "log_sigma", "log_sigma_tilde")
 
 
 class Denoiser(nn.Module):
@@ -17,8 +17,11 @@ class Denoiser(nn.Module):
       t          — the time itself (scaled by `cond_scale`, e.g. 1000 for DDPM recipes)
       log_snr    — λ_t, the same input for every process (VDM)
       sigma      — σ_t (NCSN's noise level)
-      log_sigma  — ¼ log σ_t (EDM's c_noise)
-    With `scale_input=True` the network sees z / sqrt(α² + σ²), unit scale even for VE.
+      log_sigma  — ¼ log σ_t (EDM's c_noise where α = 1)
+      log_sigma_tilde — ¼ log σ̃, σ̃ = σ_t/α_t (EDM's c_noise, Karras et al. 2022 Table 1, on any process)
+    With `scale_input=True` the network sees z / sqrt(α² + σ²), unit scale even for VE. A
+    parameterization with its own input scale (EDM's c_in: `Parameterization.input_scale`)
+    applies that one instead, so the two cannot be combined.
 
     The network may run under autocast (bf16/fp16); its output is cast to float32 (or
     float64 if z is float64) and the conversion to x0/eps/score is done with autocast
@@ -30,6 +33,8 @@ class Denoiser(nn.Module):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        if scale_input and input_scale_of(parameterization, torch.ones(1), torch.ones(1)) is not None:
+            raise ValueError(f"{parameterization!r} scales the network input itself (c_in); set denoiser.scale_input=false")
         self.model = model
         self.process = process
         self.parameterization = parameterization
@@ -44,8 +49,10 @@ class Denoiser(nn.Module):
             c = 2 * (alpha.log() - sigma.log())
         elif self.conditioning == "sigma":
             c = sigma
-        else:
+        elif self.conditioning == "log_sigma":
             c = 0.25 * sigma.log()
+        else:
+            c = 0.25 * (sigma.log() - alpha.log())
         return c * self.cond_scale
 
     def forward(self, z: Tensor, t: Tensor) -> Prediction:
@@ -55,7 +62,10 @@ class Denoiser(nn.Module):
         alpha, sigma = self.process.alpha_sigma(t)
         alpha, sigma = alpha.to(out_dtype), sigma.to(out_dtype)
         z_in = z
-        if self.scale_input:
+        scale = input_scale_of(self.parameterization, alpha, sigma)
+        if scale is not None:
+            z_in = z * append_dims(scale, z.ndim).to(z.dtype)
+        elif self.scale_input:
             z_in = z / append_dims((alpha**2 + sigma**2).sqrt(), z.ndim).to(z.dtype)
         out = self.model(z_in, self.condition(t, alpha, sigma).to(z.dtype if z.is_floating_point() else out_dtype))
         with torch.autocast(device_type=z.device.type, enabled=False):

@@ -5,8 +5,10 @@ Every conversion is written in α and σ alone, never by branching on the proces
     z = α x + σ ε,   x̂ = (z − σ ε̂)/α,   ε̂ = (z − α x̂)/σ,   score = −ε̂/σ
     (Tweedie's formula ∇ log p_t(z) = (α E[x|z] − z)/σ², Efron 2011)
     v = α ε − σ x    (Salimans & Ho 2022), so  x̂ = (α z − σ v̂)/(α² + σ²),  ε̂ = (σ z + α v̂)/(α² + σ²)
+    u = ε − x        (flow matching's velocity, Lipman et al. 2023), so  x̂ = (z − σ û)/(α + σ),  ε̂ = (z + α û)/(α + σ)
+    EDM (Karras et al. 2022, Eq. 7): x̂ = c_skip x̃ + c_out F̂ in x̃ = z/α, σ̃ = σ/α (`EDM`)
 
-(the v formulas hold for any α, σ; for variance-preserving processes α² + σ² = 1).
+(the v and u formulas hold for any α, σ; for variance-preserving processes α² + σ² = 1).
 α and σ arrive already broadcast to z's shape.
 
 Each parameterization also owns the one quantity every objective is built from, the
@@ -47,6 +49,11 @@ class Parameterization:
         """ε − ε̂ elementwise, for z = α x + σ ε (α, σ broadcast to x's shape). From ε̂ by
         default: exact for ε, score and v networks."""
         return noise - pred.eps
+
+    def input_scale(self, alpha: Tensor, sigma: Tensor) -> Tensor | None:
+        """The factor the `Denoiser` multiplies z by before the network ([B] from [B] α, σ), or
+        None to leave the input to the denoiser's own `scale_input` (all but EDM)."""
+        return None
 
     def output_from(self, pred: Prediction, z: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """The raw output that would produce `pred` (for oracles and conversions):
@@ -126,7 +133,79 @@ class V(Parameterization):
         return alpha * noise - sigma * x
 
 
-PARAMETERIZATIONS = {"eps": Epsilon, "epsilon": Epsilon, "x0": X0, "score": Score, "v": V}
+class FlowVelocity(Parameterization):
+    """Flow-matching velocity (Lipman et al. 2023, Eq. 23; Liu et al. 2023, Eq. 1): out = û with
+    u = ε − x, the conditional velocity dz/dt = α'x + σ'ε of `processes.Flow` (α = 1 − t, σ = t).
+
+    From z = α x + σ ε and u = ε − x (so ε = x + u): z = (α + σ) x + σ u, hence
+        x̂ = (z − σ û)/(α + σ),   ε̂ = x̂ + û = (z + α û)/(α + σ),
+    exact for any α, σ > 0. On the flow process it is the rectified-flow velocity; elsewhere the same
+    combination of ε and x (not that process's dz/dt). It differs from v = α ε − σ x (`V`): on the
+    flow process v = (1 − t) ε − t x, which equals u only where (1 − t − 1) ε = (t − 1) x, i.e. t = 0."""
+
+    name = "flow_velocity"
+
+    def predict(self, out, z, alpha, sigma):
+        norm = alpha + sigma
+        eps = (z + alpha * out) / norm
+        return Prediction(x0=(z - sigma * out) / norm, eps=eps, score=-eps / sigma)
+
+    def target(self, x, noise, alpha, sigma):
+        return noise - x
+
+
+class EDM(X0):
+    """EDM's preconditioning (Karras et al. 2022, Eq. 7 and Table 1), for any process through its
+    EDM variables x̃ = z/α and σ̃ = σ/α (z = α (x + σ̃ ε), so x̃ = x + σ̃ ε is EDM's noisy y + n):
+
+        D(x̃; σ̃) = c_skip x̃ + c_out F(c_in x̃; c_noise),   c_skip = σ_d²/(σ̃² + σ_d²),
+        c_out = σ̃ σ_d/√(σ̃² + σ_d²),   c_in = 1/√(σ̃² + σ_d²),   c_noise = ¼ ln σ̃,
+
+    with σ_d = `sigma_data`. out = F̂; x̂ = D. The network sees c_in x̃ = z/√(σ² + α² σ_d²)
+    (`input_scale`, applied by the `Denoiser`); c_noise is `Denoiser(conditioning="log_sigma_tilde")`.
+    The regression target (EDM Eq. 8, F = (x − c_skip x̃)/c_out) is written without cancellation:
+        F = (σ̃ x/σ_d − σ_d ε)/√(σ̃² + σ_d²).
+    ε − ε̂ = (x̂ − x)/σ̃ is formed from x̂ as for `X0`; EDM's loss λ(σ̃)‖D − x‖², λ = (σ̃² + σ_d²)/(σ̃ σ_d)²,
+    is `weighting=edm`."""
+
+    name = "edm"
+
+    def __init__(self, sigma_data: float = 0.5):
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data (EDM's data std σ_d) must be > 0, got {sigma_data}")
+        self.sigma_data = float(sigma_data)
+
+    def coefficients(self, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in, c_noise) of Karras et al. 2022, Table 1, at σ̃ = σ/α (c_in acts on x̃)."""
+        s, sd2 = sigma / alpha, self.sigma_data**2
+        root = (s**2 + sd2).sqrt()
+        return sd2 / (s**2 + sd2), s * self.sigma_data / root, 1.0 / root, 0.25 * s.log()
+
+    def input_scale(self, alpha, sigma):
+        return 1.0 / (sigma**2 + alpha**2 * self.sigma_data**2).sqrt()  # c_in / α
+
+    def predict(self, out, z, alpha, sigma):
+        c_skip, c_out, _, _ = self.coefficients(alpha, sigma)
+        x0 = c_skip * (z / alpha) + c_out * out
+        eps = (z - alpha * x0) / sigma
+        return Prediction(x0=x0, eps=eps, score=-eps / sigma)
+
+    def target(self, x, noise, alpha, sigma):
+        s = sigma / alpha
+        return (s * x / self.sigma_data - self.sigma_data * noise) / (s**2 + self.sigma_data**2).sqrt()
+
+    def __repr__(self):
+        return f"EDM(sigma_data={self.sigma_data:g})"
+
+
+PARAMETERIZATIONS = {"eps": Epsilon, "epsilon": Epsilon, "x0": X0, "score": Score, "v": V, "flow_velocity": FlowVelocity,
+                     "edm": EDM}
+
+
+def input_scale_of(parameterization, alpha: Tensor, sigma: Tensor) -> Tensor | None:
+    """The factor a parameterization applies to the network input (EDM's c_in/α), or None."""
+    fn = getattr(parameterization, "input_scale", None)
+    return None if fn is None else fn(alpha, sigma)
 
 
 def get_parameterization(name: str) -> Parameterization:

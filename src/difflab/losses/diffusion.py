@@ -22,13 +22,15 @@ from .weighting import WEIGHTINGS, dlog_snr_spread, weighting_factor
 def weighted_diffusion_loss(denoiser, process: Process, x: Tensor, time_sampler: TimeSampler, *, weighting: str = "elbo",
                             parameterization: Parameterization | None = None, gamma: float = 5.0,
                             num_steps: int | None = None, generator: torch.Generator | None = None,
-                            t: Tensor | None = None, noise: Tensor | None = None) -> tuple[Tensor, TimeDraw | None]:
+                            t: Tensor | None = None, noise: Tensor | None = None,
+                            **weighting_options) -> tuple[Tensor, TimeDraw | None]:
     """(L_w per example [B] in nats, summed over data dims; the time draw, None when `t` is given).
 
     `t` and `noise` may be given (tests); else they are drawn (t by `time_sampler`, on a grid
     of `num_steps` times when given). Given times are scored as if drawn uniformly (1/p = span).
     With weighting="elbo" this is the continuous-time ELBO's diffusion term (Kingma et al. 2021,
     Eq. 17). `parameterization` defaults to the denoiser's own (ε form for a plain callable).
+    weighting_options: EDM's sigma_data, p_mean, p_std (`weighting_factor`).
     """
     x = at_least_f32(x)
     span = grid_span(process, num_steps)
@@ -41,7 +43,7 @@ def weighted_diffusion_loss(denoiser, process: Process, x: Tensor, time_sampler:
         inv_p = torch.full((x.shape[0],), span, dtype=x.dtype, device=x.device)
     noise = noise_like(x, generator) if noise is None else at_least_f32(noise)
     sq = eps_error_at(denoiser, process, x, t, noise, parameterization or parameterization_of(denoiser))
-    factor = weighting_factor(weighting, process.log_snr(t), process.dlog_snr_dt(t), span, gamma)
+    factor = weighting_factor(weighting, process.log_snr(t), process.dlog_snr_dt(t), span, gamma, **weighting_options)
     return (factor * inv_p).to(sq.dtype) * sq, draw  # ∫ f dt ≈ f(t) / p(t)
 
 
@@ -57,6 +59,8 @@ class DiffusionLoss(nn.Module):
         importance histogram's options.
       discrete: sample t on a grid of `num_steps` times instead of continuously; None (auto)
         uses the process's own `num_steps` where it has one (DDPM trains on its T steps i/T).
+      sigma_data, p_mean, p_std: weighting "edm"'s σ_d (None: the parameterization's `sigma_data`,
+        e.g. `EDM`'s, else 0.5) and log-normal σ̃ distribution, also that of time_sampling="log_normal".
       reduce_dims: "mean" averages the squared error over data dimensions (DDPM / score_sde
         `reduce_mean`, keeps gradient clipping meaningful for images); "sum" gives the
         per-example value in nats for the elbo weighting.
@@ -66,7 +70,8 @@ class DiffusionLoss(nn.Module):
 
     def __init__(self, process: Process, parameterization, weighting: str = "simple", time_sampling: str = "uniform",
                  gamma: float = 5.0, reduce_dims: str = "mean", discrete: bool | None = None, num_steps: int | None = None,
-                 num_bins: int = 50, uniform_mix: float = 0.1):
+                 num_bins: int = 50, uniform_mix: float = 0.1, sigma_data: float | None = None, p_mean: float = -1.2,
+                 p_std: float = 1.2):
         super().__init__()
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
@@ -78,12 +83,16 @@ class DiffusionLoss(nn.Module):
         self.__dict__["process"] = process
         self.parameterization = parameterization
         self.weighting, self.gamma, self.reduce_dims = weighting, float(gamma), reduce_dims
+        sigma_data = getattr(parameterization, "sigma_data", 0.5) if sigma_data is None else sigma_data
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        self.weighting_options = dict(sigma_data=float(sigma_data), p_mean=float(p_mean), p_std=float(p_std))
         steps = num_steps if num_steps is not None else getattr(process, "num_steps", None)
         self.num_steps = int(steps) if (discrete or (discrete is None and steps is not None)) and steps is not None else None
         if discrete and self.num_steps is None:
             raise ValueError("discrete=True needs num_steps (the process has no num_steps of its own)")
         self.time_sampler = TimeSampler(time_sampling, num_bins=num_bins if self.num_steps is None else aligned_bins(num_bins, self.num_steps),
-                                        uniform_mix=uniform_mix)
+                                        uniform_mix=uniform_mix, p_mean=p_mean, p_std=p_std)
         if weighting in ("elbo", "likelihood") and self.num_steps is None and self.time_sampler.kind in ("uniform", "antithetic"):
             spread = dlog_snr_spread(process)
             if spread > 100:
@@ -103,7 +112,8 @@ class DiffusionLoss(nn.Module):
         """Per-example loss [B]. `t` and `noise` may be given (tests); else they are drawn."""
         loss, draw = weighted_diffusion_loss(denoiser, self.process, x, self.time_sampler, weighting=self.weighting,
                                              parameterization=self.parameterization, gamma=self.gamma,
-                                             num_steps=self.num_steps, generator=generator, t=t, noise=noise)
+                                             num_steps=self.num_steps, generator=generator, t=t, noise=noise,
+                                             **self.weighting_options)
         if self.reduce_dims == "mean":
             loss = loss / x[0].numel()
         if draw is not None and self.training:
@@ -112,4 +122,5 @@ class DiffusionLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"weighting={self.weighting!r}, time_sampling={self.time_sampling!r}, gamma={self.gamma:g}, "
-                f"reduce_dims={self.reduce_dims!r}, num_steps={self.num_steps}")
+                f"reduce_dims={self.reduce_dims!r}, num_steps={self.num_steps}"
+                + ("".join(f", {k}={v:g}" for k, v in self.weighting_options.items()) if self.weighting == "edm" else ""))

@@ -11,6 +11,9 @@ f(t)/p(t). The draw's density p decides the variance, never the expectation:
                  weight −λ'(t)/p(t) is then constant: the change of variables from t to λ under
                  which the continuous ELBO depends on the schedule only through its endpoints
                  (Kingma et al. 2021, Sec. "invariance to the noise schedule").
+    log_normal   ln σ̃ ~ N(P_mean, P_std²), σ̃ = σ/α = e^{−λ/2}, truncated to the process's range, t = t(λ):
+                 EDM's training distribution of the noise level (Karras et al. 2022, Sec. 5 / Table 1);
+                 with weighting=edm each draw is EDM's per-example loss.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from ..processes.base import Process
+from .weighting import log_normal_density
 
-TIME_SAMPLINGS = ("uniform", "antithetic", "importance", "log_snr", "log_snr_antithetic")
+TIME_SAMPLINGS = ("uniform", "antithetic", "importance", "log_snr", "log_snr_antithetic", "log_normal")
 #: pieces of the log-SNR range in which the log_snr samplers draw t uniformly (see `sample_times`)
 LOG_SNR_SEGMENTS = 1024
 
@@ -41,17 +45,22 @@ class TimeSampler(nn.Module):
                 u uniform (or antithetic) as above, but mapped to times uniform in λ rather than
                 in t (see `sample_times`): the lowest-variance choice for the elbo/likelihood
                 weightings and for ELBO evaluation on VP/sub-VP (−λ' ~ 1/t near t = 0).
+    log_normal  u uniform, mapped to ln σ̃ ~ N(p_mean, p_std²) by the normal's inverse CDF (see
+                `sample_times`): EDM's log-normal noise levels.
     """
 
     def __init__(self, kind: str = "uniform", num_bins: int = 50, uniform_mix: float = 0.1,
-                 decay: float = 0.99, warmup: int = 10):
+                 decay: float = 0.99, warmup: int = 10, p_mean: float = -1.2, p_std: float = 1.2):
         super().__init__()
         if kind not in TIME_SAMPLINGS:
             raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}, got {kind!r}")
         if not 0.0 < uniform_mix <= 1.0:
             raise ValueError(f"uniform_mix must lie in (0, 1], got {uniform_mix}")
+        if not p_std > 0:
+            raise ValueError(f"p_std (std of EDM's log-normal ln sigma) must be > 0, got {p_std}")
         self.kind, self.num_bins, self.uniform_mix, self.decay, self.warmup = kind, int(num_bins), float(uniform_mix), float(decay), int(warmup)
-        self.variable = "log_snr" if kind.startswith("log_snr") else "t"
+        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.variable = "log_snr" if kind.startswith("log_snr") else ("log_normal" if kind == "log_normal" else "t")
         self.register_buffer("loss_sq", torch.zeros(self.num_bins, dtype=torch.float64))
         self.register_buffer("counts", torch.zeros(self.num_bins, dtype=torch.float64))
 
@@ -66,7 +75,7 @@ class TimeSampler(nn.Module):
     def forward(self, batch: int, device=None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         if generator is not None:
             device = generator.device
-        if self.kind in ("uniform", "log_snr"):
+        if self.kind in ("uniform", "log_snr", "log_normal"):
             u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
             return u, torch.ones_like(u)
         if self.kind in ("antithetic", "log_snr_antithetic"):
@@ -158,6 +167,8 @@ def sample_times(process: Process, sampler: TimeSampler, batch: int, device=None
     """
     u, q = sampler(batch, device=device, generator=generator)
     lo, hi = float(process.t_min), float(process.t_max)
+    if sampler.variable == "log_normal":
+        return _log_normal_times(process, sampler, u, num_steps, dtype)
     if sampler.variable == "log_snr":
         if num_steps is not None:
             raise ValueError("time_sampling='log_snr*' draws continuous times; use uniform/antithetic/importance "
@@ -180,6 +191,36 @@ def sample_times(process: Process, sampler: TimeSampler, batch: int, device=None
         k = torch.floor(u * T).clamp(0, T - 1)
         t = lo + k * ((hi - lo) / (T - 1)) if T > 1 else torch.full_like(u, hi)
     return TimeDraw(t.to(dtype), u, (grid_span(process, num_steps) / q).to(dtype))
+
+
+def _log_normal_times(process: Process, sampler: TimeSampler, u: Tensor, num_steps: int | None, dtype) -> TimeDraw:
+    """EDM's ln σ̃ ~ N(P_mean, P_std²) (Karras et al. 2022, Table 1), σ̃ = e^{−λ/2}, truncated to the
+    process's range [σ̃(t_min), σ̃(t_max)] (mass Z inside it).
+
+    Continuous: ln σ̃ = P_mean + P_std Φ⁻¹(Φ(a) + u Z), t = t(λ) by `process.t_from_log_snr`, and
+      1/p(t) = 1/(N(ln σ̃_t) / Z · (−λ'(t)/2)) (the change of variables d ln σ̃ = −λ'/2 dt), evaluated at
+      the t returned. Discrete (num_steps = T grid times of width h): grid time t_k with probability
+      P_k ∝ N(ln σ̃_k)(−λ'(t_k)), the same density at the grid, 1/p = h/P_k."""
+    m, s = sampler.p_mean, sampler.p_std
+    lo, hi = float(process.t_min), float(process.t_max)
+    with torch.no_grad():  # p is a fixed proposal
+        if num_steps is None:
+            ends_sigma = -0.5 * _log_snr_ends(process, u.device)  # [ln σ̃(t_min), ln σ̃(t_max)]
+            cdf = torch.special.ndtr((ends_sigma - m) / s)
+            mass = cdf[1] - cdf[0]
+            log_sigma = m + s * torch.special.ndtri((cdf[0] + u * mass).clamp(1e-300, 1 - 1e-16))
+            t = process.t_from_log_snr(-2 * log_sigma).to(torch.float64).clamp(lo, hi)
+            lam, dlam = process.log_snr(t).to(torch.float64), process.dlog_snr_dt(t).to(torch.float64)
+            inv_p = mass / (log_normal_density(-0.5 * lam, m, s) * 0.5 * -dlam)
+        else:
+            T = int(num_steps)
+            h = grid_span(process, T) / T
+            grid = lo + torch.arange(T, dtype=torch.float64, device=u.device) * ((hi - lo) / max(T - 1, 1))
+            dens = log_normal_density(-0.5 * process.log_snr(grid).to(torch.float64), m, s) * -process.dlog_snr_dt(grid).to(torch.float64)
+            probs = dens / dens.sum()
+            k = torch.searchsorted(torch.cumsum(probs, 0), u, right=True).clamp(0, T - 1)
+            t, inv_p = grid[k], h / probs[k]
+    return TimeDraw(t.to(dtype), u, inv_p.to(dtype))
 
 
 def sample_steps(process: Process, sampler: TimeSampler, num_steps: int, batch: int, device=None,

@@ -17,26 +17,46 @@ Because w depends on λ alone, ε, x₀, v and score networks train on the *same
                                              E_{t~U} min(SNR(t), γ)‖x − x̂‖²
     sigma2      ½ w(λ)(−λ') = ½/(t_max−t_min)   NCSN's λ(σ) = σ² (Song & Ermon 2019, Eq. 6):
                                              E_{t~U} ½σ²‖ŝ − ∇log q‖²
+    flow_matching  w(λ) = e^{−λ/2} = σ̃       the conditional flow-matching loss ∫ ‖u − û‖² dt, u = ε − x, on
+                                             process=flow (Lipman et al. 2023, Eq. 9 and 23; Kingma & Gao 2023
+                                             give this w for it): there u − û = (ε − ε̂)/(1 − t), and
+                                             ½ e^{−λ/2} (−λ') = ½ (t/(1 − t)) · 2/(t (1 − t)) = 1/(1 − t)²
+    edm         ½ w(λ)(−λ') = p(ln σ̃) (−λ'/2) (σ̃² + σ_d²)/σ_d²,  σ̃ = e^{−λ/2}, p = N(P_mean, P_std²):
+                                             EDM's E_{ln σ̃ ~ N(P_mean, P_std²)} λ(σ̃)‖D − x‖², λ(σ̃) = (σ̃² + σ_d²)/(σ̃ σ_d)²
+                                             (Karras et al. 2022, Eq. 2, 8 and Table 1), since ‖D − x‖² = σ̃²‖ε − ε̂‖²
+                                             (the form in which Kingma & Gao 2023 write EDM's weighting); with
+                                             time_sampling=log_normal each draw is EDM's own per-example loss
+                                             (times the normal's mass inside the process's σ̃ range)
 
 (the "uniform-t" weightings are functions of λ through t(λ): w(λ) = 2ω(λ)/((t_max−t_min)(−λ'(t(λ))))
 with ω their per-unit-time weight.)
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from ..processes.base import Process
 
-WEIGHTINGS = ("elbo", "simple", "snr", "min_snr", "likelihood", "sigma2")
+WEIGHTINGS = ("elbo", "simple", "snr", "min_snr", "likelihood", "sigma2", "flow_matching", "edm")
 
 
-def weighting_factor(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: float, gamma: float = 5.0) -> Tensor:
+def weighting_factor(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: float, gamma: float = 5.0, *,
+                     sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2) -> Tensor:
     """½ w(λ) (−dλ/dt): the factor multiplying ‖ε − ε̂‖² per unit of time in L_w (module doc).
 
     `span` = t_max − t_min (the length of the time interval), which turns the textbook
-    "expectation over uniform t" weightings into integrals over t.
+    "expectation over uniform t" weightings into integrals over t. sigma_data, p_mean, p_std: EDM's
+    σ_d and log-normal training distribution of σ̃ (weighting "edm" only).
     """
+    if name == "flow_matching":
+        return 0.5 * torch.exp(-0.5 * log_snr) * -dlog_snr_dt
+    if name == "edm":
+        log_sigma = -0.5 * log_snr
+        density = log_normal_density(log_sigma, p_mean, p_std)  # of ln σ̃; d ln σ̃/dt = −λ'/2
+        return density * (0.5 * -dlog_snr_dt) * (torch.exp(2 * log_sigma) + sigma_data**2) / sigma_data**2
     if name in ("elbo", "likelihood"):
         return 0.5 * -dlog_snr_dt
     if name in ("simple", "snr"):
@@ -51,9 +71,15 @@ def weighting_factor(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: floa
     raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {name!r}")
 
 
-def weight_of_log_snr(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: float = 1.0, gamma: float = 5.0) -> Tensor:
+def log_normal_density(log_sigma: Tensor, p_mean: float, p_std: float) -> Tensor:
+    """N(ln σ̃; P_mean, P_std²): EDM's training density of ln σ̃ (Karras et al. 2022, Sec. 5)."""
+    return torch.exp(-0.5 * ((log_sigma - p_mean) / p_std) ** 2) / (p_std * math.sqrt(2 * math.pi))
+
+
+def weight_of_log_snr(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: float = 1.0, gamma: float = 5.0,
+                      **options) -> Tensor:
     """w(λ) itself, in DESIGN.md's form L = ½ E_t[w(λ)(−dλ/dt)‖ε − ε̂‖²]."""
-    return 2.0 * weighting_factor(name, log_snr, dlog_snr_dt, span, gamma) / -dlog_snr_dt
+    return 2.0 * weighting_factor(name, log_snr, dlog_snr_dt, span, gamma, **options) / -dlog_snr_dt
 
 
 def dlog_snr_spread(process: Process) -> float:

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..parameterizations import Epsilon, Parameterization, Prediction
+from ..parameterizations import Epsilon, Parameterization, Prediction, input_scale_of
 from ..processes.base import Process
 
 
@@ -183,8 +183,11 @@ class OracleModel(nn.Module):
 
     def forward(self, z: Tensor, t: Tensor) -> Tensor:
         t64 = t.to(torch.float64)
-        pred = self.oracle.prediction(z.to(torch.float64), t64, self.process)
         alpha, sigma = self.process.alpha_sigma(t64)
         shape = (-1,) + (1,) * (z.ndim - 1)
+        scale = input_scale_of(self.parameterization, alpha, sigma)
+        if scale is not None:  # the Denoiser fed the network c_in-scaled input (EDM): undo it
+            z = (z.to(torch.float64) / scale.reshape(shape)).to(z.dtype)
+        pred = self.oracle.prediction(z.to(torch.float64), t64, self.process)
         out = self.parameterization.output_from(pred, z.to(torch.float64), alpha.reshape(shape), sigma.reshape(shape))
         return out.to(z.dtype)
