@@ -14,7 +14,7 @@ report() { "$BIN/difflab-report" "$RUNS/$1" --out "docs/studies/$1"; }
 for study in $STUDIES; do
   case $study in
     schedules_weightings)  # seed 000 (VDM): schedule x weighting on continuous-SNR, each job trained then scored
-      "$BIN/difflab-train" -m experiment=gmm process=continuous_snr schedule=linear,cosine weighting=elbo,simple,snr \
+      "$BIN/difflab-train" -m experiment=gmm process=continuous_snr schedule=linear,cosine weighting=elbo,simple,snr,min_snr \
         trainer.max_steps=2000 'eval_at_end=[nll_elbo,swd,weights]' output="$RUNS/$study"
       # the exact model on both schedules (same log-SNR endpoints): the continuous ELBO is the same number
       "$BIN/difflab-eval" -m model=oracle data=gmm process=continuous_snr schedule=linear,cosine \

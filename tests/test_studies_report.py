@@ -137,7 +137,7 @@ def test_two_key_sweep_gets_a_grid_per_metric_and_list_metrics_one_column_each(t
             v = round(0.1 * steps + (1.0 if sampler == "heun" else 0.0), 3)
             values[sampler, steps] = v
             fake_job(root, f"sampler={sampler},sampler.steps={steps}",
-                     metrics={"swd": v, "weights": [0.25, 0.75], "weights_se": [0.01, 0.02], "nfe": steps})
+                     metrics={"swd": v, "weights": [0.25, 0.75], "weights_se": [0.01, 0.02], "nfe": steps, "nll": 1.5, "nll_se": 0.01})
     report_main([str(root)])
     text = (root / "report.md").read_text()
     grid = text[text.index("**swd**"):].split("\n\n")[1].splitlines()
@@ -146,3 +146,4 @@ def test_two_key_sweep_gets_a_grid_per_metric_and_list_metrics_one_column_each(t
     for line, steps in zip(grid[2:], (5, 10, 50)):
         assert line == f"| {steps} | {values['ddim', steps]:.4g} | {values['heun', steps]:.4g} |"
     assert "weights[1]" in text and "0.75 ± 0.02" in text
+    assert "The same in every job: nll = 1.5 ± 0.01" in text and "**nll**" not in text  # a reference, not a grid

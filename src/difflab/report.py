@@ -252,7 +252,7 @@ def _save(fig, path: Path) -> Path:
 
 def plotted(metrics: list[str]) -> list[str]:
     """The metrics worth a plot: results, not reference values (swd_floor) or counts."""
-    return [m for m in metrics if not m.endswith("_floor") and m not in ("num_samples", "data_shape")]
+    return [m for m in metrics if not m.endswith(("_floor", "num_samples")) and m not in ("data_shape",)]
 
 
 def plot_vs_nfe(jobs, swept, metrics, out: Path) -> list[Path]:
@@ -353,10 +353,13 @@ def pivots(jobs: list[Job], swept: list[str], metrics: list[str]) -> list[str]:
         return []
     a, b = swept
     row, col = (a, b) if len({j.overrides.get(a) for j in jobs}) >= len({j.overrides.get(b) for j in jobs}) else (b, a)
-    out = []
+    out, same = [], []
     for m in [m for m in plotted(metrics) if m != "nfe" and any(j.value(m) is not None for j in jobs)]:
-        out += [f"**{m}**", "", pivot(jobs, row, col, m), ""]
-    return out
+        if len({(j.value(m), j.se(m)) for j in jobs}) == 1:  # a reference value (the exact nll), not a result
+            same.append(f"{m} = {fmt(jobs[0].value(m), jobs[0].se(m))}")
+        else:
+            out += [f"**{m}**", "", pivot(jobs, row, col, m), ""]
+    return (["The same in every job: " + ", ".join(same) + ".", ""] if same else []) + out
 
 
 def write_study(loaded: tuple[list[Job], list[str], dict[str, str]], out: Path, title: str, source: str) -> Path:
