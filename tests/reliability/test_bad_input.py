@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 CASES = [
     # unknown option or experiment
     ("train", ["experiment=gmn"], "Could not find 'experiment/gmn'"),
-    ("train", ["experiment=nope"], "Available options in 'experiment': ddpm_cifar10, digits, gmm"),
+    ("train", ["experiment=nope"], "Available options in 'experiment': ddpm_cifar10, digits, edm_cifar10, edm_gmm, flow_gmm, gmm"),
     ("train", ["process=foo"], "process/foo"),
     ("train", ["model=transformer"], "model/transformer"),
     ("train", ["weighting=elbow"], "weighting/elbow"),

@@ -182,8 +182,6 @@ def _fit(cfg, out: Path):
     ckpt_path, ckpt = checkpoint_to_resume(cfg)
     if ckpt is not None:
         cfg = resume_config(cfg, out)
-        if not secondary_process():
-            print(f"difflab-train: resuming {out} from step {int(ckpt.get('global_step', 0))} ({ckpt_path})", file=sys.stderr)
     elif has_results(out) and not secondary_process():
         raise UsageError(f"output={out} already holds a training run; choose a new output=... or resume it with resume={out} (= ckpt_path={out / 'checkpoints' / 'last.ckpt'})")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -197,6 +195,8 @@ def _fit(cfg, out: Path):
     set_threads(cfg.get("threads"), module)
     if ckpt is not None:
         check_same_model(ckpt, module, ckpt_path)
+        if not secondary_process():  # said once every check has passed (a refused resume prints one line)
+            print(f"difflab-train: resuming {out} from step {int(ckpt.get('global_step', 0))} ({ckpt_path})", file=sys.stderr)
     logger = build_logger(cfg, out)
     if ckpt is not None and hasattr(logger, "keep_before_step"):
         logger.keep_before_step = int(ckpt.get("global_step", 0))  # rows after the checkpoint are logged again
