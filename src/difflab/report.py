@@ -286,7 +286,7 @@ def plot_vs_weighting(jobs, swept, metrics, out: Path) -> list[Path]:
     groups = [k for k in swept if k != "weighting"]
     groups.sort(key=lambda k: k != "schedule")
     paths = []
-    for m in [m for m in plotted(metrics) if any(j.value(m) is not None for j in jobs)]:
+    for m in [m for m in plotted(metrics) if m != "nfe" and len({(j.value(m), j.se(m)) for j in jobs}) > 1]:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6, 4))
         labels = sorted({_label(j, groups) for j in jobs})
