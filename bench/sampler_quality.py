@@ -13,7 +13,9 @@ UniPC, Euler, Heun, LMS on the DDPM β schedule (plus Karras σ where offered), 
 euler, heun, lms, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, dpmpp_3m_sde (tests/kdiffusion_ref.py) on Karras and
 exponential σ grids over the DDPM (0.01–157) and EDM (0.002–80) ranges.
 
-Score of a configuration = geometric mean over mixtures of gap / floor. Printed per process and NFE:
+Score of a configuration = geometric mean over mixtures of gap / floor. "limit/peer": the converged ODE from the same
+prior noise (LMS, 200 steps) over the best peer, the lowest ratio a deterministic sampler can reach but by chance:
+with deterministic samplers the sample noise of the prior draw is shared, so near convergence every ratio → 1. Printed per process and NFE:
 our best / the best peer (goal ≤ 0.8 at 10 and 20 NFE, ≤ 1.0 at 5). Writes bench/results/sampler_quality.json.
 
     PYTHONPATH=src python bench/sampler_quality.py [--n 16384] [--seeds 3] [--nfe 5 10 20 50]
@@ -53,7 +55,10 @@ _ALL = ("uniform_t", "uniform_log_snr", "edm")
 OURS = {"ddim": ("ddim", 1, {}, _ALL), "ode_heun": ("ode_heun", 2, {}, ("edm", "uniform_log_snr")),
         "dpm_solver": ("dpm_solver", 1, {}, _ALL), "dpm_solver_3m": ("dpm_solver_3m", 1, {}, _ALL),
         "unipc": ("unipc", 1, {"order": 2}, _ALL), "unipc_3": ("unipc", 1, {"order": 3}, _ALL),
-        "lms": ("lms", 1, {}, _ALL + ("vp_uniform_t",))}
+        "lms": ("lms", 1, {}, _ALL + ("vp_uniform_t",)), "lms_pc": ("lms", 1, {"corrector": True}, ("edm", "vp_uniform_t"))}
+# The converged probability-flow ODE from the same prior noise (LMS, 200 steps): the gap no deterministic sampler
+# can beat but by chance; "limit / best peer" is the lowest ratio a deterministic sampler can reach at this n.
+LIMIT = ("lms", 200, "vp_uniform_t")
 DIFFUSERS = ("DDPM", "DDIM", "DPMSolverMultistep", "DPMSolverMultistep-3M", "DPMSolverMultistep-karras", "UniPC",
              "UniPC-karras", "Euler", "Euler-karras", "Heun", "LMS", "LMS-karras")
 KD_SAMPLERS = {"euler": kd.sample_euler, "heun": kd.sample_heun, "lms": kd.sample_lms, "dpmpp_2m": kd.sample_dpmpp_2m,
@@ -138,10 +143,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
-    res: dict = {"n": args.n, "seeds": args.seeds, "nfe": args.nfe, "floor": {}, "ours": {}, "peers": {}}
+    res: dict = {"n": args.n, "seeds": args.seeds, "nfe": args.nfe, "floor": {}, "ours": {}, "peers": {}, "limit": {}}
     for part in args.merge or []:
         d = json.loads(Path(part).read_text())
-        for key in ("floor", "ours", "peers"):
+        for key in ("floor", "ours", "peers", "limit"):
             res[key].update(d[key])
     for mname in [] if args.merge else args.mixtures:
         oracle = MIXTURES[mname]
@@ -168,6 +173,9 @@ def main() -> None:
             process = PROCESSES[pname]()
             den = oracle.denoiser(process)
             cells = res["ours"].setdefault(mname, {}).setdefault(pname, {})
+            res.setdefault("limit", {}).setdefault(mname, {})[pname] = mean_gap(lambda s, xi: sample(
+                den, process, xi.shape, LIMIT[0], LIMIT[1], grid=LIMIT[2], x_T=xi * process.prior_std(),
+                dtype=torch.float64).samples)
             for nfe in args.nfe:
                 row = cells.setdefault(str(nfe), {})
                 for sname, (sampler, per_step, opts, grids) in OURS.items():
@@ -199,17 +207,21 @@ def summarize(res: dict, args) -> None:
     mixes, floors = list(res["ours"]), res["floor"]
     print(f"\nfloors: " + ", ".join(f"{m} {floors[m]:.4f}" for m in mixes) + f"  (n={args.n}, {args.seeds} seeds)")
     res["summary"] = {}
-    print(f"{'process':16s}{'NFE':>5s}  {'ours best (gap/floor)':44s}{'best peer (gap/floor)':52s}{'ratio':>7s}")
+    print(f"{'process':16s}{'NFE':>5s}  {'ours best (gap/floor)':44s}{'best peer (gap/floor)':52s}{'ratio':>7s}"
+          f"{'limit/peer':>12s}")
     for pname in args.processes:
         for nfe in map(str, args.nfe):
             ours = {c: _score({m: res["ours"][m][pname][nfe][c] for m in mixes}, floors) for c in res["ours"][mixes[0]][pname][nfe]}
             peers = {c: _score({m: res["peers"][m][nfe][c] for m in mixes}, floors) for c in res["peers"][mixes[0]][nfe]}
             bo, bp = min(ours, key=ours.get), min(peers, key=peers.get)
             ratio = ours[bo] / peers[bp]
+            lim = _score({m: res["limit"][m][pname] for m in mixes}, floors) if res.get("limit") else float("nan")
             res["summary"].setdefault(pname, {})[nfe] = {"ours": bo, "ours_score": ours[bo], "peer": bp,
                                                          "peer_score": peers[bp], "ratio": ratio,
-                                                         "ranking": sorted(ours, key=ours.get)[:8]}
-            print(f"{pname:16s}{nfe:>5s}  {bo:34s}{ours[bo]:8.2f}  {bp:42s}{peers[bp]:8.2f}  {ratio:7.3f}")
+                                                         "ranking": sorted(ours, key=ours.get)[:8], "limit_score": lim,
+                                                         "limit_ratio": lim / peers[bp]}
+            print(f"{pname:16s}{nfe:>5s}  {bo:34s}{ours[bo]:8.2f}  {bp:42s}{peers[bp]:8.2f}  {ratio:7.3f}"
+                  f"{lim / peers[bp]:12.3f}")
 
 
 def plot(res: dict, args, path: Path) -> None:

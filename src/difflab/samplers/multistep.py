@@ -32,23 +32,33 @@ def lms_coefficients(nodes: list, a: float, b: float) -> list:
 
 
 def lms(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, order: int = 4,
-        to_zero: bool = False) -> Tensor:
+        to_zero: bool = False, corrector: bool = False) -> Tensor:
     """Linear multistep of `order` 1–4 in σ̃ (k-diffusion's `sample_lms`; diffusers'
     `LMSDiscreteScheduler`): x̃_{i+1} = x̃_i + Σ_j c_{ij} d_{i−j}, c_{ij} = ∫_{σ̃_i}^{σ̃_{i+1}} ℓ_j, the
     order warming up from 1 (Euler) at the first move. to_zero: after the last grid time t_min one
     more move to σ̃ = 0 (k-diffusion's trailing zero noise level), and the result is x̃(σ̃ = 0) = x,
-    the data itself, not the slightly noisy z at t_min; NFE = steps + 1, else NFE = steps."""
+    the data itself, not the slightly noisy z at t_min; NFE = steps + 1, else NFE = steps.
+    corrector: Adams–Bashforth–Moulton in PEC mode (Hairer et al., III.1): once x̂ has been evaluated at
+    the predicted x̃_{i+1}, the move x̃_i → x̃_{i+1} is redone with the Adams–Moulton weights of the nodes
+    σ̃_{i+1}, σ̃_i, … (`order` of them), without a new evaluation (the idea of UniC, Zhao et al. 2023);
+    the slope kept for the next moves is (x̃_{i+1} − x̂)/σ̃_{i+1} at the corrected x̃. Same NFE."""
     if int(order) != order or not 1 <= order <= 4:
         raise ValueError(f"lms: order must be an integer in 1..4, got {order}")
     c = GridConstants.of(process, ts)
     levels = c.sigma_tilde + ([0.0] if to_zero else [])
     x = x / c.alpha[0]
     ds: list = []  # (d, σ̃) of the last moves, most recent first
+    prev = None  # (x̃ before the last move, its σ̃)
     for i in range(len(levels) - 1):
         denoised = model(c.alpha[i] * x, c.t[i]).x0
+        if corrector and prev is not None:
+            nodes = [((x - denoised) / levels[i], levels[i])] + ds[: int(order) - 1]
+            coeffs = lms_coefficients([s for _, s in nodes], prev[1], levels[i])
+            x = prev[0] + sum(cf * d for cf, (d, _) in zip(coeffs, nodes))
         if levels[i + 1] != levels[i]:  # a repeated grid time (ddpm_leading) is no move
             ds = [((x - denoised) / levels[i], levels[i])] + ds[: int(order) - 1]
             coeffs = lms_coefficients([s for _, s in ds], levels[i], levels[i + 1])
+            prev = (x, levels[i])
             x = x + sum(cf * d for cf, (d, _) in zip(coeffs, ds))
         t_next = c.t[i + 1] if i + 1 < len(c.t) else 0.0
         report(callback, i, c.t[i], t_next, x if to_zero and i == len(c.t) - 1 else c.alpha[i + 1] * x, denoised)
