@@ -7,7 +7,7 @@ samples to μ_k over s_k √D, against the same statistics of 400k exact samples
 of n exact samples. Every number is a mean over `--seeds` prior draws.
 
 Ours: the deterministic low-NFE samplers (DDIM, Heun, DPM-Solver++ 2M/3M, UniPC 2/3, LMS) × grids (uniform_t,
-uniform_log_snr, edm ρ=7, LMS also vp_uniform_t; DDPM's trailing grid) on each process.
+uniform_log_snr, edm ρ=7, vp_uniform_t; DDPM's trailing grid) on each process.
 Peers (process-free, they bring their own noise range): diffusers' DDPM, DDIM, DPM-Solver++ 2M/3M,
 UniPC, Euler, Heun, LMS on the DDPM β schedule (plus Karras σ where offered), and k-diffusion's
 euler, heun, lms, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, dpmpp_3m_sde (tests/kdiffusion_ref.py) on Karras and
@@ -51,11 +51,11 @@ PROCESSES = {"ddpm": lambda: DDPM(1000), "vp": lambda: VPSDE(), "subvp": lambda:
 # configuration name -> (sampler, NFE per step, options, grids tried; DDPM also tries its trailing grid). The
 # stochastic samplers (ancestral, dpm_solver_sde/3m_sde, edm_stochastic) are left out: none was ever our best at
 # ≤ 20 NFE (bench/results history), and leaving them out only narrows our side of the comparison.
-_ALL = ("uniform_t", "uniform_log_snr", "edm")
-OURS = {"ddim": ("ddim", 1, {}, _ALL), "ode_heun": ("ode_heun", 2, {}, ("edm", "uniform_log_snr")),
+_ALL = ("uniform_t", "uniform_log_snr", "edm", "vp_uniform_t")
+OURS = {"ddim": ("ddim", 1, {}, _ALL), "ode_heun": ("ode_heun", 2, {}, ("edm", "vp_uniform_t")),
         "dpm_solver": ("dpm_solver", 1, {}, _ALL), "dpm_solver_3m": ("dpm_solver_3m", 1, {}, _ALL),
         "unipc": ("unipc", 1, {"order": 2}, _ALL), "unipc_3": ("unipc", 1, {"order": 3}, _ALL),
-        "lms": ("lms", 1, {}, _ALL + ("vp_uniform_t",)), "lms_pc": ("lms", 1, {"corrector": True}, ("edm", "vp_uniform_t"))}
+        "lms": ("lms", 1, {}, _ALL), "lms_pc": ("lms", 1, {"corrector": True}, ("edm", "vp_uniform_t"))}
 # The converged probability-flow ODE from the same prior noise (LMS, 200 steps): the gap no deterministic sampler
 # can beat but by chance; "limit / best peer" is the lowest ratio a deterministic sampler can reach at this n.
 LIMIT = ("lms", 200, "vp_uniform_t")
