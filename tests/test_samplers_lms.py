@@ -115,3 +115,18 @@ def test_vp_uniform_t_spans_every_process(pid):
     process = all_processes()[pid]
     ts = make_grid(process, 12, "vp_uniform_t")
     assert ts[0] == process.t_max and ts[-1] == process.t_min and bool((ts[1:] < ts[:-1]).all())
+
+
+@pytest.mark.parametrize("pid", ["vp", "ve"])
+def test_vp_uniform_t_below_sigma_max(pid):
+    """First move t_max → σ̃ = sigma_max, then τ(σ̃) = (√(β_min² + 2 β_d log(1 + σ̃²)) − β_min)/β_d evenly spaced
+    (Karras et al. 2022, Table 1, VP) down to σ̃(t_min)."""
+    process, steps, cap = PROCS[pid], 9, 12.0
+    ts = make_grid(process, steps, "vp_uniform_t", sigma_max=cap)
+    sig = torch.exp(-0.5 * process.log_snr(ts))
+    assert ts[0] == process.t_max and ts[-1] == process.t_min
+    assert abs(float(sig[1]) - cap) < 1e-6 * cap
+    tau = ((0.1**2 + 2 * 19.9 * torch.log1p(sig[1:] ** 2)).sqrt() - 0.1) / 19.9
+    torch.testing.assert_close(tau.diff(), tau.diff().mean().expand(steps - 1), atol=1e-9, rtol=1e-6)
+    with pytest.raises(ValueError, match="sigma_max"):
+        make_grid(process, steps, "vp_uniform_t", sigma_max=1e-4)
