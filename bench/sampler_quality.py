@@ -185,7 +185,7 @@ def main() -> None:
                     steps = nfe // per_step
                     if steps < 1:
                         continue
-                    for grid in grids + (("ddpm_trailing",) if pname == "ddpm" else ()):
+                    for grid in grids + (("ddpm_trailing",) if pname == "ddpm" and not any(k.startswith("grid_") for k in opts) else ()):
                         row[f"{sname}/{grid}"] = mean_gap(lambda s, xi: sample(
                             den, process, xi.shape, sampler, steps,
                             grid=grid, x_T=xi * process.prior_std(), dtype=torch.float64,
