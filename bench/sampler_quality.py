@@ -185,7 +185,8 @@ def main() -> None:
                     steps = nfe // per_step
                     if steps < 1:
                         continue
-                    for grid in grids + (("ddpm_trailing",) if pname == "ddpm" and not any(k.startswith("grid_") for k in opts) else ()):
+                    trailing = pname == "ddpm" and not any(k.startswith("grid_") for k in opts)
+                    for grid in grids + (("ddpm_trailing",) if trailing else ()):
                         row[f"{sname}/{grid}"] = mean_gap(lambda s, xi: sample(
                             den, process, xi.shape, sampler, steps,
                             grid=grid, x_T=xi * process.prior_std(), dtype=torch.float64,
