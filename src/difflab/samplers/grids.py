@@ -11,6 +11,9 @@ injects no noise). Grids are written in α, σ, λ only, never by process type:
                       log signal-to-noise ratio, the natural time variable of Kingma et al. 2021).
 - `edm`             — Karras et al. (2022) ρ-spacing of the noise level σ̃ = σ/α = e^{−λ/2}:
                       σ̃_i = (σ̃_max^{1/ρ} + i/N (σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ, ρ = 7.
+- `vp_uniform_t`    — σ̃ at uniform times of the linear-β VP SDE (β_min = 0.1, β_max = 20), the "VP"
+                      time steps of Karras et al. 2022, Table 1, between the process's own σ̃ ends:
+                      the uniform_t grid of ddpm/vp, carried over to every process through σ̃.
 - `ddpm_trailing`   — discrete DDPM (needs `process.num_steps` = T): step indices
                       round(T − i T/N), i < N (start at the last training step t = 1), then t_min
                       (diffusers' "trailing" spacing, timesteps k ↔ t = (k + 1)/T).
@@ -73,6 +76,30 @@ def edm(process, steps: int, rho: float = 7.0) -> Tensor:
     return _pin_ends(process, process.t_from_log_snr(-2 * torch.log(s)).to(torch.float64))
 
 
+def vp_uniform_t(process, steps: int, beta_min: float = 0.1, beta_max: float = 20.0,
+                 sigma_max: float | None = None) -> Tensor:
+    """Karras et al. 2022, Table 1 (VP): σ̃(τ) = √(exp(½ β_d τ² + β_min τ) − 1), β_d = β_max − β_min, at
+    τ uniform between τ(σ̃(t_max)) and τ(σ̃(t_min)), the inverse τ(σ̃) = (√(β_min² + 2 β_d log(1 + σ̃²))
+    − β_min)/β_d; mapped back to the process's t by its log-SNR λ = −2 log σ̃. sigma_max (below σ̃(t_max)):
+    the first move jumps from t_max to σ̃ = sigma_max and the other `steps` − 1 moves are uniform in τ below it."""
+    n = _check(process, steps)
+    if not (beta_max > beta_min > 0):
+        raise ValueError(f"vp_uniform_t grid: need beta_max > beta_min > 0, got {beta_min}, {beta_max}")
+    bd = beta_max - beta_min
+    lam_hi, lam_lo = _end_log_snr(process)
+    top = math.exp(-lam_hi)  # σ̃² at t_max
+    capped = sigma_max is not None and n > 1 and sigma_max**2 < top
+    if sigma_max is not None and not sigma_max > math.exp(-0.5 * lam_lo):
+        raise ValueError(f"vp_uniform_t grid: sigma_max must exceed σ̃(t_min) = {math.exp(-0.5 * lam_lo):g}, got {sigma_max}")
+    ends = torch.tensor([sigma_max**2 if capped else top, math.exp(-lam_lo)], dtype=torch.float64)
+    tau = ((beta_min**2 + 2 * bd * torch.log1p(ends)).sqrt() - beta_min) / bd
+    tau = torch.linspace(float(tau[0]), float(tau[1]), n if capped else n + 1, dtype=torch.float64)
+    lam = -torch.log(torch.expm1(0.5 * bd * tau**2 + beta_min * tau))
+    if capped:
+        lam = torch.cat([torch.tensor([lam_hi], dtype=torch.float64), lam])
+    return _pin_ends(process, process.t_from_log_snr(lam).to(torch.float64))
+
+
 def _num_train_steps(process, name: str) -> int:
     t_steps = getattr(process, "num_steps", None)
     if t_steps is None:
@@ -107,6 +134,7 @@ GRIDS = {
     "uniform_t": uniform_t,
     "uniform_log_snr": uniform_log_snr,
     "edm": edm,
+    "vp_uniform_t": vp_uniform_t,
     "ddpm_trailing": ddpm_trailing,
     "ddpm_leading": ddpm_leading,
 }
