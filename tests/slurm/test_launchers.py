@@ -18,7 +18,7 @@ from cluster import Cluster, sinfo_ok, unavailable_reason
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 ROOT = Path(__file__).resolve().parents[2]
-SWEEP = ["experiment=gmm", "schedule=linear,cosine", "trainer.max_steps=4", "trainer.val_check_interval=2",
+SWEEP = ["experiment=gmm", "process=continuous_snr", "schedule=linear,cosine", "weighting=elbo,simple", "trainer.max_steps=4", "trainer.val_check_interval=2",
          "trainer.log_every_n_steps=1", "checkpoint_every=0", "logger=csv", "eval_at_end=[swd]", "evaluation.num_samples=64",
          "evaluation.num_reference=256", "sampler.steps=4"]
 
@@ -39,21 +39,32 @@ def slurm():
 
 
 def run_sweep(out: Path, launcher: list[str], env=None):
+    """The 2×2 study (schedule × weighting on continuous-SNR) through `launcher`: every job in its own
+    directory with its metrics.json, the report from them; the same command again skips every job
+    (its checkpoint and metrics.json stay as they were)."""
     env = dict(env or os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
     cmd = [sys.executable, "-m", "difflab.cli.train", "-m", *launcher, *SWEEP, f"output={out}"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    jobs = {}
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["multirun.yaml", "schedule=cosine", "schedule=linear"]
-    for s in ("linear", "cosine"):
-        job = out / f"schedule={s}"  # named after its swept override only
+    names = [f"schedule={s},weighting={w}" for s in ("cosine", "linear") for w in ("elbo", "simple")]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["multirun.yaml", *names]
+    jobs, written = {}, {}
+    for name in names:
+        job = out / name  # named after its swept overrides only
         assert (job / "checkpoints" / "last.ckpt").is_file(), sorted(p.name for p in out.iterdir())
         assert "swd" in yaml.safe_load((job / "metrics.json").read_text())  # each job ends with its numbers
-        jobs[s] = yaml.safe_load((job / "config.yaml").read_text())
-    assert jobs["linear"]["process"]["schedule"] == "linear" and jobs["cosine"]["process"]["schedule"] == "cosine"
+        jobs[name] = yaml.safe_load((job / "config.yaml").read_text())
+        written[name] = {f: (job / f).stat().st_mtime_ns for f in ("metrics.json", "checkpoints/last.ckpt")}
+    for name, cfg in jobs.items():
+        sched, weighting = (kv.split("=")[1] for kv in name.split(","))
+        assert cfg["process"]["schedule"] == sched and cfg["weighting"]["weighting"] == weighting
     subprocess.run([sys.executable, "-m", "difflab.cli.report", str(out)], check=True, env=env, capture_output=True)
     table = (out / "report.md").read_text()
-    assert "| schedule |" in table and "| cosine |" in table and (out / "loss_curves.png").is_file()
+    assert "| schedule | weighting |" in table and "| cosine | simple |" in table and (out / "loss_curves.png").is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for name in names:  # every job skipped: nothing rewritten
+        assert {f: (out / name / f).stat().st_mtime_ns for f in written[name]} == written[name], name
 
 
 @pytest.mark.slow
