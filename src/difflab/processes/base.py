@@ -18,7 +18,6 @@ time derivatives); no sampler or loss ever branches on the process type.
 from __future__ import annotations
 
 import contextlib
-
 import math
 
 import torch
@@ -85,8 +84,9 @@ class Process(nn.Module):
         memo = self.__dict__.get("_alpha_sigma_memo")
         if memo and memo[0] is t and memo[1] == t._version:
             return memo[2]
-        out = self.log_alpha(self.check_time(t)).exp(), self.log_sigma(self.check_time(t)).exp()
-        if memo is not None:
+        checked = self.check_time(t)
+        out = self.log_alpha(checked).exp(), self.log_sigma(checked).exp()
+        if memo is not None and isinstance(t, Tensor):
             self.__dict__["_alpha_sigma_memo"] = (t, t._version, out)
         return out
 
