@@ -250,6 +250,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def varies(jobs: list[Job], metric: str) -> bool:
+    """Whether `metric` (± SE) differs between jobs; one that does not is a reference, not a result."""
+    return len({(j.value(metric), j.se(metric)) for j in jobs}) > 1
+
+
 def plotted(metrics: list[str]) -> list[str]:
     """The metrics worth a plot: results, not reference values (swd_floor) or counts."""
     return [m for m in metrics if not m.endswith(("_floor", "num_samples")) and m not in ("data_shape",)]
@@ -286,7 +291,7 @@ def plot_vs_weighting(jobs, swept, metrics, out: Path) -> list[Path]:
     groups = [k for k in swept if k != "weighting"]
     groups.sort(key=lambda k: k != "schedule")
     paths = []
-    for m in [m for m in plotted(metrics) if m != "nfe" and len({(j.value(m), j.se(m)) for j in jobs}) > 1]:
+    for m in [m for m in plotted(metrics) if m != "nfe" and varies(jobs, m)]:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6, 4))
         labels = sorted({_label(j, groups) for j in jobs})
@@ -355,7 +360,7 @@ def pivots(jobs: list[Job], swept: list[str], metrics: list[str]) -> list[str]:
     row, col = (a, b) if len({j.overrides.get(a) for j in jobs}) >= len({j.overrides.get(b) for j in jobs}) else (b, a)
     out, same = [], []
     for m in [m for m in plotted(metrics) if m != "nfe" and any(j.value(m) is not None for j in jobs)]:
-        if len({(j.value(m), j.se(m)) for j in jobs}) == 1:  # a reference value (the exact nll), not a result
+        if not varies(jobs, m):  # a reference value (the exact nll), not a result
             same.append(f"{m} = {fmt(jobs[0].value(m), jobs[0].se(m))}")
         else:
             out += [f"**{m}**", "", pivot(jobs, row, col, m), ""]
