@@ -3,7 +3,7 @@ the exact GMM oracle (so only the sampler errs).
 
 Distance ("gap"): each sample is assigned to its most likely mixture component; gap = total variation of
 the component weights + Σ_k w_k |spread_k − spread_k^ref|, spread_k = RMS distance of the component's
-samples to μ_k over s_k √D, against the same statistics of 400k exact samples. Its noise floor is the gap
+samples to μ_k over s_k √D, against the same statistics of `--ref-n` (400k) exact samples. Its noise floor is the gap
 of n exact samples. Every number is a mean over `--seeds` prior draws.
 
 Ours: the deterministic low-NFE samplers (DDIM, Heun, DPM-Solver++ 2M/3M, UniPC 2/3, LMS) × grids (uniform_t,
@@ -18,7 +18,7 @@ prior noise (LMS, 200 steps) over the best peer, the lowest ratio a deterministi
 with deterministic samplers the sample noise of the prior draw is shared, so near convergence every ratio → 1. Printed per process and NFE:
 our best / the best peer (goal ≤ 0.8 at 10 and 20 NFE, ≤ 1.0 at 5). Writes bench/results/sampler_quality.json.
 
-    PYTHONPATH=src python bench/sampler_quality.py [--n 16384] [--seeds 3] [--nfe 5 10 20 50]
+    PYTHONPATH=src python bench/sampler_quality.py [--n 16384] [--seeds 3] [--nfe 5 10 20 50] [--configs lms ...]
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ import torch
 
 from difflab.models import GMMOracle
 from difflab.processes import DDPM, VESDE, VPSDE, ContinuousSNR, SubVPSDE
+from difflab.evaluation.tuning import tune_grid
 from difflab.samplers import sample
+from difflab.samplers.grids import make_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import kdiffusion_ref as kd  # noqa: E402
@@ -58,7 +60,12 @@ OURS = {"ddim": ("ddim", 1, {}, _ALL), "ode_heun": ("ode_heun", 2, {}, ("edm", "
         "lms": ("lms", 1, {}, _ALL), "lms_pc": ("lms", 1, {"corrector": True}, ("edm", "vp_uniform_t")),
         # vp_uniform_t below σ̃ = 15 after a first jump from t_max: σ_max chosen on prior seed 7 (held out: the
         # scores below use seeds 0, 1, 2) among 10, 15, 20, 30, 50, 80 at 10 and 20 NFE on vp and ve
-        "lms_s15": ("lms", 1, {"grid_sigma_max": 15.0}, ("vp_uniform_t",))}
+        "lms_s15": ("lms", 1, {"grid_sigma_max": 15.0}, ("vp_uniform_t",)),
+        # the lms_s15 grid fitted to the model by `difflab-tune-grid`'s search (evaluation.tuning.tune_grid) on
+        # held-out prior noise (TUNE_N draws of seed TUNE_SEED, not the scored seeds), per mixture, process and NFE
+        "lms_tuned": ("lms", 1, {}, ("tuned",))}
+TUNE_N, TUNE_SEED, TUNE_EVALS = 1024, 7, 300
+DEFAULT_OUT = Path(__file__).parent / "results" / "sampler_quality.json"
 # The converged probability-flow ODE from the same prior noise (LMS, 200 steps): the gap no deterministic sampler
 # can beat but by chance; "limit / best peer" is the lowest ratio a deterministic sampler can reach at this n.
 LIMIT = ("lms", 200, "vp_uniform_t")
@@ -141,19 +148,27 @@ def main() -> None:
     ap.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 50])
     ap.add_argument("--mixtures", nargs="+", default=list(MIXTURES))
     ap.add_argument("--processes", nargs="+", default=list(PROCESSES))
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sampler_quality.json"))
+    ap.add_argument("--ref-n", type=int, default=400_000,
+                    help="exact samples behind the reference statistics (their noise is shared by every method and "
+                         "pulls every ratio toward 1: keep it well above --n)")
+    ap.add_argument("--configs", nargs="+", choices=list(OURS), default=list(OURS),
+                    help="only these of our configurations (fewer only narrows our side; every peer always runs)")
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--only-ours", action="store_true",
+                    help="skip the peers and the converged ODE: a partial result to --merge with a full one")
     ap.add_argument("--merge", nargs="+", help="summarise these partial results (e.g. one run per mixture) instead")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
-    res: dict = {"n": args.n, "seeds": args.seeds, "nfe": args.nfe, "floor": {}, "ours": {}, "peers": {}, "limit": {}}
-    for part in args.merge or []:
+    res: dict = {"n": args.n, "ref_n": args.ref_n, "seeds": args.seeds, "nfe": args.nfe, "floor": {}, "ours": {}, "peers": {}, "limit": {}}
+    for part in args.merge or []:  # nested merge: a later file adds configurations to an earlier one's cells
         d = json.loads(Path(part).read_text())
-        for key in ("floor", "ours", "peers", "limit"):
-            res[key].update(d[key])
+        res.update({k: d[k] for k in ("n", "ref_n", "seeds") if k in d})
+        for key in ("floor", "ours", "peers", "limit", "tuned_grids"):
+            _merge(res.setdefault(key, {}), d.get(key, {}))
     for mname in [] if args.merge else args.mixtures:
         oracle = MIXTURES[mname]
-        ref = stats(oracle, oracle.sample(400_000, generator=torch.Generator().manual_seed(99)))
+        ref = stats(oracle, oracle.sample(args.ref_n, generator=torch.Generator().manual_seed(99)))
         res["floor"][mname] = sum(gap(oracle, ref, oracle.sample(args.n, generator=torch.Generator().manual_seed(500 + j)))
                                   for j in range(8)) / 8
         noise = [torch.randn(args.n, oracle.dim, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
@@ -163,7 +178,7 @@ def main() -> None:
             return sum(gap(oracle, ref, fn(s, xi)) for s, xi in enumerate(noise)) / len(noise)
 
         peers = res["peers"].setdefault(mname, {})
-        for nfe in args.nfe:
+        for nfe in [] if args.only_ours else args.nfe:
             row = peers.setdefault(str(nfe), {})
             for d in DIFFUSERS:
                 row[f"diffusers:{d}"] = mean_gap(lambda s, xi: diffusers_run(oracle, d, nfe, xi, 100 + s))
@@ -176,30 +191,57 @@ def main() -> None:
             process = PROCESSES[pname]()
             den = oracle.denoiser(process)
             cells = res["ours"].setdefault(mname, {}).setdefault(pname, {})
-            res.setdefault("limit", {}).setdefault(mname, {})[pname] = mean_gap(lambda s, xi: sample(
-                den, process, xi.shape, LIMIT[0], LIMIT[1], grid=LIMIT[2], x_T=xi * process.prior_std(),
-                dtype=torch.float64).samples)
+            if not args.only_ours:
+                res.setdefault("limit", {}).setdefault(mname, {})[pname] = mean_gap(lambda s, xi: sample(
+                    den, process, xi.shape, LIMIT[0], LIMIT[1], grid=LIMIT[2], x_T=xi * process.prior_std(),
+                    dtype=torch.float64).samples)
             for nfe in args.nfe:
                 row = cells.setdefault(str(nfe), {})
                 for sname, (sampler, per_step, opts, grids) in OURS.items():
+                    if sname not in args.configs:
+                        continue
                     steps = nfe // per_step
                     if steps < 1:
                         continue
-                    trailing = pname == "ddpm" and not any(k.startswith("grid_") for k in opts)
+                    trailing = pname == "ddpm" and not any(k.startswith("grid_") for k in opts) and "tuned" not in grids
                     for grid in grids + (("ddpm_trailing",) if trailing else ()):
-                        row[f"{sname}/{grid}"] = mean_gap(lambda s, xi: sample(
+                        if grid == "tuned":
+                            t1 = time.time()
+                            tuned = tune_grid(den, process, sampler, steps, (oracle.dim,), n=TUNE_N, seed=TUNE_SEED,
+                                              grid=make_grid(process, steps, "vp_uniform_t", sigma_max=15.0),
+                                              max_evals=TUNE_EVALS)
+                            grid = tuned.ts
+                            print(f"    tuned {pname}/{sampler}/{steps}: L {tuned.initial_loss:.3g} -> {tuned.loss:.3g} "
+                                  f"({tuned.evals} evals, {time.time() - t1:.0f}s)", flush=True)
+                            res.setdefault("tuned_grids", {}).setdefault(mname, {}).setdefault(pname, {})[str(nfe)] = \
+                                [float(t) for t in grid]
+                        row[f"{sname}/{grid if isinstance(grid, str) else 'tuned'}"] = mean_gap(lambda s, xi: sample(
                             den, process, xi.shape, sampler, steps,
                             grid=grid, x_T=xi * process.prior_std(), dtype=torch.float64,
                             generator=torch.Generator().manual_seed(100 + s), **opts).samples)
             print(f"  [{mname}/{pname} done {time.time() - t0:.0f}s]", flush=True)
+    if args.only_ours:
+        _write(res, Path(args.out))
+        return
     summarize(res, args)
-    plot(res, args, Path(__file__).with_suffix(".png"))
-    out = Path(args.out)
+    plot(res, args, Path(__file__).with_suffix(".png") if Path(args.out).resolve() == DEFAULT_OUT.resolve() else Path(args.out).with_suffix(".png"))
+    _write(res, Path(args.out))
+
+
+def _write(res: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1))
     tmp.replace(out)
     print(f"wrote {out}")
+
+
+def _merge(into: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
 
 
 def _score(per_mix: dict, floors: dict) -> float:
@@ -209,7 +251,7 @@ def _score(per_mix: dict, floors: dict) -> float:
 
 def summarize(res: dict, args) -> None:
     mixes, floors = list(res["ours"]), res["floor"]
-    print(f"\nfloors: " + ", ".join(f"{m} {floors[m]:.4f}" for m in mixes) + f"  (n={args.n}, {args.seeds} seeds)")
+    print(f"\nfloors: " + ", ".join(f"{m} {floors[m]:.4f}" for m in mixes) + f"  (n={res['n']}, {res['seeds']} seeds)")
     res["summary"] = {}
     print(f"{'process':16s}{'NFE':>5s}  {'ours best (gap/floor)':44s}{'best peer (gap/floor)':52s}{'ratio':>7s}"
           f"{'limit/peer':>12s}")
