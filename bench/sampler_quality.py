@@ -273,6 +273,7 @@ def summarize(res: dict, args) -> None:
 def plot(res: dict, args, path: Path) -> None:
     """gap/floor (geometric mean over mixtures) of our best configuration per process, and of the best peer."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -285,7 +286,9 @@ def plot(res: dict, args, path: Path) -> None:
             label="best of diffusers + k-diffusion")
     ax.axhline(1.0, color="gray", lw=0.8, ls=":", label="noise floor")
     ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="gap / noise floor (geo. mean of 3 mixtures)",
-           title="Best sampler per NFE, exact GMM oracle")
+           title=f"Best sampler per NFE, exact GMM oracle (n = {res['n']}, {res['seeds']} seeds)")
+    ax.set_xticks(nfes, [str(n) for n in nfes])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
