@@ -40,13 +40,15 @@ def wandb_records(path: Path):
 
 def read_run(run_file: Path) -> dict:
     """{run_id, group, project, name, config, summary, exited} of an offline run, the updates applied in order."""
-    run = {"config": {}, "summary": {}, "exited": False}
+    run = {"config": {}, "summary": {}, "exited": False, "history": []}
     for r in wandb_records(run_file):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             run.update(run_id=r.run.run_id, group=r.run.run_group, project=r.run.project, name=r.run.display_name)
         elif kind in ("config", "summary"):
-            run[kind].update({u.key: json.loads(u.value_json) for u in getattr(r, kind).update})
+            run[kind].update({(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in getattr(r, kind).update})
+        elif kind == "history":
+            run["history"].append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item})
         elif kind == "exit":
             run["exited"] = True
     return run
@@ -82,6 +84,28 @@ def test_offline_sweep_leaves_one_run_per_job(tmp_path):
         assert {k: run["summary"][k] for k in numbers} == numbers  # eval_at_end's metrics in the summary
         ids.add(run["run_id"])
     assert len(ids) == 2
+
+
+@pytest.mark.slow
+def test_ddp_spawn_run_is_one_wandb_run(tmp_path):
+    """Two CPU processes (ddp_spawn, gloo): rank 0 alone logs, so the training rows, the final metrics
+    and eval_at_end's summary all land in one offline run, the one `wandb_run_id` names."""
+    out = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, "-m", "difflab.cli.train", "experiment=gmm", "trainer.max_steps=20", "trainer.log_every_n_steps=5",
+           "trainer.devices=2", "+trainer.strategy=ddp_spawn", "trainer.accelerator=cpu", "logger=wandb", "eval_at_end=[swd]",
+           "evaluation.num_samples=64", "evaluation.num_reference=256", "sampler.steps=4", "threads=1", f"output={out}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list(tmp_path.rglob("run-*.wandb"))
+    assert len(runs) == 1, runs  # no second run opened by a spawned worker or by the summary
+    run = read_run(runs[0])
+    assert run["run_id"] == (out / "wandb_run_id").read_text().strip() and run["exited"]
+    steps = [row["trainer/global_step"] for row in run["history"] if "train/loss" in row]
+    assert steps and steps == sorted(steps) and max(steps) >= 14, steps  # rows every 5 steps, from rank 0 only
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert run["summary"]["swd"] == metrics["swd"]
 
 
 def test_agent_run_id_is_used(tmp_path, monkeypatch):
