@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sampler_quality import MIXTURES, PROCESSES, gap, stats  # noqa: E402
+from sampler_quality import MIXTURES, PROCESSES, gap, reference  # noqa: E402
 
 from difflab.samplers import sample  # noqa: E402
 
@@ -32,27 +32,24 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     oracle = MIXTURES[args.mixture]
-    ref = stats(oracle, oracle.sample(4_000_000, generator=torch.Generator().manual_seed(99)))
-    floor = sum(gap(oracle, ref, oracle.sample(args.n, generator=torch.Generator().manual_seed(500 + j))) for j in range(8)) / 8
+    ref, floor = reference(oracle, args.n, 4_000_000)
     out = {"n": args.n, "mixture": args.mixture, "seeds": args.seeds, "floor": floor}
     for pname in ("ve", "vp"):
         process = PROCESSES[pname]()
         den = oracle.denoiser(process)
         a_T, s_T = (float(v) for v in process.alpha_sigma(torch.tensor(process.t_max, dtype=torch.float64)))
-        prior = marginal = 0.0
+        total = {"prior": 0.0, "marginal": 0.0}
         for s in range(args.seeds):
             eps = torch.randn(args.n, oracle.dim, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
             x0 = oracle.sample(args.n, generator=torch.Generator().manual_seed(1000 + s)).double()
             for start, key in ((eps * process.prior_std(), "prior"), (a_T * x0 + s_T * eps, "marginal")):
                 x = sample(den, process, eps.shape, "lms", 200, grid="vp_uniform_t", x_T=start, dtype=torch.float64).samples
-                if key == "prior":
-                    prior += gap(oracle, ref, x) / args.seeds
-                else:
-                    marginal += gap(oracle, ref, x) / args.seeds
+                total[key] += gap(oracle, ref, x) / args.seeds
+        prior, marginal = total["prior"] / floor, total["marginal"] / floor
         out[pname] = {"alpha_T": a_T, "sigma_T": s_T, "prior_std": process.prior_std(),
-                      "from_prior": prior / floor, "from_exact_marginal": marginal / floor}
-        print(f"{pname}: converged ODE, gap / floor: from the prior {prior / floor:.2f}, "
-              f"from the exact marginal {marginal / floor:.2f}", flush=True)
+                      "from_prior": prior, "from_exact_marginal": marginal}
+        print(f"{pname}: converged ODE, gap / floor: from the prior {prior:.2f}, "
+              f"from the exact marginal {marginal:.2f}", flush=True)
     path = Path(__file__).parent / "results" / "ve_prior.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")
