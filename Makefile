@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 ## The whole test suite, slow end-to-end tests included.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25 tests
+	$(BIN)/python -m pytest -q --durations=50 tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -86,6 +86,28 @@ def test_offline_sweep_leaves_one_run_per_job(tmp_path):
     assert len(ids) == 2
 
 
+@pytest.mark.slow
+def test_ddp_spawn_run_is_one_wandb_run(tmp_path):
+    """Two CPU processes (ddp_spawn, gloo): rank 0 alone logs, so the training rows, the final metrics
+    and eval_at_end's summary all land in one offline run, the one `wandb_run_id` names."""
+    out = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, "-m", "difflab.cli.train", "experiment=gmm", "trainer.max_steps=20", "trainer.log_every_n_steps=5",
+           "trainer.devices=2", "+trainer.strategy=ddp_spawn", "trainer.accelerator=cpu", "logger=wandb", "eval_at_end=[swd]",
+           "evaluation.num_samples=64", "evaluation.num_reference=256", "sampler.steps=4", "threads=1", f"output={out}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list(tmp_path.rglob("run-*.wandb"))
+    assert len(runs) == 1, runs  # no second run opened by a spawned worker or by the summary
+    run = read_run(runs[0])
+    assert run["run_id"] == (out / "wandb_run_id").read_text().strip() and run["exited"]
+    steps = [row["trainer/global_step"] for row in run["history"] if "train/loss" in row]
+    assert steps and steps == sorted(steps) and max(steps) >= 14, steps  # rows every 5 steps, from rank 0 only
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert run["summary"]["swd"] == metrics["swd"]
+
+
 def test_agent_run_id_is_used(tmp_path, monkeypatch):
     """Under `wandb agent` the agent's run (WANDB_RUN_ID) is the job's run, not a new id."""
     from difflab.loggers import wandb_logger

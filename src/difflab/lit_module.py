@@ -28,7 +28,7 @@ from .denoiser import Denoiser
 from .fused import use_fused_step, use_multi_tensor_step
 from .models.options import apply_model_options, is_compiled, split_model_options, uncompiled_copy
 from .models.checks import check_model_fits  # noqa: F401 - re-exported (tests, users)
-from .utils import instantiate, locate, plain
+from .utils import destroy_process_group_at_exit, instantiate, locate, plain
 
 DEFAULT_OPTIM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8,
                  "weight_decay": 0.0}
@@ -233,6 +233,9 @@ class DiffusionModule(L.LightningModule):
         if getattr(self.trainer._logger_connector, "should_update_logs", True):  # a float: the progress bar never syncs
             self.log("train/loss", float(self._loss), on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
         return loss
+
+    def setup(self, stage: str) -> None:
+        destroy_process_group_at_exit()  # gloo workers (ddp_spawn on CPU) otherwise may abort at exit
 
     def on_fit_start(self) -> None:
         self.ema.to(self.device, copy=True)  # private per rank (ddp_spawn shares pickled CPU tensors)

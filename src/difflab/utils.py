@@ -7,6 +7,8 @@
   subset of Hydra's `instantiate` the library needs, so library code never imports Hydra.
 - `atomic_write(path)`: a temporary file in the same directory (unique per process), renamed
   onto `path` only once it is complete, so a killed run never leaves half a result.
+- `destroy_process_group_at_exit()`: a gloo process group is torn down before the interpreter
+  exits (see its docstring: otherwise about one ddp_spawn CPU worker in ten dies of SIGABRT).
 """
 from __future__ import annotations
 
@@ -74,6 +76,37 @@ def instantiate(spec: Mapping, **kwargs) -> Any:
     args = {k: (instantiate(v) if is_spec(v) else v) for k, v in spec.items()}
     args.update(kwargs)
     return functools.partial(target, **args) if partial else target(**args)
+
+
+_DESTROY_AT_EXIT = False
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def destroy_process_group_at_exit() -> None:
+    """Destroy this process's default process group when the interpreter exits (once per process).
+
+    Lightning registers this for NCCL only (`lightning.fabric.utilities.distributed.
+    _init_dist_connection`). A gloo group still alive at interpreter exit lets a worker thread be
+    destroyed while joinable: "terminate called without an active exception", SIGABRT, and
+    `ProcessExitedException` in the parent although training finished. Measured with torch 2.14.1 +
+    Lightning 2.6 on 2 ddp_spawn CPU workers (tests/test_ddp.py's run, repeated): 3 aborts in 25
+    runs without this, 0 in 50 with it. Called from the hooks that run inside every worker
+    (`DiffusionModule.setup`, `EvalCallback.setup`); a no-op without a process group."""
+    global _DESTROY_AT_EXIT
+    import torch.distributed as dist
+
+    if _DESTROY_AT_EXIT or not (dist.is_available() and dist.is_initialized()):
+        return
+    import atexit
+
+    atexit.register(_destroy_process_group)
+    _DESTROY_AT_EXIT = True
 
 
 @contextlib.contextmanager

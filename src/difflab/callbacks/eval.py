@@ -41,6 +41,7 @@ from ..evaluation import (
     real_examples,
     score_samples,
 )
+from ..utils import destroy_process_group_at_exit
 
 __all__ = ["EvalCallback", "chunk_sizes"]
 
@@ -106,6 +107,9 @@ class EvalCallback(Callback):
                           "the sample count is part of the metric name", stacklevel=2)
 
     # ------------------------------------------------------------------ checkpoint state
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        destroy_process_group_at_exit()  # any LightningModule under ddp_spawn on CPU (gloo)
+
     def state_dict(self) -> dict:
         return {"num_evaluations": self.num_evaluations}  # never metric states or feature nets
 
