@@ -54,16 +54,23 @@ def read_run(run_file: Path) -> dict:
     return run
 
 
+def train_offline(tmp_path: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+    """difflab-train with logger=wandb, no W&B key and no WANDB_* variable (offline by itself): a
+    20-step gmm run that logs every 5 steps and ends with eval_at_end=[swd]."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, "-m", "difflab.cli.train", *(["-m"] if multirun else []), "experiment=gmm", "trainer.max_steps=20",
+           "trainer.log_every_n_steps=5", "logger=wandb", "eval_at_end=[swd]", "evaluation.num_samples=64",
+           "evaluation.num_reference=256", "sampler.steps=4", "threads=1", *overrides]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
 @pytest.mark.slow
 def test_offline_sweep_leaves_one_run_per_job(tmp_path):
     out = tmp_path / "study"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # no key, no mode: offline by itself
-    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
-    cmd = [sys.executable, "-m", "difflab.cli.train", "-m", "experiment=gmm", "trainer.max_steps=20", "trainer.log_every_n_steps=5",
-           "logger=wandb", "seed=1,2", "eval_at_end=[swd]", "evaluation.num_samples=64", "evaluation.num_reference=256",
-           "sampler.steps=4", "threads=1", f"output={out}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    train_offline(tmp_path, "seed=1,2", f"output={out}", multirun=True)
     jobs = sorted(p.parent for p in out.glob("*/config.yaml"))
     assert len(jobs) == 2
     ids = set()
@@ -91,13 +98,7 @@ def test_ddp_spawn_run_is_one_wandb_run(tmp_path):
     """Two CPU processes (ddp_spawn, gloo): rank 0 alone logs, so the training rows, the final metrics
     and eval_at_end's summary all land in one offline run, the one `wandb_run_id` names."""
     out = tmp_path / "ddp"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
-    cmd = [sys.executable, "-m", "difflab.cli.train", "experiment=gmm", "trainer.max_steps=20", "trainer.log_every_n_steps=5",
-           "trainer.devices=2", "+trainer.strategy=ddp_spawn", "trainer.accelerator=cpu", "logger=wandb", "eval_at_end=[swd]",
-           "evaluation.num_samples=64", "evaluation.num_reference=256", "sampler.steps=4", "threads=1", f"output={out}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    train_offline(tmp_path, "trainer.devices=2", "+trainer.strategy=ddp_spawn", "trainer.accelerator=cpu", f"output={out}")
     runs = list(tmp_path.rglob("run-*.wandb"))
     assert len(runs) == 1, runs  # no second run opened by a spawned worker or by the summary
     run = read_run(runs[0])
