@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/demo
+# pytest-xdist workers for `make test`: whole files per worker, the longest first (tests/conftest.py)
+WORKERS ?= 2
 
 .PHONY: venv demo test test-fast lock clean
 
@@ -20,9 +22,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m difflab.cli.demo output=$(OUT)
 
-## The whole test suite, slow end-to-end tests included.
+## The whole test suite, slow end-to-end tests included (WORKERS=0: in this one process).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=50 tests
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=30 tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests

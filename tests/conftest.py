@@ -6,7 +6,24 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# under pytest-xdist (`make test` runs 2 workers) each worker gets its share of the cores: 2 workers
+# with 2 intra-op threads each on 2 cores made a threaded test 20x slower (OpenMP oversubscription)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+
+
+# the longest files first (minutes each on 2 cores): `make test` hands whole files to its 2 workers
+# (--dist loadfile), and a long file started last would run alone at the end
+LONG_FILES = ("test_demo.py", "test_train_gmm.py", "slurm/test_launchers.py", "reliability/test_interrupts.py",
+              "test_processes.py", "test_train_edm_flow.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(LONG_FILES) if path.endswith("/" + name)), len(LONG_FILES))
+
+    items.sort(key=rank)  # stable: the order within a file and among the other files is kept
 
 
 def pytest_addoption(parser):
