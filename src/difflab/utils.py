@@ -78,9 +78,6 @@ def instantiate(spec: Mapping, **kwargs) -> Any:
     return functools.partial(target, **args) if partial else target(**args)
 
 
-_DESTROY_AT_EXIT = False
-
-
 def _destroy_process_group() -> None:
     import torch.distributed as dist
 
@@ -98,15 +95,13 @@ def destroy_process_group_at_exit() -> None:
     Lightning 2.6 on 2 ddp_spawn CPU workers (tests/test_ddp.py's run, repeated): 3 aborts in 25
     runs without this, 0 in 50 with it. Called from the hooks that run inside every worker
     (`DiffusionModule.setup`, `EvalCallback.setup`); a no-op without a process group."""
-    global _DESTROY_AT_EXIT
-    import torch.distributed as dist
-
-    if _DESTROY_AT_EXIT or not (dist.is_available() and dist.is_initialized()):
-        return
     import atexit
 
-    atexit.register(_destroy_process_group)
-    _DESTROY_AT_EXIT = True
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        atexit.unregister(_destroy_process_group)  # one handler however many hooks call this
+        atexit.register(_destroy_process_group)
 
 
 @contextlib.contextmanager
