@@ -30,7 +30,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 else
   note install 1 '"error": "no .whl/ here: run ../shared/tools/offline-wheels constraints.txt and carry .whl"'
 fi
-export PYTHONPATH=$PWD/.site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$PWD/src:$PWD/.site${PYTHONPATH:+:$PYTHONPATH}  # the work tree before its wheel
 export PATH=$PWD/.site/bin:$PATH
 export WANDB_MODE=disabled DIFFLAB_TEST_DEVICE=cuda
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1

@@ -64,7 +64,7 @@ def test_bad_metric_and_missing_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_console_script_exit_2_one_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(SRC), "WANDB_MODE": "disabled"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]), "WANDB_MODE": "disabled"}
     r = subprocess.run([sys.executable, "-m", "difflab.cli.evaluate", f"output={tmp_path}", "metrics=[nll_ode,fidd]"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2

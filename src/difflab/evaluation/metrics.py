@@ -183,7 +183,7 @@ def likelihood_metrics(target, metrics: Sequence[str], *, seed: int = 0, num_eva
             mean, se = est.per_dim if name == "nll_ode" else _bpd(est, False, bits)
             out.update({name: mean, name + "_se": se, name + "_seconds": time.perf_counter() - t0, name + "_num_samples": est.num_draws})
             if name == "nll_ode" and target.mixture is not None:
-                exact = -target.mixture.log_prob(x).to(torch.float64).cpu()
+                exact = -target.mixture.log_prob(x).to(est.values)  # on the estimate's device (cuda when sampling there)
                 out["nll_ode_gap"], out["nll_ode_gap_se"] = estimate_from_values(est.values - exact, target.dim).per_dim
 
     for name in ("nll_elbo", "bpd_elbo"):
