@@ -70,3 +70,22 @@ def test_device_resident_is_refused_where_unsupported():
     with pytest.raises(ValueError, match="device_resident=false"):
         Listy(batch_size=4, device_resident=True).train_dataloader()
     assert isinstance(Listy(batch_size=4).train_dataloader(), DataLoader)
+
+
+def test_uint8_pixels_map_exactly_as_torchvision_totensor_on_the_test_device(device):
+    """All 256 pixel values, on the test device, equal torchvision's ToTensor (x/255 on the
+    CPU) then x·2 − 1, bit for bit. CUDA's x/255.0 is x·(1/255), which rounds differently."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from difflab.data.base import uint8_to_model_space
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    ref = T.ToTensor()(Image.fromarray(pixels)) * 2.0 - 1.0  # [1, 16, 16]
+    got = uint8_to_model_space(torch.from_numpy(pixels)[None].to(device))
+    assert got.device.type == device.type and got.dtype == torch.float32
+    assert torch.equal(got.cpu(), ref)
+    reciprocal = torch.arange(256, dtype=torch.uint8).float() * (1.0 / 255.0) * 2.0 - 1.0
+    assert not torch.equal(reciprocal, ref.flatten())  # the rounding the table avoids
+    with pytest.raises(TypeError, match="uint8"):
+        uint8_to_model_space(torch.zeros(3))

@@ -86,6 +86,25 @@ class StepSampler(Sampler[int]):
         return iter(mine[offset * self.batch_size:].tolist())
 
 
+_UNIT_LUT: dict[torch.device, Tensor] = {}
+
+
+def uint8_to_model_space(x: Tensor) -> Tensor:
+    """uint8 pixels k → 2·(k/255) − 1, bit-identical on every device to torchvision's
+    `ToTensor` (a true division on the CPU) followed by `x * 2 − 1`.
+
+    CUDA computes `x / 255.0` as `x · (1/255)`, which rounds differently for 111 of the 256
+    values, so the device path looks the 256 values up in a table made once on the CPU.
+    """
+    if x.dtype != torch.uint8:
+        raise TypeError(f"uint8_to_model_space expects uint8 pixels, got {x.dtype}")
+    lut = _UNIT_LUT.get(x.device)
+    if lut is None:
+        ref = torch.arange(256, dtype=torch.uint8).float().div(255) * 2.0 - 1.0
+        lut = _UNIT_LUT[x.device] = ref.to(x.device)
+    return lut[x.long()]
+
+
 class DeviceBatches:
     """Training batches `(x, index)` cut from one tensor on the device, in `StepSampler` order.
 
@@ -112,7 +131,7 @@ class DeviceBatches:
             index = order[k * b:(k + 1) * b]
             x = self.data[index]
             if x.dtype == torch.uint8:
-                x = x.float().div_(255.0).mul_(2.0).sub_(1.0)
+                x = uint8_to_model_space(x)
             if self.flip:
                 x = torch.where(flips[offset + k], x.flip(-1), x)
             yield x, index
