@@ -10,7 +10,7 @@
 # Stages (each under its own timeout, so a slow one cannot eat the others' time; ~7-9 minutes):
 #   1. install the wheels into .site             3. recipe bench, ddpm_cifar10, compile on (vs diffusers
 #   2. fast suite on CUDA (DIFFLAB_TEST_DEVICE)     bf16 + channels_last + torch.compile)
-#   4. recipe bench, compile off (bf16, tf32)    5. sampling bench: difflab DDIM bf16 vs DDIMPipeline
+#   4. recipe bench, compile off (bf16, tf32)    5. sampling bench: difflab DDIM bf16, bf16-true vs DDIMPipeline
 set -u
 OUT=${OUT:-$PWD/gpu_check_out}
 mkdir -p "$OUT"
@@ -58,7 +58,7 @@ note recipe_throughput_eager $?
 # 5. sampling throughput, bf16 (float32 state on our side), no compile
 left=$(( 520 - ($(date +%s) - T0) ))
 timeout $(( left > 70 ? 70 : (left > 10 ? left : 10) )) $PY bench/sampling_throughput.py --config ddpm_cifar10 \
-  --batch 1024 --steps 20 --precision bf16 --compile off --repeats 2 --jsonl "$J" \
+  --batch 1024 --steps 20 --precision bf16,bf16-true --compile off --repeats 2 --jsonl "$J" \
   --out "$OUT/sampling_throughput_cuda.json" > "$OUT/sampling.log" 2>&1
 note sampling_throughput $?
 cat "$J"

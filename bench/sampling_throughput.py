@@ -1,15 +1,16 @@
 """Sampling throughput (network evaluations/s): difflab's DDIM vs diffusers' DDIMPipeline, same run.
 
     python bench/sampling_throughput.py                                   # CPU: tiny UNet, fp32
-    python bench/sampling_throughput.py --config ddpm_cifar10 --batch 1024 --steps 20 --precision bf16 --compile off,on
+    python bench/sampling_throughput.py --config ddpm_cifar10 --batch 1024 --steps 20 --precision bf16,bf16-true --compile off,on
 
 Both sides: DDPM's process (T = 1000, linear β 1e-4..0.02), ε-prediction, DDIM (η = 0) with the
 same number of steps, the same batch, UNets of the same architecture with random weights (speed
 does not depend on them), the samples copied to the host at the end (as a CLI writing them must).
 
-difflab: `difflab.samplers.sample(..., sampler="ddim")` with its `Denoiser`; with
-`--precision bf16` the network runs under bf16 autocast while the sampler state and the
-prediction stay float32. Two networks: difflab's UNet (`difflab`) and diffusers' UNet2DModel
+difflab: `difflab.samplers.sample(..., sampler="ddim")` with its `Denoiser`, in the precision
+`difflab-sample precision=...` uses (`difflab.evaluation.in_precision`): `bf16` runs the network
+under bf16 autocast (normalisations stay float32 on CUDA), `bf16-true` a bf16 copy of it (every
+layer in bf16, as the peer's pipeline); in both the sampler state and the prediction stay float32. Two networks: difflab's UNet (`difflab`) and diffusers' UNet2DModel
 inside difflab's Denoiser (`difflab+diffusers_unet`: same network as the peer, so the ratio is the
 sampler loop alone). diffusers: `DDIMPipeline` with the UNet in bf16 weights (its fastest set-up:
 the state is bf16 too), output_type="pt" then copied to the host as float32. Compile: `nn.Module.compile()` / `torch.compile`.
@@ -51,6 +52,7 @@ def main() -> None:
     from unet_throughput import build
 
     from difflab.denoiser import Denoiser
+    from difflab.evaluation.sampling import in_precision
     from difflab.parameterizations import Epsilon
     from difflab.processes import DDPM
     from difflab.samplers import sample
@@ -61,7 +63,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if cuda else "cpu")
     ap.add_argument("--batch", type=int, default=1024 if cuda else 64)
     ap.add_argument("--steps", type=int, default=20 if cuda else 10)
-    ap.add_argument("--precision", default="bf16" if cuda else "fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", default="bf16,bf16-true" if cuda else "fp32",
+                    help="comma-separated: fp32, bf16 (autocast), bf16-true (a bf16 copy of the network)")
     ap.add_argument("--compile", default="off", help="off, on or off,on")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
@@ -74,9 +77,13 @@ def main() -> None:
     torch.set_float32_matmul_precision("high")
     from diffusers import DDIMPipeline, DDIMScheduler
 
-    bf16 = args.precision == "bf16"
+    precisions = args.precision.split(",")
+    for p in precisions:
+        if p not in ("fp32", "bf16", "bf16-true"):
+            ap.error(f"--precision: {p!r} is not one of fp32, bf16, bf16-true")
     results = []
-    for compile_on in [c == "on" for c in args.compile.split(",")]:
+    for compile_on, precision in [(c == "on", p) for c in args.compile.split(",") for p in precisions]:
+        bf16 = precision != "fp32"
         torch.manual_seed(0)
         ours, peer, (chans, size) = build(args.config, dropout=0.0)
         ours, peer = ours.to(device).eval(), peer.to(device).eval()
@@ -97,13 +104,15 @@ def main() -> None:
             for den in dens.values():
                 den.model.compile()
         shape = (args.batch, chans, size, size)
-        row = dict(config=args.config, device=str(device), precision=args.precision, compile=compile_on, batch=args.batch,
+        row = dict(config=args.config, device=str(device), precision=precision, compile=compile_on, batch=args.batch,
                    steps=args.steps)
 
         def ours_run(den):
+            den, amp = in_precision(den, precision)  # once, as difflab-sample does per call
+
             def run():
                 g = torch.Generator(device=device).manual_seed(0)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     out = sample(den, process, shape, "ddim", steps=args.steps, generator=g, device=device)
                 row["nfe"] = int(out.nfe)
                 assert out.samples.dtype == torch.float32

@@ -43,6 +43,7 @@ def test_image_data_writes_grid(tmp_path):
     (["process=vp", "sampler.grid=ddpm_trailing"], "needs a discrete process"),
     (["process=ddpm", "sampler=annealed_langevin", "sampler.grid=ddpm_leading"], "score at every noise level"),
     (["ckpt_path=/nonexistent.ckpt"], "does not exist"),
+    (["precision=bf17"], "precision must be one of"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, msg):
     r = run_cli(*args, "num_samples=8", f"output={tmp_path}")

@@ -42,6 +42,10 @@ class Denoiser(nn.Module):
         self.cond_scale = float(cond_scale)
         self.scale_input = scale_input
 
+    def with_network(self, model: nn.Module) -> "Denoiser":
+        """The same denoiser (process, parameterization, conditioning) around another network."""
+        return Denoiser(model, self.process, self.parameterization, self.conditioning, self.cond_scale, self.scale_input)
+
     def condition(self, t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         if self.conditioning == "t":
             c = t

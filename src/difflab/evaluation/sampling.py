@@ -16,7 +16,57 @@ from torch import Tensor
 from ..utils import locate, plain
 from .seeding import SEED_CHUNK, chunk_generator, chunks_per_batch, num_chunks, rank_chunks
 
-PRECISIONS = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: sampling precision → (network dtype, how). "autocast" (bf16 = bf16-mixed): the float32 network
+#: runs under autocast, which keeps normalisations and softmax in float32. "weights" (bf16-true,
+#: as Lightning names it): a copy of the network with bf16 weights runs on bf16 inputs, every
+#: layer in bf16 (as diffusers' pipelines run a bf16 UNet); faster, and less accurate. In every
+#: mode the network's output is cast to float32 and the sampler's state stays in `dtype`.
+PRECISIONS: dict[str, tuple[torch.dtype | None, str | None]] = {
+    "fp32": (None, None), "float32": (None, None), "32-true": (None, None),
+    "bf16": (torch.bfloat16, "autocast"), "bf16-mixed": (torch.bfloat16, "autocast"),
+    "bf16-true": (torch.bfloat16, "weights"),
+    "fp16": (torch.float16, "autocast"), "16-mixed": (torch.float16, "autocast"),
+    "fp16-true": (torch.float16, "weights"), "16-true": (torch.float16, "weights"),
+}
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+
+
+class _CastInput(torch.nn.Module):
+    """A network with low-precision weights called on the sampler's float32 state: model(z, c)
+    with z cast to the weights' dtype (c, the noise level, stays float32: bf16 would round
+    t = 999 to 1000; the networks embed it in float32 and cast the embedding themselves)."""
+
+    def __init__(self, net: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.net, self.dtype = net, dtype
+
+    def forward(self, z: Tensor, c: Tensor) -> Tensor:
+        return self.net(z.to(self.dtype), c)
+
+
+def in_precision(denoiser, precision: str):
+    """(the denoiser to sample with, the autocast dtype or None) for a sampling `precision`.
+
+    "-true" modes wrap a copy of the network cast to that dtype (compiled again if the network
+    was); the trained network, its EMA and checkpoints are untouched. A network without
+    floating-point weights (the GMM oracle) is used as it is."""
+    from ..denoiser import Denoiser
+    from ..models.options import network_copy
+
+    check_precision(precision)
+    dtype, how = PRECISIONS[precision]
+    if how != "weights":
+        return denoiser, dtype
+    if not isinstance(denoiser, Denoiser):
+        raise ValueError(f"precision={precision} casts the network of a difflab Denoiser, got {type(denoiser).__name__}; "
+                         f"use precision={precision.split('-')[0]}-mixed (autocast) for other callables")
+    if not any(p.is_floating_point() for p in denoiser.model.parameters()):
+        return denoiser, None
+    return denoiser.with_network(_CastInput(network_copy(denoiser.model, dtype), dtype)), None
 
 
 @dataclass
@@ -66,14 +116,13 @@ def draw_chunks(denoiser, process, data_shape, chunks: list[int], seed: int, sam
                 sample_fn: Callable | None = None, progress: bool | None = None) -> tuple[dict[int, Tensor], int]:
     """Draw the given chunks (32 samples each) → ({chunk: samples on the CPU}, NFE per sample).
 
-    Batches hold `batch_size // 32` chunks, each with its own generator. `precision`: bf16 or fp16
-    run the network under autocast (the denoiser returns float32; the sampler's state stays in
-    `dtype`). `sample_fn(denoiser, process, shape, generator=, device=)` replaces the sampler for
+    Batches hold `batch_size // 32` chunks, each with its own generator. `precision`: see
+    `PRECISIONS` (bf16 / fp16: the network under autocast; bf16-true / fp16-true: a copy of the
+    network in that dtype); the denoiser returns float32 and the sampler's state stays in
+    `dtype`. `sample_fn(denoiser, process, shape, generator=, device=)` replaces the sampler for
     one chunk at a time (callbacks and tests)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     device = torch.device(device or "cpu")
-    amp = PRECISIONS[precision]
+    denoiser, amp = in_precision(denoiser, precision)
     per = 1 if sample_fn is not None else chunks_per_batch(batch_size)
     out: dict[int, Tensor] = {}
     nfe = 0

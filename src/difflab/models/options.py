@@ -52,6 +52,7 @@ def apply_model_options(net: nn.Module, compile: Any = False, channels_last: boo
         if not hasattr(net, "compile"):  # pragma: no cover - torch < 2.2
             raise ValueError("model.compile=true needs torch >= 2.2 (nn.Module.compile); set model.compile=false")
         net.compile(**opts)
+        net._difflab_compile_options = dict(opts)  # for copies that must compile alike (`network_copy`)
     return net
 
 
@@ -69,3 +70,15 @@ def uncompiled_copy(net: nn.Module) -> nn.Module:
     finally:
         for m, fn in compiled:
             m._compiled_call_impl = fn
+
+
+def network_copy(net: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A deep copy of `net`, its floating-point weights and buffers cast to `dtype`, compiled
+    again with the options `net` was compiled with (a compiled forward is bound to the module
+    it was made for, so it cannot be copied). `net` itself is left untouched."""
+    new = uncompiled_copy(net)
+    if dtype is not None:
+        new.to(dtype)
+    if getattr(net, "_compiled_call_impl", None) is not None:
+        new.compile(**getattr(net, "_difflab_compile_options", {}))
+    return new
