@@ -75,6 +75,8 @@ def main() -> None:
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision("high")
+    if device.type == "cuda":  # cuDNN autotuning for both sides (difflab-sample turns it on for CUDA)
+        torch.backends.cudnn.benchmark = True
     from diffusers import DDIMPipeline, DDIMScheduler
 
     precisions = args.precision.split(",")

@@ -82,3 +82,23 @@ def test_denoiser_conditioning_values(conditioning):
 def test_denoiser_rejects_unknown_conditioning():
     with pytest.raises(ValueError, match="conditioning"):
         Denoiser(nn.Identity(), VPSDE(), Epsilon(), conditioning="noise")
+
+
+def test_prediction_computes_each_form_once_and_only_when_read():
+    """A training step reads only ε̂; the other forms are computed on first access, then kept,
+    and equal the conversion formulas x̂ = (z − σ ε̂)/α, score = −ε̂/σ (Tweedie)."""
+    from difflab.parameterizations import Epsilon
+
+    g = torch.Generator().manual_seed(0)
+    z, out = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    a, s = torch.rand(4, 1, generator=g) + 0.1, torch.rand(4, 1, generator=g) + 0.1
+    calls = []
+    pred = Epsilon().predict(out, z, a, s)
+    assert pred.eps is out and not isinstance(pred._x0, torch.Tensor) and not isinstance(pred._score, torch.Tensor)
+    cast = pred.map(lambda v: calls.append(1) or v.double())
+    assert calls == [1]  # only the form already computed was cast
+    torch.testing.assert_close(cast.x0, ((z - s * out) / a).double())
+    assert cast.x0 is cast.x0 and calls == [1, 1]
+    torch.testing.assert_close(pred.score, -out / s)
+    x0, eps, score = pred
+    assert x0 is pred.x0 and eps is out and score is pred.score and len(pred) == 3 and pred[1] is out

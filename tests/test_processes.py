@@ -21,6 +21,32 @@ def interior_times(process, n=9):
     return t
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+def test_alpha_sigma_is_exactly_alpha_and_sigma(process, dtype):
+    """`alpha_sigma` (log α and log σ sharing their common part) equals α(t), σ(t) bit for bit."""
+    t = interior_times(process, 17).to(dtype)
+    alpha, sigma = process.alpha_sigma(t)
+    assert torch.equal(alpha, process.alpha(t)) and torch.equal(sigma, process.sigma(t))
+
+
+def test_alpha_sigma_follows_a_subclass_that_changes_sigma():
+    from difflab.processes.schedules import Linear
+
+    class HalfSigmaVP(ContinuousSNR):  # an extension overriding log σ only
+        def log_sigma(self, t):
+            return super().log_sigma(t) - math.log(2.0)
+
+    class ShiftedLinear(Linear):  # a schedule with its own VP closed form for σ
+        def vp_log_sigma(self, t):
+            return super().vp_log_sigma(t) - 1.0
+
+    t = torch.linspace(0.1, 0.9, 5, dtype=f64)
+    for p in (HalfSigmaVP("linear"), ContinuousSNR(ShiftedLinear(-10.0, 10.0))):
+        alpha, sigma = p.alpha_sigma(t)
+        assert torch.equal(alpha, p.alpha(t)) and torch.equal(sigma, p.sigma(t))
+    torch.testing.assert_close(HalfSigmaVP("linear").alpha_sigma(t)[1], 0.5 * ContinuousSNR("linear").sigma(t))
+
+
 def test_vp_alpha_closed_form():
     p = VPSDE(0.1, 20.0)
     t = torch.linspace(1e-5, 1, 50, dtype=f64)

@@ -10,6 +10,13 @@ from .processes.base import Process, append_dims
 CONDITIONINGS = ("t", "log_snr", "sigma", "log_sigma", "log_sigma_tilde")
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # pragma: no cover - torch < 2.4 has no per-device query: take the safe path
+        return True
+
+
 class Denoiser(nn.Module):
     """denoiser(z, t) → Prediction(x0, eps, score).
 
@@ -72,8 +79,8 @@ class Denoiser(nn.Module):
         elif self.scale_input:
             z_in = z / append_dims((alpha**2 + sigma**2).sqrt(), z.ndim).to(z.dtype)
         out = self.model(z_in, self.condition(t, alpha, sigma).to(z.dtype if z.is_floating_point() else out_dtype))
+        a, s = append_dims(alpha, z.ndim), append_dims(sigma, z.ndim)
+        if not _autocast_on(z.device.type):  # (entering the context costs more than a small step's op)
+            return self.parameterization.predict(out.to(out_dtype), z.to(out_dtype), a, s)
         with torch.autocast(device_type=z.device.type, enabled=False):
-            out = out.to(out_dtype)
-            zf = z.to(out_dtype)
-            a, s = append_dims(alpha, z.ndim), append_dims(sigma, z.ndim)
-            return self.parameterization.predict(out, zf, a, s)
+            return self.parameterization.predict(out.to(out_dtype), z.to(out_dtype), a, s)

@@ -28,7 +28,7 @@ from .denoiser import Denoiser
 from .fused import use_fused_step, use_multi_tensor_step
 from .models.options import apply_model_options, is_compiled, split_model_options, uncompiled_copy
 from .models.checks import check_model_fits  # noqa: F401 - re-exported (tests, users)
-from .utils import destroy_process_group_at_exit, instantiate, locate, plain
+from .utils import destroy_process_group_at_exit, instantiate, locate, plain, remember_no_cuda
 
 DEFAULT_OPTIM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8,
                  "weight_decay": 0.0}
@@ -236,6 +236,7 @@ class DiffusionModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         destroy_process_group_at_exit()  # gloo workers (ddp_spawn on CPU) otherwise may abort at exit
+        remember_no_cuda()  # without a GPU, every Adam step would otherwise load NVML (utils)
 
     def on_fit_start(self) -> None:
         self.ema.to(self.device, copy=True)  # private per rank (ddp_spawn shares pickled CPU tensors)

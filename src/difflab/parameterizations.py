@@ -17,21 +17,65 @@ in the form that is exact for what the network outputs.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable
 
 from torch import Tensor
 
 
-class Prediction(NamedTuple):
-    """A denoiser's output in all three forms: E[x|z], E[ε|z] and ∇_z log p_t(z)."""
+class Prediction:
+    """A denoiser's output in all three forms: E[x|z] (`x0`), E[ε|z] (`eps`) and ∇_z log p_t(z)
+    (`score`). Each may be given as a tensor or as a zero-argument function computing it, which
+    runs on first access and is kept: a training step reads only the ε-error and never pays for
+    the other two forms, a DDIM step never for the score. Iterates as (x0, eps, score)."""
 
-    x0: Tensor
-    eps: Tensor
-    score: Tensor
+    __slots__ = ("_x0", "_eps", "_score")
+    _fields = ("x0", "eps", "score")
+
+    def __init__(self, x0: "Tensor | Callable[[], Tensor]", eps: "Tensor | Callable[[], Tensor]",
+                 score: "Tensor | Callable[[], Tensor]"):
+        self._x0, self._eps, self._score = x0, eps, score
+
+    def _get(self, slot: str) -> Tensor:
+        v = getattr(self, slot)
+        if not isinstance(v, Tensor):  # a pending computation
+            v = v()
+            setattr(self, slot, v)
+        return v
+
+    @property
+    def x0(self) -> Tensor:
+        return self._get("_x0")
+
+    @property
+    def eps(self) -> Tensor:
+        return self._get("_eps")
+
+    @property
+    def score(self) -> Tensor:
+        return self._get("_score")
+
+    def __iter__(self):
+        return iter((self.x0, self.eps, self.score))
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, i):
+        return tuple(self)[i]
+
+    def map(self, fn: "Callable[[Tensor], Tensor]") -> "Prediction":
+        """fn applied to each form, lazily where the form is not computed yet (e.g. a cast)."""
+        def lazy(slot):
+            v = getattr(self, slot)
+            return fn(v) if isinstance(v, Tensor) else (lambda: fn(self._get(slot)))
+        return Prediction(lazy("_x0"), lazy("_eps"), lazy("_score"))
+
+    def __repr__(self) -> str:
+        return f"Prediction(x0={self.x0!r}, eps={self.eps!r}, score={self.score!r})"
 
 
 def _from_eps(eps: Tensor, z: Tensor, alpha: Tensor, sigma: Tensor) -> Prediction:
-    return Prediction(x0=(z - sigma * eps) / alpha, eps=eps, score=-eps / sigma)
+    return Prediction(x0=lambda: (z - sigma * eps) / alpha, eps=eps, score=lambda: -eps / sigma)
 
 
 class Parameterization:
@@ -83,7 +127,7 @@ class X0(Parameterization):
 
     def predict(self, out, z, alpha, sigma):
         eps = (z - alpha * out) / sigma
-        return Prediction(x0=out, eps=eps, score=-eps / sigma)
+        return Prediction(x0=out, eps=eps, score=lambda: -eps / sigma)
 
     def eps_error(self, pred, x, noise, alpha, sigma):
         """ε − ε̂ = (α/σ)(x̂ − x), from x̂ itself: going through ε̂ = (z − α x̂)/σ would subtract
@@ -126,8 +170,7 @@ class V(Parameterization):
     def predict(self, out, z, alpha, sigma):
         norm = alpha**2 + sigma**2
         eps = (sigma * z + alpha * out) / norm
-        x0 = (alpha * z - sigma * out) / norm
-        return Prediction(x0=x0, eps=eps, score=-eps / sigma)
+        return Prediction(x0=lambda: (alpha * z - sigma * out) / norm, eps=eps, score=lambda: -eps / sigma)
 
     def target(self, x, noise, alpha, sigma):
         return alpha * noise - sigma * x
@@ -148,7 +191,7 @@ class FlowVelocity(Parameterization):
     def predict(self, out, z, alpha, sigma):
         norm = alpha + sigma
         eps = (z + alpha * out) / norm
-        return Prediction(x0=(z - sigma * out) / norm, eps=eps, score=-eps / sigma)
+        return Prediction(x0=lambda: (z - sigma * out) / norm, eps=eps, score=lambda: -eps / sigma)
 
     def target(self, x, noise, alpha, sigma):
         return noise - x
@@ -188,7 +231,7 @@ class EDM(X0):
         c_skip, c_out, _, _ = self.coefficients(alpha, sigma)
         x0 = c_skip * (z / alpha) + c_out * out
         eps = (z - alpha * x0) / sigma
-        return Prediction(x0=x0, eps=eps, score=-eps / sigma)
+        return Prediction(x0=x0, eps=eps, score=lambda: -eps / sigma)
 
     def target(self, x, noise, alpha, sigma):
         s = sigma / alpha

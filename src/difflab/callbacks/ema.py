@@ -65,7 +65,9 @@ class ExponentialMovingAverage:
             self._pairs = None
             shadows, params = self._tensor_lists(module)
         values = [p.detach().float() for p in params]  # no copy for float32 parameters
-        if hasattr(torch, "_foreach_lerp_"):
+        if not values:  # nothing averaged (a network without trainable parameters)
+            pass
+        elif hasattr(torch, "_foreach_lerp_"):
             torch._foreach_lerp_(shadows, values, weight)
         else:  # pragma: no cover - torch without multi-tensor lerp
             for s, v in zip(shadows, values):

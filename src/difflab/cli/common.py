@@ -244,11 +244,16 @@ def output_dir(cfg) -> Path:
 
 
 def resolve_device(name: str | None) -> torch.device:
+    """The `device` option (auto: CUDA when present). On CUDA, cuDNN autotunes each convolution
+    once (`cudnn.benchmark`, as trainer=gpu does): sampling calls the network at one shape."""
     if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device={name} asked for, but no CUDA device is available; use device=cpu")
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"device={name} asked for, but no CUDA device is available; use device=cpu")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     return dev
 
 

@@ -15,7 +15,7 @@ from ..parameterizations import Parameterization
 from ..processes.base import Process
 from .eps_error import at_least_f32, eps_error_at, float32_outside_network, noise_like, parameterization_of
 from .time_sampling import TimeDraw, TimeSampler, aligned_bins, grid_span, sample_times
-from .weighting import WEIGHTINGS, dlog_snr_spread, weighting_factor
+from .weighting import READS_DLOG_SNR, READS_LOG_SNR, WEIGHTINGS, dlog_snr_spread, weighting_factor
 
 
 @float32_outside_network
@@ -43,7 +43,9 @@ def weighted_diffusion_loss(denoiser, process: Process, x: Tensor, time_sampler:
         inv_p = torch.full((x.shape[0],), span, dtype=x.dtype, device=x.device)
     noise = noise_like(x, generator) if noise is None else at_least_f32(noise)
     sq = eps_error_at(denoiser, process, x, t, noise, parameterization or parameterization_of(denoiser))
-    factor = weighting_factor(weighting, process.log_snr(t), process.dlog_snr_dt(t), span, gamma, **weighting_options)
+    factor = weighting_factor(weighting, process.log_snr(t) if weighting in READS_LOG_SNR else None,
+                              process.dlog_snr_dt(t) if weighting in READS_DLOG_SNR else None, span, gamma, like=t,
+                              **weighting_options)
     return (factor * inv_p).to(sq.dtype) * sq, draw  # ∫ f dt ≈ f(t) / p(t)
 
 
@@ -116,7 +118,7 @@ class DiffusionLoss(nn.Module):
                                              **self.weighting_options)
         if self.reduce_dims == "mean":
             loss = loss / x[0].numel()
-        if draw is not None and self.training:
+        if draw is not None and self.training and self.time_sampler.kind == "importance":  # the only one that learns
             self.time_sampler.update(draw.u, loss / draw.inv_density.to(loss.dtype))  # the integrand f itself
         return loss
 

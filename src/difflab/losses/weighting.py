@@ -41,16 +41,26 @@ from torch import Tensor
 from ..processes.base import Process
 
 WEIGHTINGS = ("elbo", "simple", "snr", "min_snr", "likelihood", "sigma2", "flow_matching", "edm")
+#: what each weighting's factor reads: λ(t), λ'(t) (a training step computes only those)
+READS_LOG_SNR = frozenset({"snr", "min_snr", "flow_matching", "edm"})
+READS_DLOG_SNR = frozenset({"elbo", "likelihood", "flow_matching", "edm"})
 
 
-def weighting_factor(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: float, gamma: float = 5.0, *,
-                     sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2) -> Tensor:
+def weighting_factor(name: str, log_snr: Tensor | None, dlog_snr_dt: Tensor | None, span: float, gamma: float = 5.0, *,
+                     sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2, like: Tensor | None = None) -> Tensor:
     """½ w(λ) (−dλ/dt): the factor multiplying ‖ε − ε̂‖² per unit of time in L_w (module doc).
 
     `span` = t_max − t_min (the length of the time interval), which turns the textbook
     "expectation over uniform t" weightings into integrals over t. sigma_data, p_mean, p_std: EDM's
-    σ_d and log-normal training distribution of σ̃ (weighting "edm" only).
+    σ_d and log-normal training distribution of σ̃ (weighting "edm" only). λ and λ' may be None
+    where the weighting does not read them (`READS_LOG_SNR`, `READS_DLOG_SNR`); `like` (e.g. t)
+    then gives the shape, dtype and device of the result.
     """
+    if name not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {name!r}")
+    if (name in READS_LOG_SNR and log_snr is None) or (name in READS_DLOG_SNR and dlog_snr_dt is None):
+        raise ValueError(f"weighting {name!r} needs {'λ(t)' if log_snr is None else 'dλ/dt'}")
+    like = like if like is not None else log_snr if log_snr is not None else dlog_snr_dt
     if name == "flow_matching":
         return 0.5 * torch.exp(-0.5 * log_snr) * -dlog_snr_dt
     if name == "edm":
@@ -61,14 +71,14 @@ def weighting_factor(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: floa
         return 0.5 * -dlog_snr_dt
     if name in ("simple", "snr"):
         # snr: SNR · ‖x − x̂‖² = SNR · e^{−λ} ‖ε − ε̂‖² (exactly 1 · ‖ε − ε̂‖²; written out for clarity)
-        per_t = torch.ones_like(log_snr) if name == "simple" else torch.exp(log_snr) * torch.exp(-log_snr)
+        per_t = torch.ones_like(like) if name == "simple" else torch.exp(log_snr) * torch.exp(-log_snr)
         return per_t / span
     if name == "min_snr":
         # min(SNR, γ) ‖x − x̂‖² = min(SNR, γ)/SNR ‖ε − ε̂‖² = min(1, γ e^{−λ}) ‖ε − ε̂‖²
         return torch.clamp(gamma * torch.exp(-log_snr), max=1.0) / span
     if name == "sigma2":
-        return torch.full_like(log_snr, 0.5) / span
-    raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {name!r}")
+        return torch.full_like(like, 0.5) / span
+    raise AssertionError(name)  # pragma: no cover - every name of WEIGHTINGS is handled above
 
 
 def log_normal_density(log_sigma: Tensor, p_mean: float, p_std: float) -> Tensor:

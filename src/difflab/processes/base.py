@@ -30,7 +30,7 @@ def append_dims(x: Tensor, ndim: int) -> Tensor:
     missing = ndim - x.ndim
     if missing < 0:
         raise ValueError(f"append_dims: input has {x.ndim} dims, target ndim {ndim} is smaller")
-    return x[(...,) + (None,) * missing]
+    return x.reshape(x.shape + (1,) * missing) if missing else x  # one view op (indexing with None is one per dim)
 
 
 def _float(t: Tensor) -> Tensor:
@@ -80,12 +80,17 @@ class Process(nn.Module):
         t = self.check_time(t)
         return 2.0 * (self.log_alpha(t) - self.log_sigma(t))
 
+    def log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(log α_t, log σ_t) of checked times; processes whose σ is computed from α (or both
+        from λ) override it to compute the shared part once."""
+        return self.log_alpha(t), self.log_sigma(t)
+
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         memo = self.__dict__.get("_alpha_sigma_memo")
         if memo and memo[0] is t and memo[1] == t._version:
             return memo[2]
-        checked = self.check_time(t)
-        out = self.log_alpha(checked).exp(), self.log_sigma(checked).exp()
+        log_alpha, log_sigma = self.log_alpha_sigma(self.check_time(t))
+        out = log_alpha.exp(), log_sigma.exp()
         if memo is not None and isinstance(t, Tensor):
             self.__dict__["_alpha_sigma_memo"] = (t, t._version, out)
         return out

@@ -55,6 +55,12 @@ class VPProcess(ScheduledProcess):
     def log_sigma(self, t: Tensor) -> Tensor:
         return self.log_snr_schedule.vp_log_sigma(t)
 
+    def log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        cls = type(self)
+        if cls.log_alpha is VPProcess.log_alpha and cls.log_sigma is VPProcess.log_sigma:
+            return self.log_snr_schedule.vp_log_alpha_sigma(t)
+        return self.log_alpha(t), self.log_sigma(t)  # a subclass with its own α or σ
+
     def dlog_alpha_dt(self, t: Tensor) -> Tensor:
         return self.log_snr_schedule.vp_dlog_alpha_dt(self.check_time(t))
 

@@ -104,7 +104,18 @@ class DDPM(Process):
         return (0.5 * lab).to(t.dtype)
 
     def log_sigma(self, t: Tensor) -> Tensor:
-        return (0.5 * torch.log(-torch.expm1(2 * self.log_alpha(t).to(torch.float64)))).to(t.dtype)
+        return self._log_sigma_from(self.log_alpha(t), t.dtype)
+
+    @staticmethod
+    def _log_sigma_from(log_alpha: Tensor, dtype: torch.dtype) -> Tensor:
+        """log σ = ½ log(1 − ᾱ), ᾱ = α², in float64."""
+        return (0.5 * torch.log(-torch.expm1(2 * log_alpha.to(torch.float64)))).to(dtype)
+
+    def log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        if type(self).log_sigma is not DDPM.log_sigma:
+            return self.log_alpha(t), self.log_sigma(t)
+        log_alpha = self.log_alpha(t)
+        return log_alpha, self._log_sigma_from(log_alpha, t.dtype)
 
     def dlog_alpha_dt(self, t: Tensor) -> Tensor:
         t = self.check_time(t)

@@ -72,6 +72,14 @@ class LogSNRSchedule(nn.Module):
     def vp_log_sigma(self, t: Tensor) -> Tensor:
         return 0.5 * F.logsigmoid(-self.log_snr(t))
 
+    def vp_log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(log α, log σ) of the VP family with λ(t) computed once."""
+        cls = type(self)
+        if cls.vp_log_alpha is not LogSNRSchedule.vp_log_alpha or cls.vp_log_sigma is not LogSNRSchedule.vp_log_sigma:
+            return self.vp_log_alpha(t), self.vp_log_sigma(t)  # a subclass with its own closed forms
+        lam = self.log_snr(t)
+        return 0.5 * F.logsigmoid(lam), 0.5 * F.logsigmoid(-lam)
+
     def vp_dlog_alpha_dt(self, t: Tensor) -> Tensor:
         """d log α/dt = ½ sigmoid(−λ) dλ/dt."""
         return 0.5 * torch.sigmoid(-self.log_snr(t)) * self.dlog_snr_dt(t)
@@ -244,6 +252,10 @@ class LinearBeta(LogSNRSchedule):
 
     def vp_log_sigma(self, t: Tensor) -> Tensor:
         return 0.5 * torch.log(-torch.expm1(2 * self.vp_log_alpha(t)))
+
+    def vp_log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        log_alpha = self.vp_log_alpha(t)
+        return log_alpha, 0.5 * torch.log(-torch.expm1(2 * log_alpha))
 
     def vp_dlog_alpha_dt(self, t: Tensor) -> Tensor:
         return -0.5 * self.beta(t)

@@ -50,6 +50,12 @@ class SubVPSDE(VPSDE):
     def log_sigma(self, t: Tensor) -> Tensor:
         return torch.log(-torch.expm1(2 * self.log_alpha(t)))
 
+    def log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:  # not the VP family's σ
+        if type(self).log_sigma is not SubVPSDE.log_sigma:
+            return self.log_alpha(t), self.log_sigma(t)
+        log_alpha = self.log_alpha(t)
+        return log_alpha, torch.log(-torch.expm1(2 * log_alpha))
+
     log_snr = Process.log_snr  # 2 (log α − log σ): no longer the schedule's VP log-SNR
 
     def t_from_log_snr(self, log_snr: Tensor, iters: int = 80) -> Tensor:

@@ -25,7 +25,7 @@ class CountingModel:
             t = t.expand(x.shape[0])
         self.nfe += 1
         pred = self.denoiser(x, t)
-        return Prediction(*(p.to(x.dtype) for p in pred))
+        return pred.map(lambda p: p.to(x.dtype)) if isinstance(pred, Prediction) else Prediction(*(p.to(x.dtype) for p in pred))
 
 
 def randn_like(x: Tensor, generator=None) -> Tensor:
