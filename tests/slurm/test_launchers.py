@@ -99,6 +99,14 @@ def _wait(what, predicate, timeout: float, proc=None):
     return value
 
 
+def _job_folder(submitit: Path):
+    """The job id, once submitit has made the job's folder (named by the id; array tasks "id_k").
+    Its pickled jobs (`<uuid>.pkl`) appear first, and a uuid may start with a digit too."""
+    if not submitit.is_dir():
+        return None
+    return next((p.name for p in submitit.iterdir() if p.is_dir() and re.fullmatch(r"\d+(_\d+)?", p.name)), None)
+
+
 @pytest.mark.slow
 def test_scontrol_requeue_resumes_from_last_ckpt(tmp_path, slurm):
     """`scontrol requeue` kills the running job (SIGTERM, then SIGKILL after KillWait) and queues it
@@ -116,8 +124,7 @@ def test_scontrol_requeue_resumes_from_last_ckpt(tmp_path, slurm):
     reference = subprocess.Popen([*train, *run, f"output={ref}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     job_id = None
     try:
-        job_id = _wait("SLURM job", lambda: next((p.name for p in (out / ".submitit").glob("[0-9]*")), None)
-                       if (out / ".submitit").is_dir() else None, 120, sweep)
+        job_id = _wait("SLURM job", lambda: _job_folder(out / ".submitit"), 120, sweep)
         ckpt = _wait("last.ckpt", lambda: next(out.glob("**/checkpoints/last.ckpt"), None), 180, sweep)
         job = ckpt.parents[1]
         time.sleep(1.0)
