@@ -146,3 +146,20 @@ def test_checkpoint_for_other_data_is_refused(tmp_path, checkpoint, monkeypatch)
     monkeypatch.setattr(ev, "_user_chose", lambda group: group == "data")  # as if data=digits was typed
     with pytest.raises(UsageError, match="trained on data GMMDataModule but data=DigitsDataModule"):
         evaluate(tmp_path / "eval", f"ckpt_path={checkpoint}", "data=digits", "metrics=[nll_ode]")
+
+
+def test_sampling_compile_option_reaches_the_checkpoint_network(checkpoint):
+    """difflab-sample/difflab-eval `compile=`: the checkpoint's network is compiled in place (no
+    `_orig_mod.`), and a bf16-true copy of it is compiled again; compile=false leaves it eager."""
+    from difflab.cli.common import build_target
+    from difflab.evaluation.sampling import in_precision
+    from difflab.models.options import is_compiled
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        on = compose("sample", overrides=[f"ckpt_path={checkpoint}", "compile=true"])
+        off = compose("sample", overrides=[f"ckpt_path={checkpoint}"])
+    target = build_target(on, torch.device("cpu"))
+    assert is_compiled(target.denoiser.model) and not any("_orig_mod" in k for k in target.denoiser.state_dict())
+    low, _ = in_precision(target.denoiser, "bf16-true")
+    assert is_compiled(low.model.net) and low.model.net.inp.weight.dtype == torch.bfloat16
+    assert not is_compiled(build_target(off, torch.device("cpu")).denoiser.model)

@@ -301,7 +301,7 @@ def build_target(cfg, device, data_chosen: bool = False):
         if not path.is_file():
             raise FileNotFoundError(f"ckpt_path={path} does not exist; give a checkpoint written by difflab-train "
                              "(<run dir>/checkpoints/last.ckpt)")
-        target = from_checkpoint(path, device=device, use_ema=bool(cfg.get("use_ema", True)))
+        target = from_checkpoint(path, device=device, use_ema=bool(cfg.get("use_ema", True)), compile=plain(cfg.get("compile", False)))
         if data_chosen:
             asked = plain(cfg.data)
             if _data_name(asked) != _data_name(target.data_spec):

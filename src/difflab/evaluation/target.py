@@ -100,12 +100,13 @@ class EvalTarget:
         return self
 
 
-def from_checkpoint(path, device=None, use_ema: bool = True, data_spec: Mapping | None = None) -> EvalTarget:
+def from_checkpoint(path, device=None, use_ema: bool = True, data_spec: Mapping | None = None, compile=False) -> EvalTarget:
     """The EMA (or raw) denoiser of a difflab-train checkpoint with the data it was trained on
-    (`data_spec` replaces the checkpoint's own data config)."""
+    (`data_spec` replaces the checkpoint's own data config). `compile`: as `model.compile`
+    (false | true | auto = on a GPU | torch.compile options), for the sampling network."""
     from ..lit_module import load_denoiser
 
-    loaded = load_denoiser(str(path), device=device, use_ema=use_ema)
+    loaded = load_denoiser(str(path), device=device, use_ema=use_ema, compile=compile)
     spec = dict(plain(data_spec) if data_spec else loaded.data_config or {})
     den = loaded.denoiser.eval()
     return EvalTarget(den, loaded.process, loaded.data_shape, spec, mixture_of(spec)).to(device)
