@@ -56,8 +56,8 @@ timeout $(( left > 90 ? 90 : (left > 10 ? left : 10) )) $PY bench/recipe_through
 note recipe_throughput_eager $?
 
 # 5. sampling throughput, bf16 (float32 state on our side), no compile
-left=$(( 520 - ($(date +%s) - T0) ))
-timeout $(( left > 70 ? 70 : (left > 10 ? left : 10) )) $PY bench/sampling_throughput.py --config ddpm_cifar10 \
+left=$(( 560 - ($(date +%s) - T0) ))
+timeout $(( left > 100 ? 100 : (left > 10 ? left : 10) )) $PY bench/sampling_throughput.py --config ddpm_cifar10 \
   --batch 1024 --steps 20 --precision bf16,bf16-true --compile off --repeats 2 --jsonl "$J" \
   --out "$OUT/sampling_throughput_cuda.json" > "$OUT/sampling.log" 2>&1
 note sampling_throughput $?
