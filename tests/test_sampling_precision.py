@@ -81,7 +81,10 @@ def test_true_precision_matches_a_bf16_network_run_by_hand(device):
     x0 = (z - s[:, None, None, None] * raw) / a[:, None, None, None]
     pred = low(z, t)
     assert pred.eps.dtype == torch.float32
-    assert torch.equal(pred.eps, raw)
+    if device.type == "cpu":
+        assert torch.equal(pred.eps, raw)
+    else:  # cuDNN may pick another kernel for the copy; a float32 run would be ~1e-2 away
+        torch.testing.assert_close(pred.eps, raw, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(pred.x0, x0, rtol=1e-5, atol=1e-5)
 
 
