@@ -10,7 +10,9 @@ from .processes.base import Process, append_dims
 CONDITIONINGS = ("t", "log_snr", "sigma", "log_sigma", "log_sigma_tilde")
 
 
-def _autocast_on(device_type: str) -> bool:
+def autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for this device type (True on a torch too old to say: callers
+    then take the path that is right either way)."""
     try:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # pragma: no cover - torch < 2.4 has no per-device query: take the safe path
@@ -80,7 +82,7 @@ class Denoiser(nn.Module):
             z_in = z / append_dims((alpha**2 + sigma**2).sqrt(), z.ndim).to(z.dtype)
         out = self.model(z_in, self.condition(t, alpha, sigma).to(z.dtype if z.is_floating_point() else out_dtype))
         a, s = append_dims(alpha, z.ndim), append_dims(sigma, z.ndim)
-        if not _autocast_on(z.device.type):  # (entering the context costs more than a small step's op)
+        if not autocast_on(z.device.type):  # (entering the context costs more than a small step's op)
             return self.parameterization.predict(out.to(out_dtype), z.to(out_dtype), a, s)
         with torch.autocast(device_type=z.device.type, enabled=False):
             return self.parameterization.predict(out.to(out_dtype), z.to(out_dtype), a, s)
