@@ -96,6 +96,8 @@ def test_network_without_weights_samples_as_it_is():
     assert in_precision(den, "bf16-true") == (den, None)
     with pytest.raises(ValueError, match="bf16-mixed"):
         in_precision(lambda z, t: z, "bf16-true")
+    with pytest.raises(ValueError, match="precision=16-mixed"):  # a name that exists, for fp16 too
+        in_precision(lambda z, t: z, "fp16-true")
 
 
 def test_compiled_network_copy_is_compiled_again_and_the_original_keeps_its_own():

@@ -1,6 +1,8 @@
 """`Denoiser`: a network + a process + a parameterization → `Prediction` in float32."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
@@ -10,13 +12,15 @@ from .processes.base import Process, append_dims
 CONDITIONINGS = ("t", "log_snr", "sigma", "log_sigma", "log_sigma_tilde")
 
 
-def autocast_on(device_type: str) -> bool:
-    """Whether autocast is on for this device type (True on a torch too old to say: callers
-    then take the path that is right either way)."""
+def autocast_off(device_type: str):
+    """A context with autocast off for this device type; no context at all where autocast is
+    already off (entering one costs more than a small training step's op). On a torch too old
+    to say per device, always the real context."""
     try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # pragma: no cover - torch < 2.4 has no per-device query: take the safe path
-        return True
+        on = torch.is_autocast_enabled(device_type)
+    except TypeError:  # pragma: no cover - torch < 2.4 has no per-device query
+        on = True
+    return torch.autocast(device_type=device_type, enabled=False) if on else contextlib.nullcontext()
 
 
 class Denoiser(nn.Module):
@@ -81,8 +85,6 @@ class Denoiser(nn.Module):
         elif self.scale_input:
             z_in = z / append_dims((alpha**2 + sigma**2).sqrt(), z.ndim).to(z.dtype)
         out = self.model(z_in, self.condition(t, alpha, sigma).to(z.dtype if z.is_floating_point() else out_dtype))
-        a, s = append_dims(alpha, z.ndim), append_dims(sigma, z.ndim)
-        if not autocast_on(z.device.type):  # (entering the context costs more than a small step's op)
-            return self.parameterization.predict(out.to(out_dtype), z.to(out_dtype), a, s)
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with autocast_off(z.device.type):
+            a, s = append_dims(alpha, z.ndim), append_dims(sigma, z.ndim)
             return self.parameterization.predict(out.to(out_dtype), z.to(out_dtype), a, s)

@@ -65,11 +65,9 @@ class ExponentialMovingAverage:
             self._pairs = None
             shadows, params = self._tensor_lists(module)
         values = [p.detach().float() for p in params]  # no copy for float32 parameters
-        if not values:  # nothing averaged (a network without trainable parameters)
-            pass
-        elif hasattr(torch, "_foreach_lerp_"):
+        if values and hasattr(torch, "_foreach_lerp_"):  # (no parameters: a multi-tensor op refuses empty lists)
             torch._foreach_lerp_(shadows, values, weight)
-        else:  # pragma: no cover - torch without multi-tensor lerp
+        else:  # torch without multi-tensor lerp, or nothing to average
             for s, v in zip(shadows, values):
                 s.lerp_(v, weight)
         self.num_updates += 1

@@ -62,8 +62,9 @@ def in_precision(denoiser, precision: str):
     if how != "weights":
         return denoiser, dtype
     if not isinstance(denoiser, Denoiser):
+        mixed = next(k for k, v in PRECISIONS.items() if v == (dtype, "autocast") and k.endswith("-mixed"))
         raise ValueError(f"precision={precision} casts the network of a difflab Denoiser, got {type(denoiser).__name__}; "
-                         f"use precision={precision.split('-')[0]}-mixed (autocast) for other callables")
+                         f"use precision={mixed} (autocast) for other callables")
     if not any(p.is_floating_point() for p in denoiser.model.parameters()):
         return denoiser, None
     return denoiser.with_network(_CastInput(network_copy(denoiser.model, dtype), dtype)), None

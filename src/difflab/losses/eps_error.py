@@ -20,7 +20,7 @@ import inspect
 import torch
 from torch import Tensor
 
-from ..denoiser import autocast_on
+from ..denoiser import autocast_off
 from ..parameterizations import Epsilon, Parameterization
 from ..processes.base import Process, append_dims
 
@@ -101,9 +101,7 @@ def float32_outside_network(objective):
             args = (*args[:i_den], _in_caller_precision(args[i_den], device_type), *args[i_den + 1:])
         else:
             kwargs["denoiser"] = _in_caller_precision(kwargs["denoiser"], device_type)
-        if not autocast_on(device_type):  # nothing to turn off (and entering the context costs)
-            return objective(*args, **kwargs)
-        with torch.autocast(device_type, enabled=False):
+        with autocast_off(device_type):
             return objective(*args, **kwargs)
 
     return run

@@ -33,6 +33,13 @@ def append_dims(x: Tensor, ndim: int) -> Tensor:
     return x.reshape(x.shape + (1,) * missing) if missing else x  # one view op (indexing with None is one per dim)
 
 
+def keeps(obj, owner: type, *names: str) -> bool:
+    """Whether `obj` still uses `owner`'s own methods `names` (no subclass replaced them): a
+    shortcut that computes those methods' results together is then valid for it."""
+    cls = type(obj)
+    return all(getattr(cls, n) is getattr(owner, n) for n in names)
+
+
 def _float(t: Tensor) -> Tensor:
     """Time as a floating tensor of at least float32 precision."""
     if not torch.is_floating_point(t) or t.dtype in (torch.float16, torch.bfloat16):
@@ -82,7 +89,8 @@ class Process(nn.Module):
 
     def log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(log α_t, log σ_t) of checked times; processes whose σ is computed from α (or both
-        from λ) override it to compute the shared part once."""
+        from λ) override it to compute the shared part once, where `keeps` says the methods it
+        stands for are still their own."""
         return self.log_alpha(t), self.log_sigma(t)
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:

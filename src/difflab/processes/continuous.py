@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import Process
+from .base import Process, keeps
 from .schedules import Learned, LogSNRSchedule, MonotoneNet, make_schedule
 
 __all__ = ["ScheduledProcess", "VPProcess", "ContinuousSNR", "MonotoneNet"]
@@ -56,8 +56,7 @@ class VPProcess(ScheduledProcess):
         return self.log_snr_schedule.vp_log_sigma(t)
 
     def log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        cls = type(self)
-        if cls.log_alpha is VPProcess.log_alpha and cls.log_sigma is VPProcess.log_sigma:
+        if keeps(self, VPProcess, "log_alpha", "log_sigma"):
             return self.log_snr_schedule.vp_log_alpha_sigma(t)
         return self.log_alpha(t), self.log_sigma(t)  # a subclass with its own α or σ
 

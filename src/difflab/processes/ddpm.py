@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Process, check_range
+from .base import Process, check_range, keeps
 from .schedules import LogSNRSchedule, make_schedule
 
 #: beta_schedule names that are DDPM's own published β tables (the rest are log-SNR shapes)
@@ -112,7 +112,7 @@ class DDPM(Process):
         return (0.5 * torch.log(-torch.expm1(2 * log_alpha.to(torch.float64)))).to(dtype)
 
     def log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        if type(self).log_sigma is not DDPM.log_sigma:
+        if not keeps(self, DDPM, "log_sigma"):
             return self.log_alpha(t), self.log_sigma(t)
         log_alpha = self.log_alpha(t)
         return log_alpha, self._log_sigma_from(log_alpha, t.dtype)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Process, check_range
+from .base import Process, check_range, keeps
 
 
 class LogSNRSchedule(nn.Module):
@@ -74,8 +74,7 @@ class LogSNRSchedule(nn.Module):
 
     def vp_log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(log α, log σ) of the VP family with λ(t) computed once."""
-        cls = type(self)
-        if cls.vp_log_alpha is not LogSNRSchedule.vp_log_alpha or cls.vp_log_sigma is not LogSNRSchedule.vp_log_sigma:
+        if not keeps(self, LogSNRSchedule, "vp_log_alpha", "vp_log_sigma"):
             return self.vp_log_alpha(t), self.vp_log_sigma(t)  # a subclass with its own closed forms
         lam = self.log_snr(t)
         return 0.5 * F.logsigmoid(lam), 0.5 * F.logsigmoid(-lam)
@@ -251,11 +250,18 @@ class LinearBeta(LogSNRSchedule):
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
     def vp_log_sigma(self, t: Tensor) -> Tensor:
-        return 0.5 * torch.log(-torch.expm1(2 * self.vp_log_alpha(t)))
+        return self._vp_log_sigma_from(self.vp_log_alpha(t))
+
+    @staticmethod
+    def _vp_log_sigma_from(log_alpha: Tensor) -> Tensor:
+        """log σ = ½ log(1 − α²) (variance preserving)."""
+        return 0.5 * torch.log(-torch.expm1(2 * log_alpha))
 
     def vp_log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        if not keeps(self, LinearBeta, "vp_log_sigma"):
+            return self.vp_log_alpha(t), self.vp_log_sigma(t)
         log_alpha = self.vp_log_alpha(t)
-        return log_alpha, 0.5 * torch.log(-torch.expm1(2 * log_alpha))
+        return log_alpha, self._vp_log_sigma_from(log_alpha)
 
     def vp_dlog_alpha_dt(self, t: Tensor) -> Tensor:
         return -0.5 * self.beta(t)

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Process, check_range
+from .base import Process, check_range, keeps
 from .continuous import ScheduledProcess, VPProcess
 from .schedules import GeometricSigma, LinearBeta, LogSNRSchedule, process_schedule
 
@@ -48,13 +48,18 @@ class SubVPSDE(VPSDE):
     """
 
     def log_sigma(self, t: Tensor) -> Tensor:
-        return torch.log(-torch.expm1(2 * self.log_alpha(t)))
+        return self._log_sigma_from(self.log_alpha(t))
+
+    @staticmethod
+    def _log_sigma_from(log_alpha: Tensor) -> Tensor:
+        """log σ = log(1 − α²)."""
+        return torch.log(-torch.expm1(2 * log_alpha))
 
     def log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:  # not the VP family's σ
-        if type(self).log_sigma is not SubVPSDE.log_sigma:
+        if not keeps(self, SubVPSDE, "log_sigma"):
             return self.log_alpha(t), self.log_sigma(t)
         log_alpha = self.log_alpha(t)
-        return log_alpha, torch.log(-torch.expm1(2 * log_alpha))
+        return log_alpha, self._log_sigma_from(log_alpha)
 
     log_snr = Process.log_snr  # 2 (log α − log σ): no longer the schedule's VP log-SNR
 
