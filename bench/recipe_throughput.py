@@ -18,8 +18,9 @@ compile is on (diffusers' fastest configuration). `--bare-loss difflab` makes th
 difflab's own loss function instead, which separates the cost of Lightning + DiffusionModule
 from the cost of the loss function's generality. The bare loop's optimiser is torch's default
 implementation (fused on CUDA; on the CPU a per-parameter Python loop, where difflab's training step
-switches to the multi-tensor `foreach` one); `--bare-foreach` gives the bare loop that too, which
-leaves only the Lightning + DiffusionModule overhead in the ratio.
+switches Adam to the fused CPU kernel, `difflab.fused`); `--bare-optimizer fused` gives the bare loop
+that too, which leaves only the Lightning + DiffusionModule overhead in the ratio (`foreach`: the
+multi-tensor implementation).
 
 The two sides are interleaved inside one training run: after every `--block` Lightning steps a
 callback runs `--block` bare steps, and each side is timed on its own steps only (from one
@@ -48,7 +49,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 OVERRIDES: list[str] = []  # --override: extra Hydra overrides for both sides
 BARE_LOSS = ["inline"]  # --bare-loss
 BARE_NET = ["the recipe's network"]  # what the bare loop ran
-BARE_FOREACH = [False]  # --bare-foreach: the bare loop's Adam multi-tensor on the CPU too (torch's default there is a per-parameter loop)
+BARE_OPTIM = ["default"]  # --bare-optimizer: the bare loop's Adam on the CPU: torch's default (a per-parameter loop), foreach or fused
 
 
 # ----------------------------------------------------------------------------- config
@@ -241,7 +242,8 @@ def make_bare_step(recipe, precision, compile_on, device):
     params = list(net.parameters())
     opt_cls = torch.optim.AdamW if str(o["_target_"]).endswith("AdamW") else torch.optim.Adam
     opt = opt_cls(params, lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"]), weight_decay=float(o["weight_decay"]),
-                  **({"fused": True} if device.type == "cuda" else {"foreach": True} if BARE_FOREACH[0] else {}))
+                  **({"fused": True} if device.type == "cuda" else {"foreach": True} if BARE_OPTIM[0] == "foreach"
+                     else {"fused": True} if BARE_OPTIM[0] == "fused" else {}))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRLambda(ls["warmup_steps"], ls["schedule"], ls["total_steps"] or 10**6, ls["min_lr_ratio"]))
     ema = [p.detach().float().clone() for p in params]
     decay = float(kw["ema"]["decay"])
@@ -308,8 +310,10 @@ def main() -> None:
     ap.add_argument("--override", action="append", default=[], help="a Hydra override for both sides (repeatable)")
     ap.add_argument("--bare-loss", choices=["inline", "difflab"], default="inline",
                     help="difflab: the bare loop calls difflab's loss function (isolates the Lightning + module overhead)")
-    ap.add_argument("--bare-foreach", action="store_true",
-                    help="the bare loop's CPU optimiser with foreach=True, as difflab's training step uses (isolates the Lightning overhead)")
+    ap.add_argument("--bare-optimizer", choices=["default", "foreach", "fused"], default="default",
+                    help="the bare loop's CPU Adam: torch's default (per-parameter loop), foreach, or fused as difflab's "
+                         "training step runs it (isolates the Lightning + module overhead)")
+    ap.add_argument("--bare-foreach", action="store_true", help="same as --bare-optimizer foreach")
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/recipe_throughput_<device>.json)")
     ap.add_argument("--jsonl", default=None, help="append one JSON line per result to this file")
     args = ap.parse_args()
@@ -317,7 +321,7 @@ def main() -> None:
     device = torch.device(args.device)
     OVERRIDES[:] = args.override
     BARE_LOSS[0] = args.bare_loss
-    BARE_FOREACH[0] = args.bare_foreach
+    BARE_OPTIM[0] = "foreach" if args.bare_foreach else args.bare_optimizer
     steps = args.steps or (100 if device.type == "cuda" else 300)
     warmup = args.warmup or (20 if device.type == "cuda" else 30)
     if device.type == "cpu":
@@ -345,7 +349,8 @@ def main() -> None:
                 ratios = [bb / ll for ll, bb in zip(light, bare)]
                 base = compose(recipe, OVERRIDES)
                 row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, bare_network=BARE_NET[0],
-                           bare_optimizer="fused" if device.type == "cuda" else "foreach" if args.bare_foreach else "torch default (per-parameter loop)",
+                           bare_optimizer="fused" if device.type == "cuda" else BARE_OPTIM[0] if BARE_OPTIM[0] != "default"
+                           else "torch default (per-parameter loop)",
                            overrides=args.override, precision=precision or str(base.trainer.precision),
                            compile=compile_on, batch=int(base.data.batch_size), steps=steps,
                            lightning_img_s=[round(v, 1) for v in light], bare_img_s=[round(v, 1) for v in bare],

@@ -66,9 +66,10 @@ def nan_batches(n_good, n_bad):
 
 @pytest.mark.parametrize("fused", [False, True], ids=["check_each_step", "fused_skip_on_device"])
 def test_non_finite_steps_never_move_weights_or_ema(tmp_path, device, fused):
-    """fused (and any Adam on CUDA, made fused at train start): the optimiser skips the bad steps
-    on the device and the error comes at the next check (log_every_n_steps=3); otherwise the
-    check stops before the first bad step."""
+    """Deferred check (the default on CUDA, where Adam is made fused at train start): the fused
+    optimiser skips the bad steps on the device and the error comes at the next check
+    (log_every_n_steps=3); on the CPU (Adam fused there too, for speed) the check stops before
+    the first bad step."""
     m = make_module(optim={"lr": 1e-2, "name": "adamw"})
     if fused:
         opt = m.configure_optimizers
@@ -81,6 +82,7 @@ def test_non_finite_steps_never_move_weights_or_ema(tmp_path, device, fused):
             return {"optimizer": f, "lr_scheduler": conf["lr_scheduler"]}
 
         m.configure_optimizers = fused_opt
+        m.defer_non_finite_check = True  # what a GPU does by default: the deferred check, tested on the CPU too
     deferred = fused or device.type == "cuda"
     snap = {}
 
@@ -148,22 +150,22 @@ def test_channels_last_unet_matches_and_trains(tmp_path, device):
     assert fast.ema.num_updates == 2
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="fused Adam/AdamW kernels run on CUDA")
-def test_adam_made_fused_gives_the_same_update_and_skips_on_found_inf(device):
-    """use_fused_step: the same Adam update as the loop implementation, and found_inf = 1
-    leaves weights, moments and the step count as they were."""
+@pytest.mark.parametrize("kind", [torch.optim.Adam, torch.optim.AdamW])
+def test_adam_made_fused_gives_the_same_update_and_skips_on_found_inf(device, kind):
+    """use_fused_step (on the test device: CPU kernels since torch 2.4): the same Adam/AdamW
+    update (Kingma & Ba 2015, Alg. 1; Loshchilov & Hutter 2019) as the per-parameter loop over
+    20 steps, and found_inf = 1 leaves weights, moments and the step count as they were."""
     from difflab.fused import use_fused_step
 
-    if device.type != "cuda":
-        pytest.skip("needs --device cuda")
     torch.manual_seed(0)
     a = torch.nn.Linear(4, 3).to(device)
     b = torch.nn.Linear(4, 3).to(device)
     b.load_state_dict(a.state_dict())
-    oa, ob = torch.optim.Adam(a.parameters(), lr=1e-2, foreach=False), torch.optim.Adam(b.parameters(), lr=1e-2)
-    assert use_fused_step(ob) and ob.param_groups[0]["fused"]
+    oa = kind(a.parameters(), lr=1e-2, weight_decay=0.1, foreach=False)
+    ob = kind(b.parameters(), lr=1e-2, weight_decay=0.1)
+    assert use_fused_step(ob) and ob.param_groups[0]["fused"] and ob.defaults["fused"]
     x = torch.randn(8, 4, device=device)
-    for _ in range(3):
+    for _ in range(20):
         for m, o in ((a, oa), (b, ob)):
             o.zero_grad()
             m(x).pow(2).sum().backward()
@@ -177,7 +179,24 @@ def test_adam_made_fused_gives_the_same_update_and_skips_on_found_inf(device):
     ob.step()
     for p, q in zip(b.parameters(), before):
         assert torch.equal(p, q)
-    assert int(next(iter(ob.state.values()))["step"]) == 3
+    assert int(next(iter(ob.state.values()))["step"]) == 20
+
+
+def test_an_explicit_foreach_on_the_cpu_is_kept_and_training_makes_adam_fused(tmp_path, device):
+    """An explicit `foreach` on the CPU is the user's choice (not made fused); the training step
+    makes the recipes' Adam (foreach unset) fused, on any device."""
+    from difflab.fused import use_fused_step
+
+    for choice in (False, True):
+        kept = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], foreach=choice)
+        assert use_fused_step(kept) is False and kept.param_groups[0]["foreach"] is choice
+        assert not kept.defaults.get("fused")
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    assert use_fused_step(sgd) is False
+    m = make_module()
+    t = fit(tmp_path, m, make_data(32, 16), 2, device)
+    opt = t.optimizers[0].optimizer if hasattr(t.optimizers[0], "optimizer") else t.optimizers[0]
+    assert opt.defaults["fused"] is True and all(g["fused"] for g in opt.param_groups)
 
 
 def test_multi_tensor_step_is_the_same_adam_and_respects_an_explicit_choice():
