@@ -200,8 +200,8 @@ def test_an_explicit_foreach_on_the_cpu_is_kept_and_training_makes_adam_fused(tm
 
 
 def test_multi_tensor_step_is_the_same_adam_and_respects_an_explicit_choice():
-    """Off CUDA the training step gives an unset `foreach` the multi-tensor implementation: the
-    same update rule (Kingma & Ba 2015, Alg. 1), so 20 steps agree with the per-parameter loop to
+    """For an optimiser without a fused kernel, the training step gives an unset `foreach` the
+    multi-tensor implementation (Adam here, to compare with its loop): the same update rule (Kingma & Ba 2015, Alg. 1), so 20 steps agree with the per-parameter loop to
     float32 rounding; an explicit foreach=False is kept."""
     from difflab.fused import use_multi_tensor_step
 
