@@ -50,6 +50,7 @@ OVERRIDES: list[str] = []  # --override: extra Hydra overrides for both sides
 BARE_LOSS = ["inline"]  # --bare-loss
 BARE_NET = ["the recipe's network"]  # what the bare loop ran
 BARE_OPTIM = ["default"]  # --bare-optimizer: the bare loop's Adam on the CPU: torch's default (a per-parameter loop), foreach or fused
+BARE_OPTIM_KWARGS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
 # ----------------------------------------------------------------------------- config
@@ -242,8 +243,7 @@ def make_bare_step(recipe, precision, compile_on, device):
     params = list(net.parameters())
     opt_cls = torch.optim.AdamW if str(o["_target_"]).endswith("AdamW") else torch.optim.Adam
     opt = opt_cls(params, lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"]), weight_decay=float(o["weight_decay"]),
-                  **({"fused": True} if device.type == "cuda" else {"foreach": True} if BARE_OPTIM[0] == "foreach"
-                     else {"fused": True} if BARE_OPTIM[0] == "fused" else {}))
+                  **({"fused": True} if device.type == "cuda" else BARE_OPTIM_KWARGS[BARE_OPTIM[0]]))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRLambda(ls["warmup_steps"], ls["schedule"], ls["total_steps"] or 10**6, ls["min_lr_ratio"]))
     ema = [p.detach().float().clone() for p in params]
     decay = float(kw["ema"]["decay"])
@@ -349,8 +349,8 @@ def main() -> None:
                 ratios = [bb / ll for ll, bb in zip(light, bare)]
                 base = compose(recipe, OVERRIDES)
                 row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, bare_network=BARE_NET[0],
-                           bare_optimizer="fused" if device.type == "cuda" else BARE_OPTIM[0] if BARE_OPTIM[0] != "default"
-                           else "torch default (per-parameter loop)",
+                           bare_optimizer="fused" if device.type == "cuda" else
+                           {"default": "torch default (per-parameter loop)"}.get(BARE_OPTIM[0], BARE_OPTIM[0]),
                            overrides=args.override, precision=precision or str(base.trainer.precision),
                            compile=compile_on, batch=int(base.data.batch_size), steps=steps,
                            lightning_img_s=[round(v, 1) for v in light], bare_img_s=[round(v, 1) for v in bare],

@@ -195,14 +195,15 @@ def test_an_explicit_foreach_on_the_cpu_is_kept_and_training_makes_adam_fused(tm
     assert use_fused_step(sgd) is False
     m = make_module()
     t = fit(tmp_path, m, make_data(32, 16), 2, device)
-    opt = t.optimizers[0].optimizer if hasattr(t.optimizers[0], "optimizer") else t.optimizers[0]
+    opt = t.optimizers[0]  # the torch optimiser (Trainer.optimizers holds no LightningOptimizer wrapper)
     assert opt.defaults["fused"] is True and all(g["fused"] for g in opt.param_groups)
 
 
 def test_multi_tensor_step_is_the_same_adam_and_respects_an_explicit_choice():
     """For an optimiser without a fused kernel, the training step gives an unset `foreach` the
-    multi-tensor implementation (Adam here, to compare with its loop): the same update rule (Kingma & Ba 2015, Alg. 1), so 20 steps agree with the per-parameter loop to
-    float32 rounding; an explicit foreach=False is kept."""
+    multi-tensor implementation (Adam here, to compare with its loop): the same update rule
+    (Kingma & Ba 2015, Alg. 1), so 20 steps agree with the per-parameter loop to float32
+    rounding; an explicit foreach=False is kept."""
     from difflab.fused import use_multi_tensor_step
 
     def run(make):

@@ -30,7 +30,7 @@ def _fused_devices() -> tuple[str, ...]:
         from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
         return tuple(_get_fused_kernels_supported_devices())
-    except ImportError:  # pragma: no cover - torch < 2.1
+    except ImportError:  # pragma: no cover - a torch that moved this private helper: CUDA only, as before
         return ("cuda",)
 
 
