@@ -11,6 +11,8 @@
 #   1. install the wheels into .site             3. recipe bench, ddpm_cifar10, compile on (vs diffusers
 #   2. fast suite on CUDA (DIFFLAB_TEST_DEVICE)     bf16 + channels_last + torch.compile)
 #   4. recipe bench, compile off (bf16, tf32)    5. sampling bench: difflab DDIM bf16, bf16-true vs DDIMPipeline
+# tests/test_gpu_check_script.py runs this script on the CPU with a stand-in $PYTHON: every stage must
+# write a valid JSON line and every bench command must pass the bench's own `--check` validation.
 set -u
 OUT=${OUT:-$PWD/gpu_check_out}
 mkdir -p "$OUT"

@@ -295,6 +295,48 @@ def make_bare_step(recipe, precision, compile_on, device):
 
 
 # ----------------------------------------------------------------------------- main
+LIGHTNING_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+
+
+def plan(args, ap) -> list[tuple[str, str, bool]]:
+    """(recipe, precision, compile) of every run the arguments ask for, validated before anything
+    runs (a bad value exits 2 naming the option); sets the bench's globals from the arguments."""
+    OVERRIDES[:] = args.override
+    BARE_LOSS[0] = args.bare_loss
+    BARE_OPTIM[0] = "foreach" if args.bare_foreach else args.bare_optimizer
+    try:
+        torch.device(args.device)
+    except RuntimeError as e:
+        ap.error(f"--device {args.device!r}: {e}")
+    for name, least in (("steps", 0), ("warmup", 0), ("repeats", 1), ("block", 1)):
+        if getattr(args, name) < least:
+            ap.error(f"--{name} must be >= {least}, got {getattr(args, name)}")
+    compiles = args.compile.split(",")
+    if set(compiles) - {"on", "off"}:
+        ap.error(f"--compile takes off, on or off,on, got {args.compile!r}")
+    precisions = args.precisions.split(",") if args.precisions else [None]
+    bad = [p for p in precisions if p is not None and p not in LIGHTNING_PRECISIONS]
+    if bad:
+        ap.error(f"--precisions: {bad} not Lightning precision names {LIGHTNING_PRECISIONS}")
+    runs = []
+    for recipe in args.recipes.split(","):
+        try:
+            cfg = compose(recipe, OVERRIDES)
+        except Exception as e:  # Hydra's errors name the missing recipe or key
+            ap.error(f"--recipes {recipe!r} with --override {OVERRIDES}: {type(e).__name__}: {e}")
+        if cfg.model._target_.endswith("UNet"):
+            try:
+                import diffusers  # noqa: F401  (the bare loop's network; without it the figure is not the peer's)
+
+                BARE_NET[0] = "diffusers.UNet2DModel"
+            except ImportError:
+                BARE_NET[0] = "difflab.UNet (diffusers missing)"
+                if args.check:
+                    ap.error(f"--recipes {recipe}: diffusers does not import, so the bare loop would run difflab's own UNet")
+        runs += [(recipe, p or str(cfg.trainer.precision), c == "on") for p in precisions for c in compiles]
+    return runs
+
+
 def main() -> None:
     cuda = torch.cuda.is_available()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -316,12 +358,18 @@ def main() -> None:
     ap.add_argument("--bare-foreach", action="store_true", help="same as --bare-optimizer foreach")
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/recipe_throughput_<device>.json)")
     ap.add_argument("--jsonl", default=None, help="append one JSON line per result to this file")
+    ap.add_argument("--check", action="store_true",
+                    help="validate the arguments (recipes compose, precisions, compile values, the peer network) "
+                         "and print what would run, without running it (tests check bench/gpu_check.sh so)")
     args = ap.parse_args()
     from _results import append_jsonl, write_results
+    runs = plan(args, ap)
     device = torch.device(args.device)
-    OVERRIDES[:] = args.override
-    BARE_LOSS[0] = args.bare_loss
-    BARE_OPTIM[0] = "foreach" if args.bare_foreach else args.bare_optimizer
+    if args.check:
+        for recipe, precision, compile_on in runs:
+            print(f"recipe_throughput: {recipe} {precision} compile={'on' if compile_on else 'off'} on {device.type}, "
+                  f"{args.repeats} x ({args.warmup} + {args.steps} steps, blocks of {args.block}), bare: {BARE_NET[0]}")
+        return
     steps = args.steps or (100 if device.type == "cuda" else 300)
     warmup = args.warmup or (20 if device.type == "cuda" else 30)
     if device.type == "cpu":
@@ -337,32 +385,30 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
     results = []
-    for recipe in args.recipes.split(","):
-        for precision in (args.precisions.split(",") if args.precisions else [None]):
-            for compile_on in [c == "on" for c in args.compile.split(",")]:
-                light, bare = [], []
-                for _ in range(args.repeats):
-                    with tempfile.TemporaryDirectory() as tmp:
-                        ll, bb = interleaved_run(recipe, precision, compile_on, device, warmup, steps, args.block, Path(tmp))
-                    light.append(ll)
-                    bare.append(bb)
-                ratios = [bb / ll for ll, bb in zip(light, bare)]
-                base = compose(recipe, OVERRIDES)
-                row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, bare_network=BARE_NET[0],
-                           bare_optimizer="fused" if device.type == "cuda" else
-                           {"default": "torch default (per-parameter loop)"}.get(BARE_OPTIM[0], BARE_OPTIM[0]),
-                           overrides=args.override, precision=precision or str(base.trainer.precision),
-                           compile=compile_on, batch=int(base.data.batch_size), steps=steps,
-                           lightning_img_s=[round(v, 1) for v in light], bare_img_s=[round(v, 1) for v in bare],
-                           lightning_median=round(statistics.median(light), 1), bare_median=round(statistics.median(bare), 1),
-                           step_time_ratio=round(statistics.median(ratios), 3),  # median over the interleaved runs
-                           step_time_ratio_per_pair=[round(r, 3) for r in ratios])
-                results.append(row)
-                print(f"{recipe:14s} {row['precision']:10s} compile={'on ' if compile_on else 'off'} "
-                      f"lightning {row['lightning_median']:9.1f} img/s  bare {row['bare_median']:9.1f} img/s  "
-                      f"step-time ratio lightning/bare = {row['step_time_ratio']:.3f}  (pairs {row['step_time_ratio_per_pair']})",
-                      flush=True)
-                append_jsonl(args.jsonl, "recipe_throughput", row)
+    for recipe, precision, compile_on in runs:
+        light, bare = [], []
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                ll, bb = interleaved_run(recipe, precision, compile_on, device, warmup, steps, args.block, Path(tmp))
+            light.append(ll)
+            bare.append(bb)
+        ratios = [bb / ll for ll, bb in zip(light, bare)]
+        base = compose(recipe, OVERRIDES)
+        row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, bare_network=BARE_NET[0],
+                   bare_optimizer="fused" if device.type == "cuda" else
+                   {"default": "torch default (per-parameter loop)"}.get(BARE_OPTIM[0], BARE_OPTIM[0]),
+                   overrides=args.override, precision=precision,
+                   compile=compile_on, batch=int(base.data.batch_size), steps=steps,
+                   lightning_img_s=[round(v, 1) for v in light], bare_img_s=[round(v, 1) for v in bare],
+                   lightning_median=round(statistics.median(light), 1), bare_median=round(statistics.median(bare), 1),
+                   step_time_ratio=round(statistics.median(ratios), 3),  # median over the interleaved runs
+                   step_time_ratio_per_pair=[round(r, 3) for r in ratios])
+        results.append(row)
+        print(f"{recipe:14s} {row['precision']:10s} compile={'on ' if compile_on else 'off'} "
+              f"lightning {row['lightning_median']:9.1f} img/s  bare {row['bare_median']:9.1f} img/s  "
+              f"step-time ratio lightning/bare = {row['step_time_ratio']:.3f}  (pairs {row['step_time_ratio_per_pair']})",
+              flush=True)
+        append_jsonl(args.jsonl, "recipe_throughput", row)
     write_results(args.out, ROOT / "bench" / "results" / f"recipe_throughput_{device.type}.json", device, results)
 
 

@@ -70,21 +70,39 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None)
     ap.add_argument("--jsonl", default=None)
+    ap.add_argument("--check", action="store_true",
+                    help="validate the arguments and print what would run, without running it (tests check "
+                         "bench/gpu_check.sh so)")
     args = ap.parse_args()
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        ap.error(f"--device {args.device!r}: {e}")
+    precisions, compiles = args.precision.split(","), args.compile.split(",")
+    for p in precisions:
+        if p not in ("fp32", "bf16", "bf16-true"):
+            ap.error(f"--precision: {p!r} is not one of fp32, bf16, bf16-true")
+    if set(compiles) - {"on", "off"}:
+        ap.error(f"--compile takes off, on or off,on, got {args.compile!r}")
+    if min(args.batch, args.steps, args.repeats) < 1:
+        ap.error("--batch, --steps and --repeats must be >= 1")
+    try:
+        from diffusers import DDIMPipeline, DDIMScheduler
+    except ImportError as e:
+        ap.error(f"the peer pipeline needs diffusers: {e}")
+    runs = [(c == "on", p) for c in compiles for p in precisions]
+    if args.check:
+        for compile_on, precision in runs:
+            print(f"sampling_throughput: {args.config} {precision} compile={'on' if compile_on else 'off'} on {device.type}, "
+                  f"batch {args.batch}, {args.steps} DDIM steps, best of {args.repeats}")
+        return
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision("high")
     if device.type == "cuda":  # cuDNN autotuning for both sides (difflab-sample turns it on for CUDA)
         torch.backends.cudnn.benchmark = True
-    from diffusers import DDIMPipeline, DDIMScheduler
-
-    precisions = args.precision.split(",")
-    for p in precisions:
-        if p not in ("fp32", "bf16", "bf16-true"):
-            ap.error(f"--precision: {p!r} is not one of fp32, bf16, bf16-true")
     results = []
-    for compile_on, precision in [(c == "on", p) for c in args.compile.split(",") for p in precisions]:
+    for compile_on, precision in runs:
         bf16 = precision != "fp32"
         torch.manual_seed(0)
         ours, peer, (chans, size) = build(args.config, dropout=0.0)
