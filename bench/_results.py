@@ -1,5 +1,5 @@
-"""Result files shared by the benchmarks: one JSON line per result as it comes, and a JSON
-file with the machine and the command at the end."""
+"""Shared by the benchmarks: the `--device` / `--compile` argument checks, and the result files
+(one JSON line per result as it comes, and a JSON file with the machine and the command at the end)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,19 @@ import sys
 from pathlib import Path
 
 import torch
+
+
+def device_and_compiles(ap, device: str, compile: str) -> tuple[torch.device, list[bool]]:
+    """`--device` as a torch.device and `--compile` (off, on or off,on) as flags; a bad value
+    exits 2 through `ap.error`, naming the option."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        ap.error(f"--device {device!r}: {e}")
+    compiles = compile.split(",")
+    if set(compiles) - {"on", "off"}:
+        ap.error(f"--compile takes off, on or off,on, got {compile!r}")
+    return dev, [c == "on" for c in compiles]
 
 
 def append_jsonl(path, bench: str, row: dict) -> None:

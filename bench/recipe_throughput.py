@@ -298,22 +298,19 @@ def make_bare_step(recipe, precision, compile_on, device):
 LIGHTNING_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 
-def plan(args, ap) -> list[tuple[str, str, bool]]:
-    """(recipe, precision, compile) of every run the arguments ask for, validated before anything
-    runs (a bad value exits 2 naming the option); sets the bench's globals from the arguments."""
+def plan(args, ap) -> tuple[torch.device, list[tuple[str, str, bool, int]]]:
+    """(device, (recipe, precision, compile, batch size) of every run the arguments ask for),
+    validated before anything runs (a bad value exits 2 naming the option); sets the bench's
+    globals from the arguments."""
+    from _results import device_and_compiles
+
     OVERRIDES[:] = args.override
     BARE_LOSS[0] = args.bare_loss
     BARE_OPTIM[0] = "foreach" if args.bare_foreach else args.bare_optimizer
-    try:
-        torch.device(args.device)
-    except RuntimeError as e:
-        ap.error(f"--device {args.device!r}: {e}")
+    device, compiles = device_and_compiles(ap, args.device, args.compile)
     for name, least in (("steps", 0), ("warmup", 0), ("repeats", 1), ("block", 1)):
         if getattr(args, name) < least:
             ap.error(f"--{name} must be >= {least}, got {getattr(args, name)}")
-    compiles = args.compile.split(",")
-    if set(compiles) - {"on", "off"}:
-        ap.error(f"--compile takes off, on or off,on, got {args.compile!r}")
     precisions = args.precisions.split(",") if args.precisions else [None]
     bad = [p for p in precisions if p is not None and p not in LIGHTNING_PRECISIONS]
     if bad:
@@ -333,8 +330,8 @@ def plan(args, ap) -> list[tuple[str, str, bool]]:
                 BARE_NET[0] = "difflab.UNet (diffusers missing)"
                 if args.check:
                     ap.error(f"--recipes {recipe}: diffusers does not import, so the bare loop would run difflab's own UNet")
-        runs += [(recipe, p or str(cfg.trainer.precision), c == "on") for p in precisions for c in compiles]
-    return runs
+        runs += [(recipe, p or str(cfg.trainer.precision), c, int(cfg.data.batch_size)) for p in precisions for c in compiles]
+    return device, runs
 
 
 def main() -> None:
@@ -363,10 +360,9 @@ def main() -> None:
                          "and print what would run, without running it (tests check bench/gpu_check.sh so)")
     args = ap.parse_args()
     from _results import append_jsonl, write_results
-    runs = plan(args, ap)
-    device = torch.device(args.device)
+    device, runs = plan(args, ap)
     if args.check:
-        for recipe, precision, compile_on in runs:
+        for recipe, precision, compile_on, _ in runs:
             print(f"recipe_throughput: {recipe} {precision} compile={'on' if compile_on else 'off'} on {device.type}, "
                   f"{args.repeats} x ({args.warmup} + {args.steps} steps, blocks of {args.block}), bare: {BARE_NET[0]}")
         return
@@ -385,7 +381,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
     results = []
-    for recipe, precision, compile_on in runs:
+    for recipe, precision, compile_on, batch in runs:
         light, bare = [], []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
@@ -393,12 +389,11 @@ def main() -> None:
             light.append(ll)
             bare.append(bb)
         ratios = [bb / ll for ll, bb in zip(light, bare)]
-        base = compose(recipe, OVERRIDES)
         row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, bare_network=BARE_NET[0],
                    bare_optimizer="fused" if device.type == "cuda" else
                    {"default": "torch default (per-parameter loop)"}.get(BARE_OPTIM[0], BARE_OPTIM[0]),
                    overrides=args.override, precision=precision,
-                   compile=compile_on, batch=int(base.data.batch_size), steps=steps,
+                   compile=compile_on, batch=batch, steps=steps,
                    lightning_img_s=[round(v, 1) for v in light], bare_img_s=[round(v, 1) for v in bare],
                    lightning_median=round(statistics.median(light), 1), bare_median=round(statistics.median(bare), 1),
                    step_time_ratio=round(statistics.median(ratios), 3),  # median over the interleaved runs

@@ -48,7 +48,7 @@ def timed(fn, device, repeats: int) -> float:
 
 
 def main() -> None:
-    from _results import append_jsonl, write_results
+    from _results import append_jsonl, device_and_compiles, write_results
     from unet_throughput import build
 
     from difflab.denoiser import Denoiser
@@ -74,23 +74,18 @@ def main() -> None:
                     help="validate the arguments and print what would run, without running it (tests check "
                          "bench/gpu_check.sh so)")
     args = ap.parse_args()
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as e:
-        ap.error(f"--device {args.device!r}: {e}")
-    precisions, compiles = args.precision.split(","), args.compile.split(",")
+    device, compiles = device_and_compiles(ap, args.device, args.compile)
+    precisions = args.precision.split(",")
     for p in precisions:
         if p not in ("fp32", "bf16", "bf16-true"):
             ap.error(f"--precision: {p!r} is not one of fp32, bf16, bf16-true")
-    if set(compiles) - {"on", "off"}:
-        ap.error(f"--compile takes off, on or off,on, got {args.compile!r}")
     if min(args.batch, args.steps, args.repeats) < 1:
         ap.error("--batch, --steps and --repeats must be >= 1")
     try:
         from diffusers import DDIMPipeline, DDIMScheduler
     except ImportError as e:
         ap.error(f"the peer pipeline needs diffusers: {e}")
-    runs = [(c == "on", p) for c in compiles for p in precisions]
+    runs = [(c, p) for c in compiles for p in precisions]
     if args.check:
         for compile_on, precision in runs:
             print(f"sampling_throughput: {args.config} {precision} compile={'on' if compile_on else 'off'} on {device.type}, "
