@@ -46,14 +46,15 @@ note fast_suite_cuda $rc "\"summary\": \"$summary\""
 
 # 3. training throughput with torch.compile on both sides (each side compiles for ~1-2 minutes):
 #    ddpm_cifar10 under Lightning vs diffusers' fastest bare loop (bf16 + channels_last + compile)
+#    (--bare-minimal: also the loop without flips, clipping, LR schedule and EMA, as PITFALLS' 3504 img/s may have been)
 timeout 270 $PY bench/recipe_throughput.py --recipes ddpm_cifar10 --precisions bf16-mixed --compile on \
-  --steps 80 --warmup 15 --repeats 1 --block 20 --jsonl "$J" --out "$OUT/recipe_throughput_cuda.json" > "$OUT/recipe_compile.log" 2>&1
+  --steps 80 --warmup 15 --repeats 1 --block 20 --bare-minimal --jsonl "$J" --out "$OUT/recipe_throughput_cuda.json" > "$OUT/recipe_compile.log" 2>&1
 note recipe_throughput_compile $?
 
 # 4. the same without compile, bf16 and tf32
 left=$(( 450 - ($(date +%s) - T0) ))
 timeout $(( left > 90 ? 90 : (left > 10 ? left : 10) )) $PY bench/recipe_throughput.py --recipes ddpm_cifar10 \
-  --precisions bf16-mixed,32-true --compile off --steps 60 --warmup 15 --repeats 1 --block 20 --jsonl "$J" \
+  --precisions bf16-mixed,32-true --compile off --steps 60 --warmup 15 --repeats 1 --block 20 --bare-minimal --jsonl "$J" \
   --out "$OUT/recipe_throughput_cuda_eager.json" > "$OUT/recipe_eager.log" 2>&1
 note recipe_throughput_eager $?
 

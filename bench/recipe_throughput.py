@@ -20,7 +20,10 @@ from the cost of the loss function's generality. The bare loop's optimiser is to
 implementation (fused on CUDA; on the CPU a per-parameter Python loop, where difflab's training step
 switches Adam to the fused CPU kernel, `difflab.fused`); `--bare-optimizer fused` gives the bare loop
 that too, which leaves only the Lightning + DiffusionModule overhead in the ratio (`foreach`: the
-multi-tensor implementation).
+multi-tensor implementation). `--bare-minimal` also times, interleaved as well, the bare loop a
+peer's quick benchmark would time: the same network (its dropout included) and optimiser, without
+flips, clipping, learning-rate schedule or EMA; it is reported next to the like-for-like ratio
+(`step_time_ratio_vs_minimal`), never in its place.
 
 The two sides are interleaved inside one training run: after every `--block` Lightning steps a
 callback runs `--block` bare steps, and each side is timed on its own steps only (from one
@@ -109,11 +112,12 @@ def recipe_parts(recipe: str, precision: str | None, compile_on: bool, device: t
 
 
 # ----------------------------------------------------------------------------- Lightning side
-def interleaver(bare_step, warmup: int, steps: int, block: int, device: torch.device):
+def interleaver(bare_step, warmup: int, steps: int, block: int, device: torch.device, minimal: bool = False):
     """A Lightning callback that times blocks of `block` Lightning steps and, after each, runs
-    and times `block` bare steps. The GPU is synchronised at block boundaries only, on both
-    sides alike: a sync after every Lightning step would stall the GPU while the host prepares
-    the next step, a cost the bare loop (timed per block) would not pay."""
+    and times `block` bare steps (and, with `minimal`, `block` minimal bare steps, timed on their
+    own). The GPU is synchronised at block boundaries only, on both sides alike: a sync after
+    every Lightning step would stall the GPU while the host prepares the next step, a cost the
+    bare loop (timed per block) would not pay."""
     from lightning.pytorch.callbacks import Callback
 
     def now():
@@ -123,7 +127,7 @@ def interleaver(bare_step, warmup: int, steps: int, block: int, device: torch.de
 
     class Interleave(Callback):
         def __init__(self):
-            self.light = self.bare = 0.0
+            self.light = self.bare = self.minimal = 0.0
             self.n_light = self.n_bare = 0
             self.last = None
 
@@ -133,6 +137,8 @@ def interleaver(bare_step, warmup: int, steps: int, block: int, device: torch.de
                 if step == warmup:
                     for _ in range(warmup):
                         bare_step()
+                        if minimal:
+                            bare_step(minimal=True)
                     self.last = now()
                 return
             self.n_light += 1
@@ -145,12 +151,19 @@ def interleaver(bare_step, warmup: int, steps: int, block: int, device: torch.de
                 self.last = now()
                 self.bare += self.last - t
                 self.n_bare += n
+                if minimal:
+                    for _ in range(n):
+                        bare_step(minimal=True)
+                    t, self.last = self.last, now()
+                    self.minimal += self.last - t
 
     return Interleave()
 
 
-def interleaved_run(recipe, precision, compile_on, device, warmup, steps, block, workdir) -> tuple[float, float]:
-    """(Lightning img/s, bare img/s) measured in one interleaved training run."""
+def interleaved_run(recipe, precision, compile_on, device, warmup, steps, block, workdir,
+                    minimal: bool = False) -> tuple[float, float, float | None]:
+    """(Lightning img/s, bare img/s, minimal bare img/s or None) measured in one interleaved
+    training run."""
     from hydra.utils import instantiate
 
     from difflab.lit_module import DiffusionModule
@@ -158,13 +171,14 @@ def interleaved_run(recipe, precision, compile_on, device, warmup, steps, block,
     cfg, dm, kw = recipe_parts(recipe, precision, compile_on, device)
     bare_step, batch = make_bare_step(recipe, precision, compile_on, device)
     module = DiffusionModule(**kw)
-    timer = interleaver(bare_step, warmup, steps, block, device)
+    timer = interleaver(bare_step, warmup, steps, block, device, minimal)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None and node.get("_target_")]
     logger = instantiate(cfg.logger, save_dir=str(workdir))
     trainer = instantiate(cfg.trainer, max_steps=warmup + steps, logger=logger, callbacks=callbacks + [timer],
                           default_root_dir=str(workdir), enable_checkpointing=False, enable_model_summary=False)
     trainer.fit(module, datamodule=dm)
-    return int(dm.batch_size) * timer.n_light / timer.light, batch * timer.n_bare / timer.bare
+    return (int(dm.batch_size) * timer.n_light / timer.light, batch * timer.n_bare / timer.bare,
+            batch * timer.n_bare / timer.minimal if minimal else None)
 
 
 # ----------------------------------------------------------------------------- bare side
@@ -263,11 +277,14 @@ def make_bare_step(recipe, precision, compile_on, device):
         def lib_loss(x):
             return mod.loss_fn(mod.net, x, generator=gen).mean()
 
-    def step():
+    def step(minimal: bool = False):
+        """One bare step; `minimal`: without flips, clipping, LR schedule and EMA (the network,
+        its dropout included, and the optimiser are the same), the loop a peer's quick benchmark
+        would time."""
         x = data[torch.randint(0, n, (b,), device=device)]
         if x.dtype == torch.uint8:
             x = x.float() / 127.5 - 1
-        if flip:
+        if flip and not minimal:
             x = torch.where(torch.rand(b, 1, 1, 1, device=device) < 0.5, x.flip(-1), x)
         if images and compile_on:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -285,12 +302,16 @@ def make_bare_step(recipe, precision, compile_on, device):
             loss = (out.float() - target).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if minimal:
+            opt.step()
+            return
         if clip:
             torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         sched.step()
         torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
 
+    step.parts = dict(net=net, opt=opt, sched=sched, ema=ema)  # for tests: what each kind of step touches
     return step, b
 
 
@@ -353,6 +374,9 @@ def main() -> None:
                     help="the bare loop's CPU Adam: torch's default (per-parameter loop), foreach, or fused as difflab's "
                          "training step runs it (isolates the Lightning + module overhead)")
     ap.add_argument("--bare-foreach", action="store_true", help="same as --bare-optimizer foreach")
+    ap.add_argument("--bare-minimal", action="store_true",
+                    help="also time a minimal bare loop (no flips, clipping, LR schedule or EMA; same network and "
+                         "optimiser), interleaved too: a peer's quick benchmark loop, reported next to the fair one")
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/recipe_throughput_<device>.json)")
     ap.add_argument("--jsonl", default=None, help="append one JSON line per result to this file")
     ap.add_argument("--check", action="store_true",
@@ -364,7 +388,8 @@ def main() -> None:
     if args.check:
         for recipe, precision, compile_on, _ in runs:
             print(f"recipe_throughput: {recipe} {precision} compile={'on' if compile_on else 'off'} on {device.type}, "
-                  f"{args.repeats} x ({args.warmup} + {args.steps} steps, blocks of {args.block}), bare: {BARE_NET[0]}")
+                  f"{args.repeats} x ({args.warmup} + {args.steps} steps, blocks of {args.block}), bare: {BARE_NET[0]}"
+                  f"{' (and the minimal bare loop)' if args.bare_minimal else ''}")
         return
     steps = args.steps or (100 if device.type == "cuda" else 300)
     warmup = args.warmup or (20 if device.type == "cuda" else 30)
@@ -382,12 +407,14 @@ def main() -> None:
 
     results = []
     for recipe, precision, compile_on, batch in runs:
-        light, bare = [], []
+        light, bare, minimal = [], [], []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
-                ll, bb = interleaved_run(recipe, precision, compile_on, device, warmup, steps, args.block, Path(tmp))
+                ll, bb, mm = interleaved_run(recipe, precision, compile_on, device, warmup, steps, args.block, Path(tmp),
+                                             args.bare_minimal)
             light.append(ll)
             bare.append(bb)
+            minimal.append(mm)
         ratios = [bb / ll for ll, bb in zip(light, bare)]
         row = dict(recipe=recipe, device=str(device), bare_loss=args.bare_loss, bare_network=BARE_NET[0],
                    bare_optimizer="fused" if device.type == "cuda" else
@@ -398,11 +425,18 @@ def main() -> None:
                    lightning_median=round(statistics.median(light), 1), bare_median=round(statistics.median(bare), 1),
                    step_time_ratio=round(statistics.median(ratios), 3),  # median over the interleaved runs
                    step_time_ratio_per_pair=[round(r, 3) for r in ratios])
+        if args.bare_minimal:  # the same network and optimiser without flips, clipping, LR schedule, EMA
+            row.update(bare_minimal_img_s=[round(v, 1) for v in minimal],
+                       bare_minimal_median=round(statistics.median(minimal), 1),
+                       step_time_ratio_vs_minimal=round(statistics.median([m / ll for ll, m in zip(light, minimal)]), 3))
         results.append(row)
         print(f"{recipe:14s} {row['precision']:10s} compile={'on ' if compile_on else 'off'} "
               f"lightning {row['lightning_median']:9.1f} img/s  bare {row['bare_median']:9.1f} img/s  "
               f"step-time ratio lightning/bare = {row['step_time_ratio']:.3f}  (pairs {row['step_time_ratio_per_pair']})",
               flush=True)
+        if args.bare_minimal:
+            print(f"{'':14s} minimal bare loop {row['bare_minimal_median']:9.1f} img/s  "
+                  f"step-time ratio lightning/minimal = {row['step_time_ratio_vs_minimal']:.3f}", flush=True)
         append_jsonl(args.jsonl, "recipe_throughput", row)
     write_results(args.out, ROOT / "bench" / "results" / f"recipe_throughput_{device.type}.json", device, results)
 
