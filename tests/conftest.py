@@ -1,3 +1,4 @@
+import contextlib
 import math
 import os
 
@@ -16,6 +17,26 @@ torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 # (--dist loadfile), and a long file started last would run alone at the end
 LONG_FILES = ("test_demo.py", "test_train_gmm.py", "slurm/test_launchers.py", "reliability/test_interrupts.py",
               "test_processes.py", "test_train_edm_flow.py")
+
+
+@contextlib.contextmanager
+def torch_globals_restored():
+    """Put back the process-wide numerics a CLI run sets for speed (difflab-train's
+    float32 matmul precision "high", resolve_device's cudnn.benchmark; their TF32 flags):
+    left set, they leaked from in-process CLI tests into later exactness tests on CUDA."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (torch.get_float32_matmul_precision(), cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved[1:]
+
+
+@pytest.fixture(autouse=True)
+def _torch_globals():
+    with torch_globals_restored():
+        yield
 
 
 def pytest_collection_modifyitems(config, items):

@@ -195,14 +195,8 @@ class DiffusionModule(L.LightningModule):
     def _losses(self, net: nn.Module, x: Tensor, index: Tensor, stage: int) -> Tensor:
         """Per-example losses. The loss draws its own times inside [t_min, t_max], so the
         process's range check of every call (two host syncs each on a GPU) is off meanwhile."""
-        proc = self.process
-        checking = proc.validate_time
-        proc.__dict__["validate_time"] = False  # (nn.Module.__setattr__'s checks cost more than a small op)
-        try:
-            with proc.reusing_alpha_sigma():
-                return self._draw_losses(net, x, index, stage)
-        finally:
-            proc.__dict__["validate_time"] = checking
+        with self.process.times_unchecked(), self.process.reusing_alpha_sigma():
+            return self._draw_losses(net, x, index, stage)
 
     def _draw_losses(self, net: nn.Module, x: Tensor, index: Tensor, stage: int) -> Tensor:
         step = self.global_step if stage == 0 else 0
@@ -392,6 +386,7 @@ def load_denoiser(ckpt_path, device=None, use_ema: bool = True, compile=False) -
     module.to(dev)
     den = module.denoiser(use_ema=use_ema) if use_ema else module.net.eval()
     den = den.to(dev).requires_grad_(False)
-    apply_model_options(den.model, compile, bool(hp["model"].get("channels_last", False)) and len(hp["data_shape"]) == 3)
+    apply_model_options(den.model, compile, bool(hp["model"].get("channels_last", False)) and len(hp["data_shape"]) == 3,
+                        device=dev)
     return LoadedModel(denoiser=den, process=den.process, data_shape=tuple(hp["data_shape"]), data_config=dict(hp["data_config"]),
                        module=module, global_step=int(ckpt.get("global_step", 0)), used_ema=use_ema)

@@ -40,11 +40,13 @@ def compile_options(value: Any) -> dict | None:
     raise ValueError(f"model.compile must be true, false, a mode name or a dict of torch.compile options, got {value!r}")
 
 
-def apply_model_options(net: nn.Module, compile: Any = False, channels_last: bool = False) -> nn.Module:
+def apply_model_options(net: nn.Module, compile: Any = False, channels_last: bool = False,
+                        device: torch.device | str | None = None) -> nn.Module:
     """channels_last (4-D weights only: a no-op for an MLP), then compile in place
-    (compile=auto: only when a GPU is present)."""
+    (compile=auto: only when `device`, where the network will run, is a GPU; without a
+    `device`, when a GPU is present)."""
     if compile == "auto":
-        compile = torch.cuda.is_available()
+        compile = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
     if channels_last:
         net.to(memory_format=torch.channels_last)
     opts = compile_options(compile)

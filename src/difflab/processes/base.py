@@ -104,6 +104,18 @@ class Process(nn.Module):
         return out
 
     @contextlib.contextmanager
+    def times_unchecked(self):
+        """Inside the block `check_time` trusts its input: for callers that made their times
+        inside [t_min, t_max] themselves (the loss's draws; a checked sampling grid on a GPU,
+        where each range check costs two host syncs per network call)."""
+        checking = self.validate_time
+        self.__dict__["validate_time"] = False  # (nn.Module.__setattr__'s checks cost more than a small op)
+        try:
+            yield self
+        finally:
+            self.__dict__["validate_time"] = checking
+
+    @contextlib.contextmanager
     def reusing_alpha_sigma(self):
         """Inside the block, `alpha_sigma(t)` of one (unmodified) tensor t is computed once: a
         training step asks for it three times (z_t, the denoiser, the ε error) with the same t.
@@ -194,7 +206,7 @@ class Process(nn.Module):
     def check_time(self, t: Tensor) -> Tensor:
         t = _float(torch.as_tensor(t))
         if self.validate_time and t.numel() and not torch.jit.is_tracing():
-            lo, hi = float(t.min()), float(t.max())
+            lo, hi = torch.stack([t.min(), t.max()]).tolist()  # one host sync, not two
             tol = 1e-6
             if lo < self.t_min - tol or hi > self.t_max + tol or math.isnan(lo) or math.isnan(hi):
                 raise ValueError(

@@ -206,10 +206,12 @@ class Learned(_Endpoints):
                 f"learned schedule is no longer decreasing: log_snr_min={float(lmin.detach()):.4g} >= "
                 f"log_snr_max={float(lmax.detach()):.4g}; lower the schedule's learning rate"
             )
-        ends = torch.tensor([0.0, 1.0], dtype=lmin.dtype, device=t.device)
-        g = self.net(torch.cat([self._u(t).reshape(-1).to(lmin.dtype), ends]))
+        # Times may come from anywhere (grids and prior_std build theirs on the CPU): evaluate on
+        # the parameters' device and answer on t's, as the closed-form schedules do.
+        ends = torch.tensor([0.0, 1.0], dtype=lmin.dtype, device=lmin.device)
+        g = self.net(torch.cat([self._u(t).reshape(-1).to(device=lmin.device, dtype=lmin.dtype), ends]))
         g_t, g0, g1 = g[:-2].reshape(t.shape), g[-2], g[-1]
-        return (lmax - (lmax - lmin) * (g_t - g0) / (g1 - g0)).to(t.dtype)
+        return (lmax - (lmax - lmin) * (g_t - g0) / (g1 - g0)).to(device=t.device, dtype=t.dtype)
 
 
 class LinearBeta(LogSNRSchedule):

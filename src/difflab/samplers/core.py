@@ -1,6 +1,7 @@
 """`sample()`: the one entry point over every sampler (registry, validation, NFE, seeding)."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
@@ -8,6 +9,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from ..processes.base import Process
 from . import exponential, multistep, ode, stochastic
 from ._util import CountingModel
 from .grids import make_grid
@@ -78,6 +80,20 @@ def check_sampler(sampler, steps, options: dict) -> dict:
     return {**spec.options, **options}
 
 
+def _infer_device(denoiser, generator, x_T: Tensor | None) -> torch.device:
+    """Where to draw the start when `device=` is not given: x_T's device, else the generator's
+    (the first of a list), else the denoiser's parameters or buffers, else the CPU."""
+    if x_T is not None:
+        return x_T.device
+    first = generator[0] if isinstance(generator, (list, tuple)) and generator else generator
+    if isinstance(first, torch.Generator):
+        return first.device
+    if isinstance(denoiser, torch.nn.Module):
+        for t in (*denoiser.parameters(), *denoiser.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
 def sample(denoiser, process, shape, sampler="ddim", steps: int = 50, *, generator=None, device=None,
            dtype=torch.float32, callback=None, x_T: Tensor | None = None, grid=None, **options) -> SampleOutput:
     """Draw samples by running `sampler` for `steps` steps from the prior at t_max to t_min.
@@ -98,7 +114,7 @@ def sample(denoiser, process, shape, sampler="ddim", steps: int = 50, *, generat
     spec = sampler_spec(sampler)
     ts = make_grid(process, int(steps), spec.default_grid if grid is None else grid, **grid_kwargs)
     if device is None:
-        device = x_T.device if x_T is not None else (generator.device if isinstance(generator, torch.Generator) else "cpu")
+        device = _infer_device(denoiser, generator, x_T)
     if x_T is None:
         if isinstance(generator, (list, tuple)):
             n = shape[0] // len(generator)
@@ -110,6 +126,10 @@ def sample(denoiser, process, shape, sampler="ddim", steps: int = 50, *, generat
             raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)}; give matching shapes")
         x_T = x_T.to(device=device, dtype=dtype)
     model = CountingModel(denoiser)
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        if x_T.device.type != "cpu":  # the grid was checked once (make_grid); the CPU keeps every check, free there
+            own = getattr(denoiser, "process", None)
+            for proc in (process, own) if isinstance(own, Process) and own is not process else (process,):
+                stack.enter_context(proc.times_unchecked())
         x = spec.fn(model, process, x_T, ts, callback=callback, generator=generator, **opts)
     return SampleOutput(x, model.nfe)

@@ -93,7 +93,7 @@ def ode_rk45(model, process, x: Tensor, ts: Tensor, callback=None, generator=Non
         return process.probability_flow_velocity(z, tb, model(z, tb).score)
 
     # torchdiffeq needs strictly monotone times; collapse repeated grid points
-    keep = torch.cat([torch.tensor([True]), ts[1:] < ts[:-1]])
+    keep = torch.cat([torch.ones(1, dtype=torch.bool, device=ts.device), ts[1:] < ts[:-1]])
     t_solve = ts[keep].to(x.dtype if x.dtype == torch.float64 else torch.float32).to(x.device)
     if t_solve.numel() < 2:
         return x

@@ -1,0 +1,126 @@
+"""Sampling away from the CPU: every process (the learned schedule's network included) and
+every deterministic sampler give on the test device (`--device cuda` / DIFFLAB_TEST_DEVICE)
+what they give on the CPU, with grids, generators and starts made on either side; what a
+run sets process-wide is put back; `compile=auto` follows the device the network runs on.
+
+On a GPU the device-parametrised tests are the check; the `meta` device stands in for "not
+the CPU" where a CPU run can tell (a host sync on a meta tensor raises)."""
+import copy
+
+import pytest
+import torch
+
+from conftest import PROCESS_IDS, all_processes, torch_globals_restored
+from difflab.models import GMMOracle
+from difflab.models.mlp import MLP
+from difflab.models.options import apply_model_options, is_compiled
+from difflab.samplers import SAMPLERS, sample
+from difflab.samplers.core import _infer_device
+
+ORACLE = GMMOracle([[-2.0, 0.0], [2.0, 0.5]], [0.5, 0.6], [0.4, 0.6])
+DETERMINISTIC = ["ddim", "ode_euler", "ode_heun", "dpm_solver", "dpm_solver_3m", "unipc", "lms"]
+
+
+@pytest.fixture(scope="module")
+def procs():
+    return all_processes()
+
+
+@pytest.mark.parametrize("pid", PROCESS_IDS)
+def test_every_process_samples_on_the_test_device_as_on_the_cpu(procs, pid, device):
+    """The learned schedule evaluated CPU grid times with CUDA weights (vdm_cifar10 could not
+    sample or evaluate on a GPU): its λ(t) now answers on t's device wherever its weights are."""
+    cpu = procs[pid]
+    dev = copy.deepcopy(cpu).to(device)
+    oracle = copy.deepcopy(ORACLE).to(device)
+    assert dev.prior_std() == pytest.approx(cpu.prior_std(), rel=1e-12)
+    t = torch.linspace(cpu.t_min + 1e-3, cpu.t_max, 7, dtype=torch.float64)
+    for tt in (t, t.to(device)):  # times from the CPU (grids, prior_std) or from the device
+        lam = dev.log_snr(tt)
+        assert lam.device == tt.device
+        torch.testing.assert_close(lam.cpu(), cpu.log_snr(t))
+    x_T = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    for sampler in DETERMINISTIC:
+        ref = sample(ORACLE.denoiser(cpu), cpu, (16, 2), sampler, 6, x_T=x_T).samples
+        out = sample(oracle.denoiser(dev), dev, (16, 2), sampler, 6, x_T=x_T.to(device)).samples
+        assert out.device.type == device.type
+        torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4, msg=f"{pid} {sampler}")
+
+
+def test_explicit_device_grid_and_generators_without_device(procs, device):
+    """A grid given as a tensor on the device (ode_rk45 built its mask on the CPU), and the
+    start's device read off a list of generators or the denoiser, not defaulting to the CPU."""
+    cpu = procs["vp"]
+    dev = copy.deepcopy(cpu).to(device)
+    den = copy.deepcopy(ORACLE).to(device).denoiser(dev)
+    grid = torch.linspace(cpu.t_max, cpu.t_min, 5, dtype=torch.float64)
+    x_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
+    for sampler in ("ode_rk45", "ddim"):
+        ref = sample(ORACLE.denoiser(cpu), cpu, (8, 2), sampler, 4, x_T=x_T, grid=grid, **(
+            {"adaptive": False} if sampler == "ode_rk45" else {})).samples
+        out = sample(den, dev, (8, 2), sampler, 4, x_T=x_T.to(device), grid=grid.to(device), **(
+            {"adaptive": False} if sampler == "ode_rk45" else {})).samples
+        torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4)
+    gens = [torch.Generator(device=device).manual_seed(s) for s in (1, 2)]
+    out = sample(den, dev, (8, 2), "ancestral", 3, generator=gens).samples
+    assert out.device.type == device.type and torch.isfinite(out).all()
+    out = sample(den, dev, (8, 2), "ddim", 3).samples  # no generator, no device: the denoiser's
+    assert out.device.type == device.type and torch.isfinite(out).all()
+
+
+def test_the_start_device_is_read_off_generators_then_the_denoiser():
+    meta_net = torch.nn.Linear(2, 2, device="meta")
+    assert _infer_device(meta_net, None, None).type == "meta"
+    assert _infer_device(meta_net, [torch.Generator()], None).type == "cpu"  # the generator decides first
+    assert _infer_device(meta_net, None, torch.zeros(1)).type == "cpu"  # and x_T before it
+    assert _infer_device(lambda z, t: z, None, None).type == "cpu"  # a plain function: the CPU
+
+
+@pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "ode_rk45"])
+def test_sampling_off_the_cpu_makes_no_host_sync_per_step(procs, sampler, monkeypatch):
+    """Each network call checked its times' range (two host syncs per call on a GPU, the queue
+    drained before every step). The grid is checked once; on a device that cannot be read from
+    the host (meta) any sync in the loop raises. (ode_rk45 is torchdiffeq's: it reads its times
+    back once, and its adaptive step control reads each error estimate.)"""
+    import contextlib
+
+    import difflab.denoiser
+    from difflab.denoiser import Denoiser
+    from difflab.parameterizations import Epsilon
+
+    monkeypatch.setattr(difflab.denoiser, "autocast_off", lambda device_type: contextlib.nullcontext())  # no meta autocast
+    for pid in ("ddpm_linear", "vp", "ve", "flow"):
+        proc = procs[pid]
+        den = Denoiser(MLP(dim=2, hidden=16, depth=1, emb_dim=8).to("meta"), proc, Epsilon(), conditioning="t")
+        out = sample(den, proc, (4, 2), sampler, 5, x_T=torch.empty(4, 2, device="meta"))
+        assert out.samples.device.type == "meta" and out.samples.shape == (4, 2)
+    proc = procs["vp"]
+    # on the CPU, where a check costs nothing, every call is still checked
+    with pytest.raises(ValueError, match=r"t_min, t_max"):
+        proc.alpha_sigma(torch.tensor([proc.t_max + 0.5]))
+    with proc.times_unchecked():
+        proc.alpha_sigma(torch.tensor([proc.t_max + 0.5]))
+    assert proc.validate_time
+
+
+def test_torch_globals_a_cli_run_sets_are_put_back():
+    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark)
+    with torch_globals_restored():
+        from difflab.cli.common import resolve_device
+
+        torch.set_float32_matmul_precision("medium")  # as difflab-train's run() does ("high")
+        resolve_device("cpu")
+        torch.backends.cudnn.benchmark = not before[1]
+    assert (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark) == before
+
+
+def test_compile_auto_follows_the_device_the_network_runs_on(monkeypatch):
+    """A checkpoint loaded for the CPU on a machine with a GPU stays eager (minutes of compiling
+    on a CPU otherwise); for a GPU it compiles."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    net = apply_model_options(MLP(dim=2, hidden=8, depth=1, emb_dim=8), "auto", device="cpu")
+    assert not is_compiled(net)
+    net = apply_model_options(MLP(dim=2, hidden=8, depth=1, emb_dim=8), "auto", device="cuda")
+    assert is_compiled(net)  # compiled lazily: nothing runs here
+    net = apply_model_options(MLP(dim=2, hidden=8, depth=1, emb_dim=8), "auto")
+    assert is_compiled(net)  # no device given: a GPU is present
