@@ -90,7 +90,7 @@ def test_sampling_off_the_cpu_makes_no_host_sync_per_step(procs, sampler, monkey
 
     monkeypatch.setattr(difflab.denoiser, "autocast_off", lambda device_type: contextlib.nullcontext())  # no meta autocast
     for pid in ("ddpm_linear", "vp", "ve", "flow"):
-        proc = procs[pid]
+        proc = procs[pid]  # on the CPU: the grid's constants are read back once per run, by design
         den = Denoiser(MLP(dim=2, hidden=16, depth=1, emb_dim=8).to("meta"), proc, Epsilon(), conditioning="t")
         out = sample(den, proc, (4, 2), sampler, 5, x_T=torch.empty(4, 2, device="meta"))
         assert out.samples.device.type == "meta" and out.samples.shape == (4, 2)
@@ -124,3 +124,58 @@ def test_compile_auto_follows_the_device_the_network_runs_on(monkeypatch):
     assert is_compiled(net)  # compiled lazily: nothing runs here
     net = apply_model_options(MLP(dim=2, hidden=8, depth=1, emb_dim=8), "auto")
     assert is_compiled(net)  # no device given: a GPU is present
+
+
+def test_a_crossed_learned_schedule_is_named_without_a_host_sync(tmp_path):
+    """Off the CPU the learned schedule's λ_min < λ_max check would sync per call: there λ turns
+    NaN (no check is read back) and the training guard names the schedule as the reason. The
+    CPU path (`check_on_host`) raises at once, as test_processes checks."""
+    import lightning as L
+
+    from difflab.processes import ContinuousSNR
+    from test_lit_module import make_data, make_module
+
+    p = ContinuousSNR("learned", -5, 5, hidden=8)
+    p.log_snr_schedule.check_on_host = False  # as on a GPU
+    assert p.log_snr_schedule.problem() is None
+    assert torch.isfinite(p.log_snr(torch.tensor([0.2, 0.7]))).all()
+    with torch.no_grad():
+        p.log_snr_schedule.log_snr_min_param.fill_(6.0)
+    assert torch.isnan(p.log_snr(torch.tensor([0.2, 0.7]))).all()
+    assert "no longer decreasing" in p.log_snr_schedule.problem()
+
+    module = make_module(process={"_target_": "difflab.processes.ContinuousSNR", "schedule": "learned",
+                                  "log_snr_min": -5.0, "log_snr_max": 5.0, "hidden": 8})
+    module.process.log_snr_schedule.check_on_host = False
+    with torch.no_grad():
+        module.process.log_snr_schedule.log_snr_min_param.fill_(6.0)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0)
+    with pytest.raises(FloatingPointError, match="learned schedule is no longer decreasing"):
+        trainer.fit(module, make_data())
+
+
+def test_a_checkpoint_with_a_crossed_learned_schedule_is_refused_on_load(tmp_path):
+    """Sampling it on a GPU would only give NaN: load_denoiser says why, once, on the host."""
+    import lightning as L
+
+    from difflab.lit_module import load_denoiser
+    from test_lit_module import make_data, make_module
+
+    module = make_module(process={"_target_": "difflab.processes.ContinuousSNR", "schedule": "learned",
+                                  "log_snr_min": -5.0, "log_snr_max": 5.0, "hidden": 8})
+    L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0).fit(module, make_data())
+    path = tmp_path / "m.ckpt"
+    module.trainer.save_checkpoint(path)
+    assert load_denoiser(path).denoiser is not None
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    for table in (ck["state_dict"], ck["ema"]["shadow"]):
+        keys = [k for k in table if k.endswith("log_snr_min_param")]
+        assert keys
+        for k in keys:
+            table[k] = torch.tensor(6.0)
+    torch.save(ck, path)
+    for use_ema in (True, False):
+        with pytest.raises(ValueError, match="no longer decreasing"):
+            load_denoiser(path, use_ema=use_ema)

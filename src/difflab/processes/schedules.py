@@ -199,19 +199,34 @@ class Learned(_Endpoints):
     def log_snr_max(self) -> float:
         return float(self.log_snr_max_param.detach())
 
+    # Crossed endpoints (λ_min ≥ λ_max, the schedule no longer decreasing): on the CPU a clear
+    # error at once; on a GPU that check would cost a host sync per call (several per training
+    # step and per sampling step), so λ turns NaN instead and training's non-finite guard raises,
+    # giving `problem()` as the reason. None: decide by the weights' device.
+    check_on_host: bool | None = None
+
+    def problem(self) -> str | None:
+        """Why this schedule cannot be used, or None."""
+        lmin, lmax = float(self.log_snr_min_param.detach()), float(self.log_snr_max_param.detach())
+        if lmin < lmax:
+            return None
+        return (f"learned schedule is no longer decreasing: log_snr_min={lmin:.4g} >= log_snr_max={lmax:.4g}; "
+                "lower the schedule's learning rate")
+
     def log_snr(self, t: Tensor) -> Tensor:
         lmin, lmax = self.log_snr_min_param, self.log_snr_max_param
-        if not bool(lmin < lmax):
-            raise ValueError(
-                f"learned schedule is no longer decreasing: log_snr_min={float(lmin.detach()):.4g} >= "
-                f"log_snr_max={float(lmax.detach()):.4g}; lower the schedule's learning rate"
-            )
+        on_host = self.check_on_host if self.check_on_host is not None else lmin.device.type == "cpu"
+        if on_host and (reason := self.problem()):
+            raise ValueError(reason)
         # Times may come from anywhere (grids and prior_std build theirs on the CPU): evaluate on
         # the parameters' device and answer on t's, as the closed-form schedules do.
         ends = torch.tensor([0.0, 1.0], dtype=lmin.dtype, device=lmin.device)
         g = self.net(torch.cat([self._u(t).reshape(-1).to(device=lmin.device, dtype=lmin.dtype), ends]))
         g_t, g0, g1 = g[:-2].reshape(t.shape), g[-2], g[-1]
-        return (lmax - (lmax - lmin) * (g_t - g0) / (g1 - g0)).to(device=t.device, dtype=t.dtype)
+        lam = lmax - (lmax - lmin) * (g_t - g0) / (g1 - g0)
+        if not on_host:
+            lam = torch.where(lmin < lmax, lam, torch.nan)
+        return lam.to(device=t.device, dtype=t.dtype)
 
 
 class LinearBeta(LogSNRSchedule):
