@@ -76,19 +76,59 @@ def test_the_start_device_is_read_off_generators_then_the_denoiser():
     assert _infer_device(lambda z, t: z, None, None).type == "cpu"  # a plain function: the CPU
 
 
+@pytest.fixture
+def meta_without_autocast(monkeypatch):
+    """The meta device has no autocast: ask for none there (the code under test queries it)."""
+    import contextlib
+
+    import difflab.denoiser
+
+    enabled, dtype = torch.is_autocast_enabled, torch.get_autocast_dtype
+    monkeypatch.setattr(torch, "is_autocast_enabled", lambda *a: False if a and a[0] == "meta" else enabled(*a))
+    monkeypatch.setattr(torch, "get_autocast_dtype", lambda d: torch.float32 if d == "meta" else dtype(d))
+    monkeypatch.setattr(difflab.denoiser, "autocast_off", lambda device_type: contextlib.nullcontext())
+
+
+IMAGE_RECIPES = ["ddpm_cifar10", "vdm_cifar10", "edm_cifar10", "ncsn_cifar10", "score_sde_vp", "score_sde_ve"]
+
+
+@pytest.mark.parametrize("recipe", IMAGE_RECIPES)
+def test_a_training_step_of_every_image_recipe_makes_no_host_sync(recipe, meta_without_autocast):
+    """Loss (times drawn, noised, denoised, weighted), backward, EMA update and optimiser step of
+    each image recipe, its full-size network on the meta device, where reading any value back
+    raises. vdm_cifar10's learned schedule read its endpoints back on every λ call."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import recipe_throughput as rt
+
+    from difflab.lit_module import DiffusionModule
+
+    _, dm, kw = rt.recipe_parts(recipe, None, False, torch.device("cpu"))
+    m = DiffusionModule(**kw).to("meta")
+    x = torch.empty(4, *dm.data_shape, device="meta")
+    with m.process.times_unchecked(), m.process.reusing_alpha_sigma():
+        loss = m.loss_fn(m.net, x, generator=None).mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in m.net.model.parameters())
+    torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.grad is not None], 1.0)
+    m.ema.to("meta", copy=True)
+    m.ema.update(m.net)
+    optim = m.configure_optimizers()  # (kept: the LR scheduler wraps the optimiser's step)
+    optim["optimizer"].step()
+    optim["lr_scheduler"]["scheduler"].step()
+
+
 @pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "ode_rk45"])
-def test_sampling_off_the_cpu_makes_no_host_sync_per_step(procs, sampler, monkeypatch):
+def test_sampling_off_the_cpu_makes_no_host_sync_per_step(procs, sampler, meta_without_autocast):
     """Each network call checked its times' range (two host syncs per call on a GPU, the queue
     drained before every step). The grid is checked once; on a device that cannot be read from
     the host (meta) any sync in the loop raises. (ode_rk45 is torchdiffeq's: it reads its times
     back once, and its adaptive step control reads each error estimate.)"""
-    import contextlib
-
-    import difflab.denoiser
     from difflab.denoiser import Denoiser
     from difflab.parameterizations import Epsilon
 
-    monkeypatch.setattr(difflab.denoiser, "autocast_off", lambda device_type: contextlib.nullcontext())  # no meta autocast
     for pid in ("ddpm_linear", "vp", "ve", "flow"):
         proc = procs[pid]  # on the CPU: the grid's constants are read back once per run, by design
         den = Denoiser(MLP(dim=2, hidden=16, depth=1, emb_dim=8).to("meta"), proc, Epsilon(), conditioning="t")
