@@ -183,6 +183,7 @@ def test_a_crossed_learned_schedule_is_named_without_a_host_sync(tmp_path):
         p.log_snr_schedule.log_snr_min_param.fill_(6.0)
     assert torch.isnan(p.log_snr(torch.tensor([0.2, 0.7]))).all()
     assert "no longer decreasing" in p.log_snr_schedule.problem()
+    assert p.problem() == p.log_snr_schedule.problem()  # the process passes it on
 
     module = make_module(process={"_target_": "difflab.processes.ContinuousSNR", "schedule": "learned",
                                   "log_snr_min": -5.0, "log_snr_max": 5.0, "hidden": 8})

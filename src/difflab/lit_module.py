@@ -251,8 +251,7 @@ class DiffusionModule(L.LightningModule):
                 if skipped is None else
                 f"training loss or gradient was non-finite in {skipped} step(s) before step {self.global_step} "
                 f"(those optimiser steps were skipped)")
-        problem = getattr(getattr(self.process, "log_snr_schedule", None), "problem", None)
-        if callable(problem) and (reason := problem()):
+        if reason := self.process.problem():
             raise FloatingPointError(f"{what}: the {reason}")
         raise FloatingPointError(f"{what}: lower optim.lr, set trainer.gradient_clip_val (e.g. 1.0) or use a float32/bf16 precision")
 
@@ -389,8 +388,7 @@ def load_denoiser(ckpt_path, device=None, use_ema: bool = True, compile=False) -
     module.to(dev)
     den = module.denoiser(use_ema=use_ema) if use_ema else module.net.eval()
     den = den.to(dev).requires_grad_(False)
-    problem = getattr(getattr(den.process, "log_snr_schedule", None), "problem", None)
-    if callable(problem) and (reason := problem()):  # checked once here: on a GPU λ would only turn NaN
+    if reason := den.process.problem():  # checked once here: on a GPU λ would only turn NaN
         raise ValueError(f"{ckpt_path}: the {reason} (in the {'EMA' if use_ema else 'trained'} weights)")
     apply_model_options(den.model, compile, bool(hp["model"].get("channels_last", False)) and len(hp["data_shape"]) == 3,
                         device=dev)

@@ -103,6 +103,11 @@ class Process(nn.Module):
             self.__dict__["_alpha_sigma_memo"] = (t, t._version, out)
         return out
 
+    def problem(self) -> str | None:
+        """Why this process cannot be used as it stands (a learned schedule gone wrong), or None;
+        read on the host, once, where a per-call check would cost a sync (see `Learned`)."""
+        return None
+
     @contextlib.contextmanager
     def times_unchecked(self):
         """Inside the block `check_time` trusts its input: for callers that made their times

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -89,8 +90,9 @@ def _infer_device(denoiser, generator, x_T: Tensor | None) -> torch.device:
     if isinstance(first, torch.Generator):
         return first.device
     if isinstance(denoiser, torch.nn.Module):
-        for t in (*denoiser.parameters(), *denoiser.buffers()):
-            return t.device
+        held = next(itertools.chain(denoiser.parameters(), denoiser.buffers()), None)
+        if held is not None:
+            return held.device
     return torch.device("cpu")
 
 
