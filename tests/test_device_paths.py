@@ -55,11 +55,9 @@ def test_explicit_device_grid_and_generators_without_device(procs, device):
     den = copy.deepcopy(ORACLE).to(device).denoiser(dev)
     grid = torch.linspace(cpu.t_max, cpu.t_min, 5, dtype=torch.float64)
     x_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
-    for sampler in ("ode_rk45", "ddim"):
-        ref = sample(ORACLE.denoiser(cpu), cpu, (8, 2), sampler, 4, x_T=x_T, grid=grid, **(
-            {"adaptive": False} if sampler == "ode_rk45" else {})).samples
-        out = sample(den, dev, (8, 2), sampler, 4, x_T=x_T.to(device), grid=grid.to(device), **(
-            {"adaptive": False} if sampler == "ode_rk45" else {})).samples
+    for sampler, opts in (("ode_rk45", {"adaptive": False}), ("ddim", {})):
+        ref = sample(ORACLE.denoiser(cpu), cpu, (8, 2), sampler, 4, x_T=x_T, grid=grid, **opts).samples
+        out = sample(den, dev, (8, 2), sampler, 4, x_T=x_T.to(device), grid=grid.to(device), **opts).samples
         torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4)
     gens = [torch.Generator(device=device).manual_seed(s) for s in (1, 2)]
     out = sample(den, dev, (8, 2), "ancestral", 3, generator=gens).samples
@@ -166,14 +164,16 @@ def test_compile_auto_follows_the_device_the_network_runs_on(monkeypatch):
     assert is_compiled(net)  # no device given: a GPU is present
 
 
+LEARNED_PROCESS = {"_target_": "difflab.processes.ContinuousSNR", "schedule": "learned", "log_snr_min": -5.0,
+                   "log_snr_max": 5.0, "hidden": 8}
+
+
 def test_a_crossed_learned_schedule_is_named_without_a_host_sync(tmp_path):
     """Off the CPU the learned schedule's λ_min < λ_max check would sync per call: there λ turns
     NaN (no check is read back) and the training guard names the schedule as the reason. The
     CPU path (`check_on_host`) raises at once, as test_processes checks."""
-    import lightning as L
-
     from difflab.processes import ContinuousSNR
-    from test_lit_module import make_data, make_module
+    from test_lit_module import make_data, make_module, trainer
 
     p = ContinuousSNR("learned", -5, 5, hidden=8)
     p.log_snr_schedule.check_on_host = False  # as on a GPU
@@ -185,28 +185,21 @@ def test_a_crossed_learned_schedule_is_named_without_a_host_sync(tmp_path):
     assert "no longer decreasing" in p.log_snr_schedule.problem()
     assert p.problem() == p.log_snr_schedule.problem()  # the process passes it on
 
-    module = make_module(process={"_target_": "difflab.processes.ContinuousSNR", "schedule": "learned",
-                                  "log_snr_min": -5.0, "log_snr_max": 5.0, "hidden": 8})
+    module = make_module(process=LEARNED_PROCESS)
     module.process.log_snr_schedule.check_on_host = False
     with torch.no_grad():
         module.process.log_snr_schedule.log_snr_min_param.fill_(6.0)
-    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0)
     with pytest.raises(FloatingPointError, match="learned schedule is no longer decreasing"):
-        trainer.fit(module, make_data())
+        trainer(tmp_path, 2).fit(module, make_data())
 
 
 def test_a_checkpoint_with_a_crossed_learned_schedule_is_refused_on_load(tmp_path):
     """Sampling it on a GPU would only give NaN: load_denoiser says why, once, on the host."""
-    import lightning as L
-
     from difflab.lit_module import load_denoiser
-    from test_lit_module import make_data, make_module
+    from test_lit_module import make_data, make_module, trainer
 
-    module = make_module(process={"_target_": "difflab.processes.ContinuousSNR", "schedule": "learned",
-                                  "log_snr_min": -5.0, "log_snr_max": 5.0, "hidden": 8})
-    L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0).fit(module, make_data())
+    module = make_module(process=LEARNED_PROCESS)
+    trainer(tmp_path, 2).fit(module, make_data())
     path = tmp_path / "m.ckpt"
     module.trainer.save_checkpoint(path)
     assert load_denoiser(path).denoiser is not None
