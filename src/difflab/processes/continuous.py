@@ -25,8 +25,7 @@ class ScheduledProcess(Process):
         self.t_min, self.t_max = float(t_min), float(t_max)
 
     def problem(self) -> str | None:
-        problem = getattr(self.log_snr_schedule, "problem", None)
-        return problem() if callable(problem) else None
+        return self.log_snr_schedule.problem()
 
     def log_snr(self, t: Tensor) -> Tensor:
         return self.log_snr_schedule.log_snr(self.check_time(t))

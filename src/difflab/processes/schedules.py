@@ -54,6 +54,10 @@ class LogSNRSchedule(nn.Module):
         """Closed-form inverse of λ, or None (the process then inverts by bisection)."""
         return None
 
+    def problem(self) -> str | None:
+        """Why this schedule cannot be used as it stands, or None (fixed schedules: never)."""
+        return None
+
     @property
     def log_snr_min(self) -> float:
         with torch.no_grad():

@@ -130,8 +130,8 @@ def sample(denoiser, process, shape, sampler="ddim", steps: int = 50, *, generat
     model = CountingModel(denoiser)
     with torch.no_grad(), contextlib.ExitStack() as stack:
         if x_T.device.type != "cpu":  # the grid was checked once (make_grid); the CPU keeps every check, free there
-            own = getattr(denoiser, "process", None)
-            for proc in (process, own) if isinstance(own, Process) and own is not process else (process,):
-                stack.enter_context(proc.times_unchecked())
+            for proc in (process, getattr(denoiser, "process", None)):  # (the same one twice nests fine)
+                if isinstance(proc, Process):
+                    stack.enter_context(proc.times_unchecked())
         x = spec.fn(model, process, x_T, ts, callback=callback, generator=generator, **opts)
     return SampleOutput(x, model.nfe)
