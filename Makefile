@@ -8,7 +8,11 @@ OUT ?= runs/demo
 # pytest-xdist workers for `make test`: whole files per worker, the longest first (tests/conftest.py)
 WORKERS ?= 2
 
-.PHONY: venv demo test test-fast lock clean
+# `make test-floor`: the oldest versions pyproject.toml admits, on the oldest Python it admits
+PY_FLOOR ?= python3.10
+FLOOR := .venv-floor
+
+.PHONY: venv demo test test-fast test-floor floors lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -28,6 +32,23 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+## Every `name>=X` of pyproject.toml (dependencies and extras) as `name==X`: the declared floors.
+floors:
+	@grep -oE '"[A-Za-z0-9_.-]+>=[0-9][0-9.]*' pyproject.toml | tr -d '"' | grep -vE '^(setuptools|wheel)>' | sed 's/>=/==/' | sort -u
+
+$(FLOOR)/.installed: pyproject.toml
+	@command -v $(PY_FLOOR) >/dev/null || { echo "make test-floor: no $(PY_FLOOR) here (requires-python's floor); install it or pass PY_FLOOR=/path/to/python3.10"; exit 2; }
+	$(PY_FLOOR) -m venv $(FLOOR)
+	$(FLOOR)/bin/python -m pip install -q --upgrade pip
+	$(MAKE) -s floors > $(FLOOR)/floors.txt
+	$(FLOOR)/bin/python -m pip install -q -c $(FLOOR)/floors.txt -e ".[dev]"
+	touch $@
+
+## The whole suite on the declared floors (torch 2.4 + torchvision 0.19, lightning 2.4, numpy 1.24, ...,
+## Python 3.10), newest of everything else: run it before moving a floor (a CUDA torch: ~5 GB).
+test-floor: $(FLOOR)/.installed
+	$(FLOOR)/bin/python -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 clean:
 	rm -rf runs outputs multirun .pytest_cache
