@@ -38,7 +38,8 @@ floors:
 	@grep -oE '"[A-Za-z0-9_.-]+>=[0-9][0-9.]*' pyproject.toml | tr -d '"' | grep -vE '^(setuptools|wheel)>' | sed 's/>=/==/' | sort -u
 
 $(FLOOR)/.installed: pyproject.toml
-	@command -v $(PY_FLOOR) >/dev/null || { echo "make test-floor: no $(PY_FLOOR) here (requires-python's floor); install it or pass PY_FLOOR=/path/to/python3.10"; exit 2; }
+	@$(PY_FLOOR) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null || { \
+	  echo "make test-floor: '$(PY_FLOOR)' is no working Python 3.10 (requires-python's floor): install one, or PY_FLOOR=/path/to/python3.10"; exit 2; }
 	$(PY_FLOOR) -m venv $(FLOOR)
 	$(FLOOR)/bin/python -m pip install -q --upgrade pip
 	$(MAKE) -s floors > $(FLOOR)/floors.txt
