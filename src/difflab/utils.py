@@ -21,6 +21,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -81,9 +82,16 @@ def instantiate(spec: Mapping, **kwargs) -> Any:
 
 
 def _destroy_process_group() -> None:
+    import torch
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if torch.torch_version.TorchVersion(torch.__version__) < (2, 8):
+            # Before torch 2.8 (pytorch/pytorch#154976) the group's destructor holds the GIL while it
+            # joins gloo's worker threads, and a worker that is still freeing its last collective's
+            # tensors waits for the GIL: a deadlock at exit (seen with torch 2.4: 1 ddp_spawn run in
+            # 4 hung in ~ProcessGroupGloo). Sleeping releases the GIL so those workers finish first.
+            time.sleep(0.2)
         dist.destroy_process_group()
 
 
