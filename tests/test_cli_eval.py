@@ -97,9 +97,57 @@ def test_oracle_sample_metrics(tmp_path):
     assert m["nfe"] > 0
     assert m["swd"] < 3 * m["swd_floor"] + 0.02
     assert abs(m["mmd"]) < 0.01
-    assert m["fid_learned_n512"] < 3 * m["fid_learned_n512_floor"] + 0.05
+    # the floors come from 512 fresh real draws, as many as the samples: exact, so nothing is said about them
+    # (how the oracle's FID compares with real data's: test_oracle_fid_lies_within_the_noise_of_real_data)
+    assert m["num_real_floor"] == 512 and not any("real-vs-real floor from" in w for w in m["warnings"])
+    assert m["fid_learned_n512_floor"] > 0
     assert {"kid_learned_n512", "kid_learned_n512_std"} <= m.keys()
 
+
+def test_oracle_fid_lies_within_the_noise_of_real_data():
+    """Oracle samples (exact denoiser, Heun PF-ODE) are draws from the data distribution up to
+    the ODE's discretisation, so their FID against a reference set lies among the FIDs of fresh
+    real sets of the same size against that reference (the floor's draws): inside the prediction
+    interval mean ± 4·sd·√(1 + 1/K) of K such floors, same reference and feature net. One
+    floor alone cannot say this: at 512 samples a single FID varies by its own size."""
+    from difflab.cli.common import build_target
+    from difflab.evaluation import SamplerChoice, feature_network, generate
+    from difflab.metrics import extract, fid
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("eval")
+    target = build_target(cfg, torch.device("cpu"))
+    n, K = 512, 12
+    samples, _ = generate(target, n, 0, SamplerChoice.from_config(cfg.sampler), progress=False)
+    real = target.real(1024, 5).float()
+    net = feature_network("learned", real, 0)
+    real_f = extract(net, real)
+    floors = torch.tensor([fid(real_f, extract(net, target.real(n, 100 + k).float())) for k in range(K)])
+    value = fid(real_f, extract(net, samples.float()))
+    mean, sd = float(floors.mean()), float(floors.std())
+    assert abs(value - mean) < 4 * sd * (1 + 1 / K) ** 0.5, f"oracle FID {value:.3f}, real sets {mean:.3f} ± {sd:.3f}"
+
+
+
+def test_floors_of_a_finite_data_set_come_from_its_validation_split():
+    """A finite data set's floors are scored from real examples outside the reference: its
+    validation split (digits: 197 examples), never the reference's own first rows (which gave
+    swd_floor = 0). Fewer held-out examples than samples is said, with the number."""
+    from omegaconf import OmegaConf
+
+    from difflab.evaluation import EvalTarget, real_examples, sample_metrics
+    from difflab.metrics import sliced_wasserstein
+
+    target = EvalTarget(None, None, (1, 8, 8), OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "data" / "digits.yaml")))
+    train, val = target.real(10_000, 0), real_examples(target.get_datamodule(), 10_000, "val")
+    assert val.shape[0] == 197
+    samples = torch.rand(300, 1, 8, 8) * 2 - 1
+    out, _ = sample_metrics(target, ["swd"], samples=samples)
+    assert out["num_real_floor"] == 197 and any("floor from 197 held-out real examples (< 300" in w for w in out["warnings"])
+    expected = sliced_wasserstein(val.flatten(1).double(), train[:300].flatten(1).double(), 512, torch.Generator().manual_seed(0))
+    assert out["swd_floor"] == pytest.approx(float(expected)) and out["swd_floor"] > 0.01
+    out, _ = sample_metrics(target, ["swd"], samples=samples[:150])  # held-out as many as the samples: exact, unsaid
+    assert out["num_real_floor"] == 150 and "warnings" not in out
 
 MIX = dict(means=[[-2.0, 0.0], [2.0, 1.0]], stds=[0.5, 0.3], weights=[0.4, 0.6])
 

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from difflab.callbacks.eval import EvalCallback, chunk_sizes
+from difflab.evaluation import score_samples
 from difflab.models import GMMOracle
 from difflab.processes import VPSDE
 from difflab.processes.base import append_dims
@@ -208,3 +209,25 @@ def test_callbacks_eval_config_instantiates():
     assert {"progress", "lr_monitor", "eval"} <= set(cfg.callbacks)
     cb = instantiate(cfg.callbacks.eval)
     assert isinstance(cb, EvalCallback) and cb.num_samples == 2048 and cb.sampler.name == "ode_heun"
+
+
+@pytest.mark.parametrize("num_val", [100, 0])
+def test_floors_come_from_the_datamodules_validation_split(num_val):
+    """Without `real_data`, the reference is the training split and the floors' real examples
+    outside it are the validation split (up to num_samples of them); a data module without one
+    leaves them to the FID floor's own hold-out (`difflab.metrics.quality.fid_floor`)."""
+    from types import SimpleNamespace
+
+    from difflab.data import GMMDataModule
+    from difflab.evaluation import real_examples
+
+    dm = GMMDataModule([[-1.0, 0.0], [1.0, 0.0]], [0.3, 0.3], num_train=400, num_val=num_val)
+    cb = EvalCallback(metrics=("swd",), num_samples=64, num_reference=300, sampler="ddim", steps=2)
+    cb._prepare(SimpleNamespace(datamodule=dm), torch.device("cpu"))
+    assert torch.equal(cb._real, dm.train_tensor(300))
+    if num_val:
+        assert torch.equal(cb._held, real_examples(dm, 64, "val"))
+        out = score_samples(torch.randn(64, 2), cb._real, cb.metrics, real_other=cb._held)
+        assert out["num_real_floor"] == 64 and out["swd_floor"] > 0
+    else:
+        assert cb._held is None

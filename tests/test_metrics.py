@@ -112,14 +112,67 @@ def test_sample_quality_names_protocol_and_warns(digits, net):
     lg = extract(net, x[1000:1500], logits=True)
     with pytest.warns(UserWarning, match="500 samples"):
         out = sample_quality(fr, ff, ("fid", "kid", "is"), features="learned", fake_logits=lg, kid_subsets=5)
-    assert set(out) == {"fid_learned_n500", "fid_learned_n500_floor", "kid_learned_n500", "kid_learned_n500_std",
-                        "is_learned_n500", "is_learned_n500_std"}
-    assert out["fid_learned_n500_floor"] == pytest.approx(fid(fr[:500], fr[500:1000]))
+    assert set(out) == {"fid_learned_n500", "fid_learned_n500_floor", "num_real_floor", "kid_learned_n500",
+                        "kid_learned_n500_std", "is_learned_n500", "is_learned_n500_std"}
+    # no held-out features: the last 500 of the 1000 real ones are held out, the rest is the floor's reference
+    assert out["fid_learned_n500_floor"] == pytest.approx(fid(fr[:500], fr[500:1000])) and out["num_real_floor"] == 500
     assert protocol_key("fid", 2000) == "fid_n2k" and protocol_key("fid", 50000) == "fid_n50k"
     assert protocol_key("kid", 2048, "learned") == "kid_learned_n2048"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sample_quality(torch.randn(4200, 3, dtype=torch.float64), torch.randn(2100, 3, dtype=torch.float64), ("fid",))
+
+
+def _gaussian_draws(generator: torch.Generator, d: int = 8):
+    """Draws from one fixed, non-isotropic Gaussian: fake, held-out and reference sets from it are exchangeable."""
+    scale = torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+    return lambda m: torch.randn(m, d, generator=generator, dtype=torch.float64) * scale + 1.0
+
+
+def test_fid_floor_is_a_perfect_models_fid_under_the_same_protocol():
+    """The floor is the FID a perfect model would score under this very protocol: n fresh real
+    examples against the same reference set. Samples of a perfect model and such held-out
+    examples are exchangeable, so E[fid - floor] = 0 exactly; a floor from two halves of the
+    reference (m vs m vectors) has a larger small-sample bias (≈ (1/N + 1/n) vs 2/m per
+    dimension) and would sit systematically above a perfect model's FID."""
+    N, n, reps = 1000, 250, 60
+    diffs = []
+    for r in range(reps):
+        draw = _gaussian_draws(torch.Generator().manual_seed(r))
+        ref, fake, held = draw(N), draw(n), draw(n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 250 < 2048 samples: said, and beside the point here
+            out = sample_quality(ref, fake, ("fid",), features="x", held_features=held)
+        assert out["fid_x_n250_floor"] == pytest.approx(fid(ref, held))  # the reference the samples were scored against
+        assert out["num_real_floor"] == n
+        diffs.append(out["fid_x_n250"] - out["fid_x_n250_floor"])
+    d = torch.tensor(diffs)
+    mean, se = float(d.mean()), float(d.std() / math.sqrt(reps))
+    assert abs(mean) < 3 * se, f"E[fid - floor] = {mean:.4f} ± {se:.4f}, expected 0"
+
+
+def test_fid_floor_without_held_out_data_holds_out_part_of_the_reference():
+    """Without held-out examples the last k = min(n, N // 2) reference vectors stand in for them
+    (the rest is the floor's reference); fewer than n is said, with the number."""
+    draw = _gaussian_draws(torch.Generator().manual_seed(0))
+    ref, fake = draw(1000), draw(200)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = sample_quality(ref, fake, ("fid",), features="x")
+    assert out["fid_x_n200_floor"] == pytest.approx(fid(ref[:800], ref[800:]))
+    assert out["num_real_floor"] == 200
+    assert not any("floor" in str(w.message) and "held-out" in str(w.message) for w in caught)
+    with pytest.warns(UserWarning, match=r"floor from 150 held-out real examples \(< 200 samples\)"):
+        out = sample_quality(ref[:300], fake, ("fid",), features="x")
+    assert out["fid_x_n200_floor"] == pytest.approx(fid(ref[:150], ref[150:300])) and out["num_real_floor"] == 150
+    # more held-out examples than samples: the first n are used, as many as the samples
+    out = sample_quality(ref, fake, ("fid",), features="x", held_features=draw(500))
+    assert out["num_real_floor"] == 200
+    # precomputed reference statistics: the floor is scored against them too
+    held = draw(200)
+    stats = FeatureStats.from_features(ref)
+    out = sample_quality(ref, fake, ("fid",), features="x", real_stats=stats, held_features=held)
+    assert out["fid_x_n200_floor"] == pytest.approx(fid(stats, held))
 
 
 def test_reference_stats_cached(tmp_path, monkeypatch):

@@ -55,7 +55,10 @@ class EvalCallback(Callback):
         `callbacks=eval` passes from the `sampler` group) or a sampler name; `steps` overrides
         its step count.
     real_data: a tensor of real samples (or a callable returning one); if None, up to
-        `num_reference` training examples of the datamodule.
+        `num_reference` training examples of the datamodule, and up to `num_samples` of its
+        validation split for the real-vs-real floors (`<key>_floor`, `swd_floor`: a perfect
+        model's score against the same reference; `difflab.metrics.quality`). Without a
+        validation split, or with `real_data`, the FID floor holds out part of the reference.
     features: "learned" (a small net trained on the real data, cached), "inception"
         (standard weights from `inception_weights` or the torch cache), or an nn.Module with
         `forward` → features (and `logits` for IS).
@@ -101,6 +104,7 @@ class EvalCallback(Callback):
         self.last_metrics: dict[str, float] = {}
         self.last_samples: Tensor | None = None
         self._real: Tensor | None = None
+        self._held: Tensor | None = None  # real examples outside the reference (floors), from the data module's val split
         self._net = None
         if any(m in FEATURE_METRICS for m in self.metrics) and num_samples < 2048:
             warnings.warn(f"EvalCallback: FID/KID from num_samples={num_samples} (< 2048) samples is biased; "
@@ -144,7 +148,7 @@ class EvalCallback(Callback):
         try:
             with torch.autocast(samples.device.type, enabled=False):
                 out = score_samples(samples, self._real, self.metrics, seed=self.seed, num_projections=self.num_projections,
-                                    features=self.features, net=self._net)
+                                    features=self.features, net=self._net, real_other=self._held)
         except Exception as e:  # noqa: BLE001
             rank_zero_warn(f"EvalCallback: metrics failed this epoch ({type(e).__name__}: {e})")
             return {}
@@ -161,6 +165,10 @@ class EvalCallback(Callback):
                 if dm is None:
                     raise ValueError("EvalCallback needs real data: pass real_data=... or train with a datamodule")
                 real = real_examples(dm, self.num_reference, "train")
+                try:  # the validation split: real examples outside the reference, for the floors
+                    self._held = real_examples(dm, self.num_samples, "val").detach().float().cpu()
+                except ValueError:  # none: the FID floor holds out part of the reference instead
+                    self._held = None
             self._real = real.detach().float().cpu()[: self.num_reference]
         if self._net is None and any(m in FEATURE_METRICS for m in self.metrics):
             self._net = feature_network(self.features, self._real, self.seed, self.inception_weights, device)

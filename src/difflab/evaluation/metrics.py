@@ -55,17 +55,23 @@ def features_name(kind, net) -> str:
 
 def distances(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: int = 0, num_projections: int = 512,
               real_other: Tensor | None = None) -> dict[str, float]:
-    """swd / mmd of fake vs real (flattened, float64); swd_floor between two real sets when
-    `real_other` is given."""
+    """swd / mmd of fake vs real (flattened, float64). swd_floor, when `real_other` (real
+    examples not in `real`: fresh draws, a validation split) is given: the swd of as many of
+    them as there are samples against the same `real`, i.e. a perfect model's swd
+    (`difflab.metrics.quality`'s floor rule); `num_real_floor` says how many there were."""
     from ..metrics.distances import mmd, sliced_wasserstein
+    from ..metrics.quality import warn_few_held_out
 
     out: dict[str, float] = {}
+    n = fake.shape[0]
     fake, real = fake.flatten(1).double(), real.flatten(1).double()
     if "swd" in metrics:
         out["swd"] = float(sliced_wasserstein(fake, real, int(num_projections), torch.Generator().manual_seed(seed)))
-        if real_other is not None:
-            out["swd_floor"] = float(sliced_wasserstein(real_other.flatten(1).double(), real, int(num_projections),
-                                                        torch.Generator().manual_seed(seed)))
+        if real_other is not None and real_other.shape[0] >= 1:
+            held = real_other[:n].flatten(1).double()
+            warn_few_held_out(held.shape[0], n)
+            out["swd_floor"] = float(sliced_wasserstein(held, real, int(num_projections), torch.Generator().manual_seed(seed)))
+            out["num_real_floor"] = int(held.shape[0])
     if "mmd" in metrics:
         out["mmd"] = float(mmd(fake, real))
     return out
@@ -91,8 +97,10 @@ def mixture_weights(fake: Tensor, mixture) -> dict:
 
 
 def feature_metrics(fake_features: Tensor, real_features: Tensor, metrics: Sequence[str], *, features: str,
-                    fake_logits: Tensor | None = None, real_stats=None) -> tuple[dict, list[str]]:
-    """FID / KID / IS by protocol name, plus the warnings raised (small-sample FID, …)."""
+                    fake_logits: Tensor | None = None, real_stats=None,
+                    held_features: Tensor | None = None) -> tuple[dict, list[str]]:
+    """FID / KID / IS by protocol name, plus the warnings raised (small-sample FID, …).
+    `held_features`: features of real examples outside the reference, for the FID floor."""
     from ..metrics import sample_quality
 
     chosen = [m for m in metrics if m in FEATURE_METRICS]
@@ -101,20 +109,26 @@ def feature_metrics(fake_features: Tensor, real_features: Tensor, metrics: Seque
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = sample_quality(real_features, fake_features, chosen, features=features, fake_logits=fake_logits,
-                             real_stats=real_stats)
+                             real_stats=real_stats, held_features=held_features)
     return out, [str(w.message) for w in caught]
 
 
 def score_samples(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: int = 0, num_projections: int = 512,
                   features="learned", inception_weights=None, net=None, real_other: Tensor | None = None,
                   cache_name: str | None = None, device=None, mixture=None) -> dict:
-    """Every sample metric of `fake` against `real` (both on the CPU). `net`: a feature net
-    already built (callbacks keep theirs between epochs); `cache_name`: cache the real
+    """Every sample metric of `fake` against `real` (both on the CPU). `real_other`: real
+    examples not in `real` (fresh draws, a validation split), for the real-vs-real floors
+    (swd_floor, fid_*_floor: a perfect model's score under the same protocol). `net`: a feature
+    net already built (callbacks keep theirs between epochs); `cache_name`: cache the real
     features' FID statistics under that data-set name; `mixture`: the data's exact GMM (metric `weights`)."""
     out: dict = {"num_samples": int(fake.shape[0])}
     if "weights" in metrics:
         out.update(mixture_weights(fake, mixture))
-    out.update(distances(fake, real[: fake.shape[0]], metrics, seed=seed, num_projections=num_projections, real_other=real_other))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out.update(distances(fake, real[: fake.shape[0]], metrics, seed=seed, num_projections=num_projections,
+                             real_other=real_other))
+    warned = [str(w.message) for w in caught]
     if any(m in FEATURE_METRICS for m in metrics):
         from ..metrics import extract, feature_id, reference_stats
 
@@ -122,11 +136,13 @@ def score_samples(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: i
         real_f = extract(net, real)
         stats = reference_stats(real_f, cache_name, "train", feature_id(net)) if cache_name else None
         logits = extract(net, fake, logits=True) if "is" in metrics else None
-        q, warned = feature_metrics(extract(net, fake), real_f, metrics, features=features_name(features, net),
-                                    fake_logits=logits, real_stats=stats)
+        held_f = extract(net, real_other[: fake.shape[0]]) if real_other is not None and real_other.shape[0] else None
+        q, more = feature_metrics(extract(net, fake), real_f, metrics, features=features_name(features, net),
+                                  fake_logits=logits, real_stats=stats, held_features=held_f)
         out.update(q)
-        if warned:
-            out["warnings"] = warned
+        warned += more
+    if warned:
+        out["warnings"] = list(dict.fromkeys(warned))  # the floor's warning once, for swd and FID alike
     return out
 
 

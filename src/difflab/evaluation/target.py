@@ -91,6 +91,17 @@ class EvalTarget:
             return self.mixture.sample(int(n), generator=g).reshape(int(n), *self.data_shape)
         return real_examples(self.get_datamodule(), int(n), split)
 
+    def held_out(self, n: int, seed: int) -> Tensor | None:
+        """Up to n real examples outside the training split that `real` takes the reference
+        from, for the real-vs-real floors: fresh mixture draws (seeded), else the data set's
+        validation split; None when it has none."""
+        if self.mixture is not None:
+            return self.real(n, seed)
+        try:
+            return real_examples(self.get_datamodule(), int(n), "val")
+        except ValueError:  # no validation split
+            return None
+
     def to(self, device=None, dtype=None) -> "EvalTarget":
         for name in ("denoiser", "process", "mixture"):
             obj = getattr(self, name)

@@ -13,6 +13,7 @@ from .quality import (
     FeatureStats,
     feature_id,
     fid,
+    fid_floor,
     frechet_distance,
     inception_score,
     kid,

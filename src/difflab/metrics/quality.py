@@ -11,8 +11,17 @@ kernel, 100 subsets of ≤ 1000; 10 splits).
 
 Metric names carry the protocol: `fid_n2k` (Inception, 2 000 generated samples),
 `fid_learned_n500` (the learned feature net, 500 samples), and beside every FID its
-real-vs-real floor `<key>_floor` (two disjoint real sets of the same size): an FID is only
-meaningful relative to that floor.
+real-vs-real floor `<key>_floor`: an FID is only meaningful relative to that floor.
+
+The floor is the FID a perfect model would score under the same protocol: n real examples
+that are not in the reference set (fresh draws, a validation split), scored against the same
+reference (statistics) as the n samples. Such examples are exchangeable with a perfect model's
+samples, so E[FID − floor] = 0 for a perfect model (tests/test_metrics.py). FID's small-sample
+bias grows like (1/N_ref + 1/n) per dimension, so a floor between two halves of the reference
+(2/m) would sit above a perfect model's FID and flatter every model. Without held-out
+examples the last k = min(n, N/2) reference vectors are held out for the floor; `num_real_floor`
+gives the number of held-out examples, and fewer than n is warned about (a floor from fewer
+examples is too high).
 """
 from __future__ import annotations
 
@@ -101,6 +110,33 @@ def fid(real: Tensor | FeatureStats, fake: Tensor | FeatureStats) -> float:
     return frechet_distance(a, b)
 
 
+def fid_floor(real_features: Tensor, n: int, real_stats: FeatureStats | None = None,
+              held_features: Tensor | None = None) -> tuple[float, int]:
+    """(floor, k): the FID of k ≤ n real examples outside the reference against the reference
+    the n samples are scored against (module docstring). `held_features` are such examples;
+    without them the last k = min(n, N/2) of `real_features` are held out and the rest is the
+    floor's reference."""
+    if held_features is not None and held_features.shape[0] >= 2:
+        held = held_features[:n]
+        reference = real_stats if real_stats is not None else real_features
+        warn_few_held_out(held.shape[0], n)
+    else:
+        k = min(n, real_features.shape[0] // 2)
+        if k < 2:
+            return math.nan, k
+        reference, held = real_features[:-k], real_features[-k:]
+        warn_few_held_out(k, n, "more reference examples (num_reference >= 2 x the samples)")
+    return fid(reference, held), int(held.shape[0])
+
+
+def warn_few_held_out(k: int, n: int, remedy: str = "more held-out real data (a larger validation split, data.num_val)") -> None:
+    """The one warning of every real-vs-real floor (FID, swd) computed from k < n held-out examples."""
+    if k < n:
+        warnings.warn(f"real-vs-real floor from {k} held-out real examples (< {n} samples): a floor from fewer "
+                      f"examples is higher than a perfect model's score at this sample count; give {remedy} "
+                      "for an exact floor", stacklevel=3)
+
+
 def kid(real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 2020) -> tuple[float, float]:
     """KID mean and std over subsets (torch-fidelity's kid_features_to_metric)."""
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
@@ -155,12 +191,15 @@ def sample_quality(
     real_stats: FeatureStats | None = None,
     floor: bool = True,
     kid_subsets: int = 100,
+    held_features: Tensor | None = None,
 ) -> dict[str, float]:
     """FID / KID / IS of generated features against real ones, named by protocol.
 
-    Returns e.g. {"fid_n2k": …, "fid_n2k_floor": …, "kid_n2k": …, "kid_n2k_std": …,
-    "is_n2k": …, "is_n2k_std": …}. The floor is the FID between two disjoint halves of the
-    real features, each of min(n_fake, n_real/2) vectors (an FID below it is noise).
+    Returns e.g. {"fid_n2k": …, "fid_n2k_floor": …, "num_real_floor": …, "kid_n2k": …,
+    "kid_n2k_std": …, "is_n2k": …, "is_n2k_std": …}. The floor is the FID of the first n of
+    `held_features` (real examples outside the reference) against the same reference as the
+    samples; without them, that of the last min(n, N/2) real features against the rest (module
+    docstring). An FID within noise of its floor is as good as real data under this protocol.
     KID's and IS's spread over subsets/splits (torch-fidelity's protocol) is reported as
     `_std` (a standard deviation over subsets, not a standard error).
     """
@@ -174,8 +213,7 @@ def sample_quality(
         key = protocol_key("fid", n, features)
         out[key] = fid(real_stats if real_stats is not None else real_features, fake_features)
         if floor:
-            m = min(n, real_features.shape[0] // 2)
-            out[key + "_floor"] = fid(real_features[:m], real_features[m:2 * m]) if m >= 2 else math.nan
+            out[key + "_floor"], out["num_real_floor"] = fid_floor(real_features, n, real_stats, held_features)
     if "kid" in metrics:
         key = protocol_key("kid", n, features)
         out[key], out[key + "_std"] = kid(real_features, fake_features, subsets=kid_subsets)
