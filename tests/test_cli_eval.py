@@ -148,6 +148,16 @@ def test_floors_of_a_finite_data_set_come_from_its_validation_split():
     assert out["swd_floor"] == pytest.approx(float(expected)) and out["swd_floor"] > 0.01
     out, _ = sample_metrics(target, ["swd"], samples=samples[:150])  # held-out as many as the samples: exact, unsaid
     assert out["num_real_floor"] == 150 and "warnings" not in out
+    # no validation split: the training examples after the reference (here the first 1000 of 1797) stand in
+    target = EvalTarget(None, None, (1, 8, 8), {**target.data_spec, "num_val": 0})
+    train = target.real(10_000, 0)
+    assert train.shape[0] == 1797
+    out, _ = sample_metrics(target, ["swd"], samples=samples, num_reference=1000)
+    expected = sliced_wasserstein(train[1000:1300].flatten(1).double(), train[:300].flatten(1).double(), 512,
+                                  torch.Generator().manual_seed(0))
+    assert out["num_real_floor"] == 300 and out["swd_floor"] == pytest.approx(float(expected))
+    out, _ = sample_metrics(target, ["swd"], samples=samples, num_reference=10_000)  # the reference is all of it: none left
+    assert "swd_floor" not in out and "num_real_floor" not in out
 
 MIX = dict(means=[[-2.0, 0.0], [2.0, 1.0]], stds=[0.5, 0.3], weights=[0.4, 0.6])
 

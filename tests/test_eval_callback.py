@@ -211,23 +211,26 @@ def test_callbacks_eval_config_instantiates():
     assert isinstance(cb, EvalCallback) and cb.num_samples == 2048 and cb.sampler.name == "ode_heun"
 
 
-@pytest.mark.parametrize("num_val", [100, 0])
-def test_floors_come_from_the_datamodules_validation_split(num_val):
-    """Without `real_data`, the reference is the training split and the floors' real examples
-    outside it are the validation split (up to num_samples of them); a data module without one
-    leaves them to the FID floor's own hold-out (`difflab.metrics.quality.fid_floor`)."""
+@pytest.mark.parametrize("num_val,num_train", [(100, 400), (0, 400), (0, 300)])
+def test_floors_come_from_real_examples_outside_the_reference(num_val, num_train):
+    """Without `real_data`, the reference is the first num_reference training examples and the
+    floors' real examples outside it are the validation split (up to num_samples of them), else
+    the training examples after the reference; with none left, the FID floor holds out part of
+    the reference (`difflab.metrics.quality.fid_floor`) and swd has no floor."""
     from types import SimpleNamespace
 
     from difflab.data import GMMDataModule
     from difflab.evaluation import real_examples
 
-    dm = GMMDataModule([[-1.0, 0.0], [1.0, 0.0]], [0.3, 0.3], num_train=400, num_val=num_val)
+    dm = GMMDataModule([[-1.0, 0.0], [1.0, 0.0]], [0.3, 0.3], num_train=num_train, num_val=num_val)
     cb = EvalCallback(metrics=("swd",), num_samples=64, num_reference=300, sampler="ddim", steps=2)
     cb._prepare(SimpleNamespace(datamodule=dm), torch.device("cpu"))
     assert torch.equal(cb._real, dm.train_tensor(300))
-    if num_val:
-        assert torch.equal(cb._held, real_examples(dm, 64, "val"))
-        out = score_samples(torch.randn(64, 2), cb._real, cb.metrics, real_other=cb._held)
-        assert out["num_real_floor"] == 64 and out["swd_floor"] > 0
-    else:
+    if num_train == 300 and not num_val:
         assert cb._held is None
+        assert "swd_floor" not in score_samples(torch.randn(64, 2), cb._real, cb.metrics, real_other=cb._held)
+        return
+    expected = real_examples(dm, 64, "val") if num_val else dm.train_tensor(364)[300:]
+    assert torch.equal(cb._held, expected)
+    out = score_samples(torch.randn(64, 2), cb._real, cb.metrics, real_other=cb._held)
+    assert out["num_real_floor"] == 64 and out["swd_floor"] > 0

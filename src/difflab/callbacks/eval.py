@@ -37,6 +37,7 @@ from ..evaluation import (
     chunk_sizes,
     draw_chunks,
     feature_network,
+    held_out_examples,
     rank_chunks,
     real_examples,
     score_samples,
@@ -56,9 +57,10 @@ class EvalCallback(Callback):
         its step count.
     real_data: a tensor of real samples (or a callable returning one); if None, up to
         `num_reference` training examples of the datamodule, and up to `num_samples` of its
-        validation split for the real-vs-real floors (`<key>_floor`, `swd_floor`: a perfect
-        model's score against the same reference; `difflab.metrics.quality`). Without a
-        validation split, or with `real_data`, the FID floor holds out part of the reference.
+        validation split (else of the training examples after those) for the real-vs-real
+        floors (`<key>_floor`, `swd_floor`: a perfect model's score against the same reference;
+        `difflab.metrics.quality`). Without such examples, or with `real_data`, the FID floor
+        holds out part of the reference and swd has none.
     features: "learned" (a small net trained on the real data, cached), "inception"
         (standard weights from `inception_weights` or the torch cache), or an nn.Module with
         `forward` → features (and `logits` for IS).
@@ -165,10 +167,8 @@ class EvalCallback(Callback):
                 if dm is None:
                     raise ValueError("EvalCallback needs real data: pass real_data=... or train with a datamodule")
                 real = real_examples(dm, self.num_reference, "train")
-                try:  # the validation split: real examples outside the reference, for the floors
-                    self._held = real_examples(dm, self.num_samples, "val").detach().float().cpu()
-                except ValueError:  # none: the FID floor holds out part of the reference instead
-                    self._held = None
+                held = held_out_examples(dm, self.num_samples, real.shape[0])  # for the floors; None: see fid_floor
+                self._held = held.detach().float().cpu() if held is not None else None
             self._real = real.detach().float().cpu()[: self.num_reference]
         if self._net is None and any(m in FEATURE_METRICS for m in self.metrics):
             self._net = feature_network(self.features, self._real, self.seed, self.inception_weights, device)

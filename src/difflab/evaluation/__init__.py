@@ -31,12 +31,12 @@ from .metrics import (
 from .run import evaluate, generate, sample_metrics
 from .sampling import PRECISIONS, SamplerChoice, assemble, draw_chunks, draw_samples
 from .seeding import SEED_CHUNK, chunk_generator, chunk_sizes, num_chunks, rank_chunks
-from .target import EvalTarget, from_checkpoint, from_exact_model, from_module, mixture_of, real_examples
+from .target import EvalTarget, from_checkpoint, from_exact_model, from_module, held_out_examples, mixture_of, real_examples
 
 __all__ = [
     "SEED_CHUNK", "chunk_generator", "chunk_sizes", "num_chunks", "rank_chunks",
     "SamplerChoice", "PRECISIONS", "draw_samples", "draw_chunks", "assemble",
-    "EvalTarget", "from_checkpoint", "from_exact_model", "from_module", "mixture_of", "real_examples",
+    "EvalTarget", "from_checkpoint", "from_exact_model", "from_module", "mixture_of", "real_examples", "held_out_examples",
     "METRICS", "LIKELIHOOD_METRICS", "SAMPLE_METRICS", "DISTANCE_METRICS", "FEATURE_METRICS", "MIXTURE_METRICS",
     "check_metrics", "mixture_weights",
     "feature_network", "features_name", "feature_metrics", "score_samples", "likelihood_metrics",

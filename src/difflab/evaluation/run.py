@@ -40,7 +40,7 @@ def sample_metrics(target, metrics: Sequence[str], *, seed: int = 0, sampler: Sa
     n = samples.shape[0]
     real = target.real(max(n, int(num_reference)), seed + 5, split="train").float().cpu()
     # real examples not in `real`, for the floors (swd_floor, fid_*_floor: a perfect model's scores)
-    other = target.held_out(n, seed + 6) if {"swd", "fid"} & set(wanted) else None
+    other = target.held_out(n, seed + 6, real.shape[0]) if {"swd", "fid"} & set(wanted) else None
     other = other.float().cpu() if other is not None else None
     out.update(score_samples(samples, real, wanted, seed=seed, num_projections=num_projections, features=features,
                              inception_weights=inception_weights, real_other=other, cache_name=target.data_name, device=device,

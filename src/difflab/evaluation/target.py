@@ -35,6 +35,17 @@ def real_examples(datamodule, n: int, split: str = "train") -> Tensor:
     return torch.cat(xs)[:n]
 
 
+def held_out_examples(datamodule, n: int, reference: int) -> Tensor | None:
+    """Up to n real examples of a data module outside its first `reference` training examples
+    (the reference of the sample metrics), for the real-vs-real floors: its validation split,
+    else the training examples after the reference; None when there are none."""
+    try:
+        return real_examples(datamodule, int(n), "val")
+    except ValueError:  # no validation split
+        rest = real_examples(datamodule, int(reference) + int(n), "train")[int(reference):]
+        return rest if rest.shape[0] else None
+
+
 def mixture_of(data_spec: Mapping | None):
     """The exact `GMMOracle` of a Gaussian-mixture data config (means/stds/weights), else None."""
     if not data_spec or "means" not in data_spec:
@@ -91,16 +102,14 @@ class EvalTarget:
             return self.mixture.sample(int(n), generator=g).reshape(int(n), *self.data_shape)
         return real_examples(self.get_datamodule(), int(n), split)
 
-    def held_out(self, n: int, seed: int) -> Tensor | None:
-        """Up to n real examples outside the training split that `real` takes the reference
-        from, for the real-vs-real floors: fresh mixture draws (seeded), else the data set's
-        validation split; None when it has none."""
+    def held_out(self, n: int, seed: int, reference: int) -> Tensor | None:
+        """Up to n real examples outside the reference (the first `reference` training examples,
+        what `real` returns), for the real-vs-real floors: fresh mixture draws (seeded), else the
+        data set's validation split, else the training examples after the reference; None when
+        there are none."""
         if self.mixture is not None:
             return self.real(n, seed)
-        try:
-            return real_examples(self.get_datamodule(), int(n), "val")
-        except ValueError:  # no validation split
-            return None
+        return held_out_examples(self.get_datamodule(), n, reference)
 
     def to(self, device=None, dtype=None) -> "EvalTarget":
         for name in ("denoiser", "process", "mixture"):
