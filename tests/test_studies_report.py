@@ -147,3 +147,21 @@ def test_two_key_sweep_gets_a_grid_per_metric_and_list_metrics_one_column_each(t
         assert line == f"| {steps} | {values['ddim', steps]:.4g} | {values['heun', steps]:.4g} |"
     assert "weights[1]" in text and "0.75 ± 0.02" in text
     assert "The same in every job: nll = 1.5 ± 0.01" in text and "**nll**" not in text  # a reference, not a grid
+
+
+@pytest.mark.parametrize("numbered", [False, True])
+def test_rows_follow_the_swept_values_in_numeric_order(tmp_path, numbered):
+    """Job directories sort as text (steps=10 < steps=20 < steps=5; job 10 < job 2), the
+    table does not: rows go by the swept values, numbers numerically, the rest alphabetically."""
+    jobs = [(s, n) for s in ("ode_heun", "ddim") for n in (5, 20, 10)]
+    for i, (sampler, steps) in enumerate(jobs * 2 if numbered else jobs):
+        seed = i // len(jobs) if numbered else 0
+        name = str(i) if numbered else f"sampler={sampler},sampler.steps={steps}"
+        fake_job(tmp_path, name, metrics={"swd": 1.0 / steps, "nfe": steps},
+                 overrides=[f"sampler={sampler}", f"sampler.steps={steps}"] + ([f"seed={seed}"] if numbered else []))
+    report_main([str(tmp_path)])
+    rows = table_rows(tmp_path / "report.md")
+    expected = [(s, str(n)) for s in ("ddim", "ode_heun") for n in (5, 10, 20)]
+    if numbered:
+        expected = [(s, n, str(seed)) for s, n in expected for seed in (0, 1)]
+    assert [tuple(r[k] for k in ("sampler", "sampler.steps", "seed")[:len(expected[0])]) for r in rows] == expected

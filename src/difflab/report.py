@@ -195,6 +195,8 @@ def study(jobs: list[Job]) -> tuple[list[Job], list[str], dict[str, str]]:
         keys += [k for k in j.overrides if k not in keys]
     swept = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
     fixed = {k: jobs[0].overrides[k] for k in keys if k not in swept and k in jobs[0].overrides}
+    # rows by the swept values (directories sort as text: steps=10 < steps=20 < steps=5)
+    jobs = sorted(jobs, key=lambda j: tuple(_order_key(j.overrides.get(k, "–")) for k in swept))
     return jobs, swept, fixed
 
 
@@ -332,14 +334,16 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     return write_study(load_study(root), Path(out or root), root.name, f"under `{root}`")
 
 
+def _order_key(v) -> tuple:
+    """Numbers first, in numeric order, then the rest alphabetically."""
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+
+
 def _order(values) -> list[str]:
-    """Numbers in numeric order, then the rest alphabetically."""
-    def key(v):
-        try:
-            return (0, float(v), "")
-        except (TypeError, ValueError):
-            return (1, 0.0, str(v))
-    return sorted(values, key=key)
+    return sorted(values, key=_order_key)
 
 
 def pivot(jobs: list[Job], row: str, col: str, metric: str) -> str:
