@@ -165,3 +165,29 @@ def test_rows_follow_the_swept_values_in_numeric_order(tmp_path, numbered):
     if numbered:
         expected = [(s, n, str(seed)) for s, n in expected for seed in (0, 1)]
     assert [tuple(r[k] for k in ("sampler", "sampler.steps", "seed")[:len(expected[0])]) for r in rows] == expected
+
+
+def test_nfe_plot_series_and_the_floor_line(tmp_path):
+    """Metric vs NFE: one series per sampler (and other swept setting); a sweep of the step count
+    alone is one series, not one per job; the real-vs-real floor (mean of `<metric>_floor`
+    over the jobs) is drawn as a line, so a curve reaching it is seen to."""
+    from difflab.report import floor_value, nfe_series
+
+    for steps, swd, floor in ((5, 1.0, 0.2), (20, 0.3, 0.22), (10, 0.5, 0.21)):
+        fake_job(tmp_path / "a", f"sampler.steps={steps}", metrics={"swd": swd, "swd_floor": floor, "nfe": 2 * steps})
+    jobs, swept, _ = load_study(tmp_path / "a")
+    assert swept == ["sampler.steps"]
+    series = nfe_series(jobs, swept, "swd")
+    assert list(series.values()) == [[(10, 1.0, 0.0), (20, 0.5, 0.0), (40, 0.3, 0.0)]]
+    assert floor_value(jobs, "swd") == pytest.approx(0.21) and floor_value(jobs, "nfe") is None
+    report_main([str(tmp_path / "a")])
+    assert (tmp_path / "a" / "swd_vs_nfe.png").stat().st_size > 1000
+
+    for sampler in ("ddim", "ode_heun"):
+        for steps in (10, 5):
+            fake_job(tmp_path / "b", f"sampler={sampler},sampler.steps={steps}",
+                     metrics={"fid_n2k": 1.0 / steps, "fid_n2k_floor": 0.01, "nfe": steps, "swd": 1.0})
+    jobs, swept, _ = load_study(tmp_path / "b")
+    series = nfe_series(jobs, swept, "fid_n2k")
+    assert series == {"sampler=ddim": [(5, 0.2, 0.0), (10, 0.1, 0.0)], "sampler=ode_heun": [(5, 0.2, 0.0), (10, 0.1, 0.0)]}
+    assert floor_value(jobs, "fid_n2k") == pytest.approx(0.01) and floor_value(jobs, "swd") is None

@@ -262,25 +262,49 @@ def plotted(metrics: list[str]) -> list[str]:
     return [m for m in metrics if not m.endswith(("_floor", "num_samples")) and m not in ("data_shape",)]
 
 
+def nfe_series(jobs: list[Job], swept: list[str], metric: str) -> dict[str, list[tuple]]:
+    """{label: [(nfe, value, se), ...] in NFE order}: one series per sampler and per other swept
+    setting; one series (labelled by the metric) when only the step count is swept."""
+    others = [k for k in swept if k not in ("sampler", "sampler.steps", "steps")]
+    keys = (["sampler"] if "sampler" in swept else []) + others
+    series: dict[str, list[tuple]] = {}
+    for j in jobs:
+        if j.value("nfe") is not None and j.value(metric) is not None:
+            label = ", ".join(f"{k}={j.overrides.get(k, '–')}" for k in keys) or metric
+            series.setdefault(label, []).append((j.value("nfe"), j.value(metric), j.se(metric) or 0.0))
+    return {label: sorted(pts) for label, pts in sorted(series.items())}
+
+
+def floor_value(jobs: list[Job], metric: str) -> float | None:
+    """The real-vs-real floor of `metric` (`<metric>_floor`: what a perfect model scores under the
+    same protocol, docs/evaluation.md), averaged over the jobs that report one; None if none do."""
+    values = [j.value(metric + "_floor") for j in jobs if j.value(metric + "_floor") is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _draw_floor(ax, jobs: list[Job], metric: str) -> bool:
+    floor = floor_value(jobs, metric)
+    if floor is not None:
+        ax.axhline(floor, ls="--", color="0.5", lw=1, label="real-vs-real floor")
+    return floor is not None
+
+
 def plot_vs_nfe(jobs, swept, metrics, out: Path) -> list[Path]:
-    """Metric vs NFE, one line per sampler (and per other swept setting)."""
+    """Metric vs NFE, one line per sampler (and per other swept setting), the floor dashed."""
     rows = [j for j in jobs if j.value("nfe") is not None]
     if len({j.value("nfe") for j in rows}) < 2:
         return []
-    others = [k for k in swept if k not in ("sampler", "sampler.steps", "steps")]
-    keys = (["sampler"] if "sampler" in swept else []) + others
     paths = []
     for m in [m for m in plotted(metrics) if m != "nfe" and any(j.value(m) is not None for j in rows)]:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6, 4))
-        for label in sorted({_label(j, keys) for j in rows}):
-            pts = sorted((j.value("nfe"), j.value(m), j.se(m) or 0.0) for j in rows
-                         if _label(j, keys) == label and j.value(m) is not None)
-            if pts:
-                x, y, e = zip(*pts)
-                ax.errorbar(x, y, yerr=e, marker="o", capsize=2, label=label)
+        series = nfe_series(rows, swept, m)
+        for label, pts in series.items():
+            x, y, e = zip(*pts)
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=2, label=label)
         ax.set(xscale="log", xlabel="NFE", ylabel=m, title=f"{m} vs NFE")
-        ax.legend(fontsize=7)
+        if _draw_floor(ax, rows, m) or len(series) > 1:
+            ax.legend(fontsize=7)
         paths.append(_save(fig, out / f"{_slug(m)}_vs_nfe.png"))
     return paths
 
@@ -296,15 +320,16 @@ def plot_vs_weighting(jobs, swept, metrics, out: Path) -> list[Path]:
     for m in [m for m in plotted(metrics) if m != "nfe" and varies(jobs, m)]:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6, 4))
-        labels = sorted({_label(j, groups) for j in jobs})
+        label_of = (lambda j: _label(j, groups)) if groups else (lambda j: m)  # no other key: one series, not one per job
+        labels = sorted({label_of(j) for j in jobs})
         for i, label in enumerate(labels):
-            sel = [j for j in jobs if _label(j, groups) == label and j.value(m) is not None and "weighting" in j.overrides]
+            sel = [j for j in jobs if label_of(j) == label and j.value(m) is not None and "weighting" in j.overrides]
             x = [weightings.index(j.overrides["weighting"]) + (i - (len(labels) - 1) / 2) * 0.08 for j in sel]
             ax.errorbar(x, [j.value(m) for j in sel], yerr=[j.se(m) or 0.0 for j in sel], marker="o", ls="none",
                         capsize=3, label=label if groups else None)
         ax.set_xticks(range(len(weightings)), weightings)
         ax.set(xlabel="weighting", ylabel=m, title=f"{m} vs weighting" + (" by " + groups[0] if groups else ""))
-        if groups:
+        if _draw_floor(ax, jobs, m) or groups:
             ax.legend(fontsize=7)
         paths.append(_save(fig, out / f"{_slug(m)}_vs_weighting.png"))
     return paths
