@@ -270,7 +270,7 @@ def nfe_series(jobs: list[Job], swept: list[str], metric: str) -> dict[str, list
     series: dict[str, list[tuple]] = {}
     for j in jobs:
         if j.value("nfe") is not None and j.value(metric) is not None:
-            label = ", ".join(f"{k}={j.overrides.get(k, '–')}" for k in keys) or metric
+            label = _label(j, keys) if keys else metric
             series.setdefault(label, []).append((j.value("nfe"), j.value(metric), j.se(metric) or 0.0))
     return {label: sorted(pts) for label, pts in sorted(series.items())}
 
