@@ -13,7 +13,7 @@ LAYERS = [
     ("models", "data", "losses", "samplers", "likelihood", "metrics", "plotting", "loggers", "callbacks.ema", "fused"),
     ("lit_module", "checkpoints", "callbacks.checkpoint"),
     ("evaluation",),
-    ("callbacks.eval", "callbacks", "report", "report_wandb", "studies"),
+    ("callbacks.eval", "callbacks", "report", "report_plots", "report_wandb", "studies"),
     ("cli",),
 ]
 

@@ -171,7 +171,7 @@ def test_nfe_plot_series_and_the_floor_line(tmp_path):
     """Metric vs NFE: one series per sampler (and other swept setting); a sweep of the step count
     alone is one series, not one per job; the real-vs-real floor (mean of `<metric>_floor`
     over the jobs) is drawn as a line, so a curve reaching it is seen to."""
-    from difflab.report import floor_value, nfe_series
+    from difflab.report_plots import floor_value, nfe_series
 
     for steps, swd, floor in ((5, 1.0, 0.2), (20, 0.3, 0.22), (10, 0.5, 0.21)):
         fake_job(tmp_path / "a", f"sampler.steps={steps}", metrics={"swd": swd, "swd_floor": floor, "nfe": 2 * steps})

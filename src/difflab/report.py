@@ -236,22 +236,6 @@ def _label(job: Job, keys: list[str]) -> str:
     return ", ".join(f"{k}={job.overrides.get(k, '–')}" for k in keys) or job.path.name
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
-
-
 def varies(jobs: list[Job], metric: str) -> bool:
     """Whether `metric` (± SE) differs between jobs; one that does not is a reference, not a result."""
     return len({(j.value(metric), j.se(metric)) for j in jobs}) > 1
@@ -260,96 +244,6 @@ def varies(jobs: list[Job], metric: str) -> bool:
 def plotted(metrics: list[str]) -> list[str]:
     """The metrics worth a plot: results, not reference values (swd_floor) or counts."""
     return [m for m in metrics if not m.endswith(("_floor", "num_samples")) and m not in ("data_shape",)]
-
-
-def nfe_series(jobs: list[Job], swept: list[str], metric: str) -> dict[str, list[tuple]]:
-    """{label: [(nfe, value, se), ...] in NFE order}: one series per sampler and per other swept
-    setting; one series (labelled by the metric) when only the step count is swept."""
-    others = [k for k in swept if k not in ("sampler", "sampler.steps", "steps")]
-    keys = (["sampler"] if "sampler" in swept else []) + others
-    series: dict[str, list[tuple]] = {}
-    for j in jobs:
-        if j.value("nfe") is not None and j.value(metric) is not None:
-            label = _label(j, keys) if keys else metric
-            series.setdefault(label, []).append((j.value("nfe"), j.value(metric), j.se(metric) or 0.0))
-    return {label: sorted(pts) for label, pts in sorted(series.items())}
-
-
-def floor_value(jobs: list[Job], metric: str) -> float | None:
-    """The real-vs-real floor of `metric` (`<metric>_floor`: what a perfect model scores under the
-    same protocol, docs/evaluation.md), averaged over the jobs that report one; None if none do."""
-    values = [j.value(metric + "_floor") for j in jobs if j.value(metric + "_floor") is not None]
-    return sum(values) / len(values) if values else None
-
-
-def _draw_floor(ax, jobs: list[Job], metric: str) -> bool:
-    floor = floor_value(jobs, metric)
-    if floor is not None:
-        ax.axhline(floor, ls="--", color="0.5", lw=1, label="real-vs-real floor")
-    return floor is not None
-
-
-def plot_vs_nfe(jobs, swept, metrics, out: Path) -> list[Path]:
-    """Metric vs NFE, one line per sampler (and per other swept setting), the floor dashed."""
-    rows = [j for j in jobs if j.value("nfe") is not None]
-    if len({j.value("nfe") for j in rows}) < 2:
-        return []
-    paths = []
-    for m in [m for m in plotted(metrics) if m != "nfe" and any(j.value(m) is not None for j in rows)]:
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(6, 4))
-        series = nfe_series(rows, swept, m)
-        for label, pts in series.items():
-            x, y, e = zip(*pts)
-            ax.errorbar(x, y, yerr=e, marker="o", capsize=2, label=label)
-        ax.set(xscale="log", xlabel="NFE", ylabel=m, title=f"{m} vs NFE")
-        if _draw_floor(ax, rows, m) or len(series) > 1:
-            ax.legend(fontsize=7)
-        paths.append(_save(fig, out / f"{_slug(m)}_vs_nfe.png"))
-    return paths
-
-
-def plot_vs_weighting(jobs, swept, metrics, out: Path) -> list[Path]:
-    """Metric vs weighting, one series per schedule (and per other swept setting), ± SE."""
-    if "weighting" not in swept:
-        return []
-    weightings = sorted({j.overrides.get("weighting") for j in jobs if "weighting" in j.overrides})
-    groups = [k for k in swept if k != "weighting"]
-    groups.sort(key=lambda k: k != "schedule")
-    paths = []
-    for m in [m for m in plotted(metrics) if m != "nfe" and varies(jobs, m)]:
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(6, 4))
-        label_of = (lambda j: _label(j, groups)) if groups else (lambda j: m)  # no other key: one series, not one per job
-        labels = sorted({label_of(j) for j in jobs})
-        for i, label in enumerate(labels):
-            sel = [j for j in jobs if label_of(j) == label and j.value(m) is not None and "weighting" in j.overrides]
-            x = [weightings.index(j.overrides["weighting"]) + (i - (len(labels) - 1) / 2) * 0.08 for j in sel]
-            ax.errorbar(x, [j.value(m) for j in sel], yerr=[j.se(m) or 0.0 for j in sel], marker="o", ls="none",
-                        capsize=3, label=label if groups else None)
-        ax.set_xticks(range(len(weightings)), weightings)
-        ax.set(xlabel="weighting", ylabel=m, title=f"{m} vs weighting" + (" by " + groups[0] if groups else ""))
-        if _draw_floor(ax, jobs, m) or groups:
-            ax.legend(fontsize=7)
-        paths.append(_save(fig, out / f"{_slug(m)}_vs_weighting.png"))
-    return paths
-
-
-def plot_losses(jobs, swept, out: Path) -> list[Path]:
-    """Every job's loss curves overlaid (train solid, validation dashed)."""
-    if not any(j.curves for j in jobs):
-        return []
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, j in enumerate(jobs):
-        for k, pts in sorted(j.curves.items()):
-            if pts and (k.startswith("train/") or k.endswith("_ema")):
-                x, y = zip(*pts)
-                ax.plot(x, y, ls="-" if k.startswith("train/") else "--", marker="." if len(pts) < 3 else None, lw=1,
-                        color=f"C{i % 10}", label=f"{_label(j, swept)} {k}")
-    ax.set(xlabel="step", ylabel="loss", yscale="log", title="loss curves")
-    ax.legend(fontsize=6)
-    return [_save(fig, out / "loss_curves.png")]
 
 
 def write_report(root: Path, out: Path | None = None) -> Path:
@@ -401,6 +295,8 @@ def write_study(loaded: tuple[list[Job], list[str], dict[str, str]], out: Path, 
     out.mkdir(parents=True, exist_ok=True)
     jobs, swept, fixed = loaded
     metrics = metric_names(jobs)
+    from .report_plots import plot_losses, plot_vs_nfe, plot_vs_weighting
+
     pngs = plot_vs_nfe(jobs, swept, metrics, out) + plot_vs_weighting(jobs, swept, metrics, out) + plot_losses(jobs, swept, out)
     lines = [f"# Study: {title}", "", f"{len(jobs)} jobs {source}."]
     if fixed:
