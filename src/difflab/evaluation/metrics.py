@@ -121,13 +121,14 @@ def score_samples(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: i
     (swd_floor, fid_*_floor: a perfect model's score under the same protocol). `net`: a feature
     net already built (callbacks keep theirs between epochs); `cache_name`: cache the real
     features' FID statistics under that data-set name; `mixture`: the data's exact GMM (metric `weights`)."""
-    out: dict = {"num_samples": int(fake.shape[0])}
+    n = int(fake.shape[0])
+    out: dict = {"num_samples": n}
     if "weights" in metrics:
         out.update(mixture_weights(fake, mixture))
+    held = real_other[:n] if real_other is not None and real_other.shape[0] else None  # as many as the samples, at most
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out.update(distances(fake, real[: fake.shape[0]], metrics, seed=seed, num_projections=num_projections,
-                             real_other=real_other))
+        out.update(distances(fake, real[:n], metrics, seed=seed, num_projections=num_projections, real_other=held))
     warned = [str(w.message) for w in caught]
     if any(m in FEATURE_METRICS for m in metrics):
         from ..metrics import extract, feature_id, reference_stats
@@ -136,9 +137,8 @@ def score_samples(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: i
         real_f = extract(net, real)
         stats = reference_stats(real_f, cache_name, "train", feature_id(net)) if cache_name else None
         logits = extract(net, fake, logits=True) if "is" in metrics else None
-        held_f = extract(net, real_other[: fake.shape[0]]) if real_other is not None and real_other.shape[0] else None
-        q, more = feature_metrics(extract(net, fake), real_f, metrics, features=features_name(features, net),
-                                  fake_logits=logits, real_stats=stats, held_features=held_f)
+        q, more = feature_metrics(extract(net, fake), real_f, metrics, features=features_name(features, net), fake_logits=logits,
+                                  real_stats=stats, held_features=extract(net, held) if held is not None else None)
         out.update(q)
         warned += more
     if warned:
