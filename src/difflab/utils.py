@@ -137,14 +137,23 @@ def remember_no_cuda() -> bool:
     return True
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: POSIX has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a unique temporary file beside `path`; on success fsync it and rename it onto
-    `path` (atomic on POSIX), on error remove it. Readers see the old file or the new one."""
+    `path` (atomic on POSIX), on error remove it. Readers see the old file or the new one, with
+    the mode a plain `open` gives under the umask (not mkstemp's private 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make results unreadable to the group
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

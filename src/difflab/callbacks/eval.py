@@ -62,7 +62,8 @@ class EvalCallback(Callback):
         `difflab.metrics.quality`). Without such examples, or with `real_data`, the FID floor
         holds out part of the reference and swd has none.
     features: "learned" (a small net trained on the real data, cached), "inception"
-        (standard weights from `inception_weights` or the torch cache), or an nn.Module with
+        (standard weights from `inception_weights` or the torch cache), "classifier" (the
+        protocol classifier of a labelled image data set such as MNIST), or an nn.Module with
         `forward` → features (and `logits` for IS).
     sample_fn: `fn(denoiser, process, shape, generator=, device=, sampler=, steps=)` replacing
         the sampler for one 32-sample chunk (its samples or an object with `.samples`).
@@ -171,7 +172,8 @@ class EvalCallback(Callback):
                 self._held = held.detach().float().cpu() if held is not None else None
             self._real = real.detach().float().cpu()[: self.num_reference]
         if self._net is None and any(m in FEATURE_METRICS for m in self.metrics):
-            self._net = feature_network(self.features, self._real, self.seed, self.inception_weights, device)
+            dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+            self._net = feature_network(self.features, self._real, self.seed, self.inception_weights, device, dm)
 
     def _local_chunks(self, trainer, pl_module, rank: int, world: int) -> dict[int, Tensor]:
         device = pl_module.device

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluation import METRICS, SAMPLE_METRICS, SamplerChoice, evaluate
+from ..evaluation import METRICS, SAMPLE_METRICS, SamplerChoice, evaluate, options
 from ..utils import RunLock, save_npz, write_json
-from .common import UsageError, build_target, refuse_existing, hydra_entry, plain, resolve_device, set_threads, user_chose
+from .common import UsageError, build_target, refuse_existing, hydra_entry, resolve_device, set_threads, user_chose
 
 _user_chose = user_chose  # module-level, so tests can pretend data= was typed
 
@@ -56,12 +56,8 @@ def run(cfg, output_dir: Path) -> dict:
     set_threads(cfg.get("threads"), target.denoiser)
     given, nfe = load_samples(cfg.samples) if cfg.get("samples") else (None, None)
     with RunLock(output_dir):
-        likelihood = dict(num_eval=int(cfg.num_eval), split=str(cfg.split), mc_samples=int(cfg.mc_samples),
-                          mc_batch_size=int(cfg.mc_batch_size), bits=int(cfg.bits), ode=plain(cfg.ode), elbo=plain(cfg.elbo))
-        sampling = dict(sampler=sampler, num_samples=int(cfg.num_samples), batch_size=int(cfg.batch_size),
-                        num_reference=int(cfg.num_reference), num_projections=int(cfg.num_projections), features=str(cfg.features),
-                        inception_weights=cfg.get("inception_weights"), precision=str(cfg.get("precision", "fp32")),
-                        samples=given, nfe=nfe)
+        likelihood, sampling = options(cfg, sampler)
+        sampling.update(samples=given, nfe=nfe)
         try:
             out, samples = evaluate(target, metrics, seed=int(cfg.seed), likelihood=likelihood, sampling=sampling, device=device)
         except ValueError as e:  # the library's errors on user input say what to change: one line, exit 2

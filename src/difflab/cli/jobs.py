@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..utils import save_npz, write_json
-from .common import UsageError, plain, resolve_device
+from .common import UsageError, resolve_device
 
 
 def in_multirun() -> bool:
@@ -42,7 +42,7 @@ def evaluate_at_end(cfg, out: Path) -> dict | None:
     """difflab-eval's metrics for the EMA weights of the run's final last.ckpt (what difflab-eval
     ckpt_path=<out>/checkpoints/last.ckpt reads, also after ddp_spawn) → <out>/metrics.json
     (+ samples.npz)."""
-    from ..evaluation import SAMPLE_METRICS, SamplerChoice, evaluate, from_checkpoint
+    from ..evaluation import SAMPLE_METRICS, SamplerChoice, evaluate, from_checkpoint, options
 
     metrics = list(cfg.get("eval_at_end") or [])
     if not metrics:
@@ -50,11 +50,7 @@ def evaluate_at_end(cfg, out: Path) -> dict | None:
     e = cfg.evaluation
     device = resolve_device(cfg.get("device"))
     target = from_checkpoint(out / "checkpoints" / "last.ckpt", device=device)
-    likelihood = dict(num_eval=int(e.num_eval), split=str(e.split), mc_samples=int(e.mc_samples), mc_batch_size=int(e.mc_batch_size),
-                      bits=int(e.bits), ode=plain(e.ode), elbo=plain(e.elbo))
-    sampling = dict(sampler=SamplerChoice.from_config(cfg.sampler), num_samples=int(e.num_samples), batch_size=int(e.batch_size),
-                    num_reference=int(e.num_reference), num_projections=int(e.num_projections), features=str(e.features),
-                    inception_weights=e.get("inception_weights"), precision=str(e.get("precision", "fp32")))
+    likelihood, sampling = options(e, SamplerChoice.from_config(cfg.sampler))
     try:
         result, samples = evaluate(target, metrics, seed=int(cfg.seed), likelihood=likelihood, sampling=sampling, device=device)
     except ValueError as err:

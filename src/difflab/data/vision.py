@@ -92,6 +92,18 @@ class MNISTDataModule(_TorchvisionDataModule):
         x = torch.as_tensor(self.train_set.base.data)[:, None]  # [N, 1, 28, 28] uint8
         return torch.nn.functional.pad(x, (self.pad,) * 4)
 
+    def labelled_images(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images [N, 1, S, S] as trained (padded by `pad`), labels [N]) of the train split
+        (60,000) or the val split (MNIST's 10,000 test images): the classifier features' data."""
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be train or val, got {split!r}")
+        try:
+            ds = self._dataset(split == "train", self.download)
+        except (RuntimeError, FileNotFoundError) as e:
+            raise self._missing() from e
+        x = torch.nn.functional.pad(torch.as_tensor(ds.data)[:, None], (self.pad,) * 4)
+        return x, torch.as_tensor(ds.targets).long()
+
 
 class CIFAR10DataModule(_TorchvisionDataModule):
     name = "cifar10"

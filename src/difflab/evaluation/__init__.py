@@ -20,7 +20,10 @@ from .metrics import (
     METRICS,
     MIXTURE_METRICS,
     SAMPLE_METRICS,
+    CLASSIFIER_METRICS,
+    REFERENCE_SPLITS,
     check_metrics,
+    data_classifier,
     feature_metrics,
     feature_network,
     features_name,
@@ -28,7 +31,7 @@ from .metrics import (
     mixture_weights,
     score_samples,
 )
-from .run import evaluate, generate, sample_metrics
+from .run import evaluate, generate, options, sample_metrics
 from .sampling import PRECISIONS, SamplerChoice, assemble, draw_chunks, draw_samples
 from .seeding import SEED_CHUNK, chunk_generator, chunk_sizes, num_chunks, rank_chunks
 from .target import EvalTarget, from_checkpoint, from_exact_model, from_module, held_out_examples, mixture_of, real_examples
@@ -40,5 +43,5 @@ __all__ = [
     "METRICS", "LIKELIHOOD_METRICS", "SAMPLE_METRICS", "DISTANCE_METRICS", "FEATURE_METRICS", "MIXTURE_METRICS",
     "check_metrics", "mixture_weights",
     "feature_network", "features_name", "feature_metrics", "score_samples", "likelihood_metrics",
-    "evaluate", "generate", "sample_metrics",
+    "evaluate", "generate", "options", "sample_metrics", "CLASSIFIER_METRICS", "REFERENCE_SPLITS", "data_classifier",
 ]

@@ -17,13 +17,19 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from .target import real_examples
+
 LIKELIHOOD_METRICS = ("nll_ode", "nll_elbo", "bpd_ode", "bpd_elbo")
 DISTANCE_METRICS = ("swd", "mmd")
 FEATURE_METRICS = ("fid", "kid", "is")
 MIXTURE_METRICS = ("weights",)
-SAMPLE_METRICS = DISTANCE_METRICS + FEATURE_METRICS + MIXTURE_METRICS
+#: labelled image data (data=mnist): `confidence` (the classifier's confident fraction and class
+#: coverage) and `copying` (nearest-training-image distances over those of unseen real images)
+CLASSIFIER_METRICS = ("confidence", "copying")
+SAMPLE_METRICS = DISTANCE_METRICS + FEATURE_METRICS + MIXTURE_METRICS + CLASSIFIER_METRICS
 METRICS = LIKELIHOOD_METRICS + SAMPLE_METRICS
-FEATURES = ("learned", "inception")
+FEATURES = ("learned", "inception", "classifier")
+REFERENCE_SPLITS = ("train", "val")
 
 
 def check_metrics(metrics: Sequence[str], allowed: Sequence[str] = METRICS) -> tuple[str, ...]:
@@ -33,9 +39,22 @@ def check_metrics(metrics: Sequence[str], allowed: Sequence[str] = METRICS) -> t
     return tuple(metrics)
 
 
-def feature_network(kind, real: Tensor, seed: int = 0, inception_weights=None, device=None):
+def data_classifier(datamodule):
+    """The protocol's classifier of a labelled image data set (`metrics.classifier`): trained with
+    its fixed seed on the data module's labelled training split, cached."""
+    from ..metrics.classifier import train_classifier
+
+    if datamodule is None or not hasattr(datamodule, "labelled_images"):
+        name = type(datamodule).__name__ if datamodule is not None else "no data set"
+        raise ValueError(f"features=classifier and the metrics confidence/copying need a labelled image data set "
+                         f"(data=mnist), got {name}; use features=learned")
+    return train_classifier(*datamodule.labelled_images("train"))
+
+
+def feature_network(kind, real: Tensor, seed: int = 0, inception_weights=None, device=None, datamodule=None):
     """The feature net of FID/KID/IS: "learned" (a small classifier trained on the real data,
-    cached, offline), "inception" (the standard weights from a local path), or a module."""
+    cached, offline), "inception" (the standard weights from a local path), "classifier" (a
+    convolutional classifier of a labelled image data set such as MNIST, `data_classifier`), or a module."""
     from ..metrics.features import InceptionFeatures, train_feature_net
 
     if isinstance(kind, torch.nn.Module):
@@ -44,9 +63,35 @@ def feature_network(kind, real: Tensor, seed: int = 0, inception_weights=None, d
         net = train_feature_net(real, seed=seed)
     elif kind == "inception":
         net = InceptionFeatures(inception_weights)
+    elif kind == "classifier":
+        net = data_classifier(datamodule)
     else:
         raise ValueError(f"features must be one of {FEATURES} or an nn.Module, got {kind!r}")
     return net.to(device or "cpu").eval()
+
+
+def classifier_metrics(fake: Tensor, metrics: Sequence[str], net, *, unseen: Tensor | None, datamodule=None) -> dict:
+    """`confidence`: the classifier's scores of the samples (`classifier_confident` = the fraction
+    labelled with p ≥ 0.9, `classes_covered`, `class_histogram`, `class_fraction_min/max`) beside
+    those of `unseen` real images (`real_confident`); `copying`: median distance from each sample
+    to its nearest training image over the same median for `unseen` real images (`nearest_train_ratio`:
+    ≈ 1 as novel as fresh real images, near 0 copies)."""
+    from ..metrics.classifier import classifier_scores, nearest_neighbour_ratio, predict
+
+    out: dict = {}
+    if "confidence" in metrics:
+        s = classifier_scores(predict(net, fake))
+        out.update({"classifier_confident": s.pop("confident"), **s})
+        if unseen is not None:
+            out["real_confident"] = classifier_scores(predict(net, unseen))["confident"]
+    if "copying" in metrics:
+        if unseen is None or datamodule is None:
+            raise ValueError("metric copying needs real images the model never saw (a validation split) and the training set")
+        train = datamodule.labelled_images("train")[0] if hasattr(datamodule, "labelled_images") else real_examples(datamodule, 10**9)
+        k = min(fake.shape[0], unseen.shape[0], 2000)
+        out["nearest_train_ratio"] = nearest_neighbour_ratio(fake[:k], train, unseen[:k])
+        out["nearest_train_num"] = k
+    return out
 
 
 def features_name(kind, net) -> str:
@@ -115,12 +160,15 @@ def feature_metrics(fake_features: Tensor, real_features: Tensor, metrics: Seque
 
 def score_samples(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: int = 0, num_projections: int = 512,
                   features="learned", inception_weights=None, net=None, real_other: Tensor | None = None,
-                  cache_name: str | None = None, device=None, mixture=None) -> dict:
+                  cache_name: str | None = None, device=None, mixture=None, datamodule=None,
+                  reference_split: str = "train") -> dict:
     """Every sample metric of `fake` against `real` (both on the CPU). `real_other`: real
     examples not in `real` (fresh draws, a validation split), for the real-vs-real floors
     (swd_floor, fid_*_floor: a perfect model's score under the same protocol). `net`: a feature
     net already built (callbacks keep theirs between epochs); `cache_name`: cache the real
-    features' FID statistics under that data-set name; `mixture`: the data's exact GMM (metric `weights`)."""
+    features' FID statistics under that data-set name and `reference_split`; `mixture`: the data's
+    exact GMM (metric `weights`); `datamodule`: the labelled data of features=classifier and of the
+    metrics confidence / copying (images unseen in training: `real` when it is the val split, else `real_other`)."""
     n = int(fake.shape[0])
     out: dict = {"num_samples": n}
     if "weights" in metrics:
@@ -133,14 +181,18 @@ def score_samples(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: i
     if any(m in FEATURE_METRICS for m in metrics):
         from ..metrics import extract, feature_id, reference_stats
 
-        net = net if net is not None else feature_network(features, real, seed, inception_weights, device)
+        net = net if net is not None else feature_network(features, real, seed, inception_weights, device, datamodule)
         real_f = extract(net, real)
-        stats = reference_stats(real_f, cache_name, "train", feature_id(net)) if cache_name else None
+        stats = reference_stats(real_f, cache_name, reference_split, feature_id(net)) if cache_name else None
         logits = extract(net, fake, logits=True) if "is" in metrics else None
         q, more = feature_metrics(extract(net, fake), real_f, metrics, features=features_name(features, net), fake_logits=logits,
                                   real_stats=stats, held_features=extract(net, held) if held is not None else None)
         out.update(q)
         warned += more
+    if any(m in CLASSIFIER_METRICS for m in metrics):
+        clf = net if getattr(net, "name", None) == "classifier" else data_classifier(datamodule).to(device or "cpu")
+        unseen = real if reference_split == "val" else held
+        out.update(classifier_metrics(fake, metrics, clf, unseen=unseen, datamodule=datamodule))
     if warned:
         out["warnings"] = list(dict.fromkeys(warned))  # the floor's warning once, for swd and FID alike
     return out
@@ -178,6 +230,9 @@ def likelihood_metrics(target, metrics: Sequence[str], *, seed: int = 0, num_eva
     if not wanted:
         return out
     device = torch.device(device or "cpu")
+    if any(m.startswith("bpd") for m in wanted) and int((target.data_spec or {}).get("pad") or 0) > 0:
+        raise ValueError(f"bits/dim of padded images (data.pad={target.data_spec['pad']}) would count the constant border "
+                         "as pixels; published numbers are per original pixel: train and evaluate with data.pad=0")
     ode, elbo = dict(ode or {}), {k: v for k, v in dict(elbo or {}).items() if v is not None or k == "num_steps"}
     ode_batch = int(ode.pop("batch_size", 1024))
     num_steps = elbo.pop("num_steps", None)
