@@ -89,3 +89,15 @@ def test_uint8_pixels_map_exactly_as_torchvision_totensor_on_the_test_device(dev
     assert not torch.equal(reciprocal, ref.flatten())  # the rounding the table avoids
     with pytest.raises(TypeError, match="uint8"):
         uint8_to_model_space(torch.zeros(3))
+
+
+def test_loader_workers_never_exceed_the_usable_cores():
+    """data.num_workers beyond the cores this process may use is lowered to them (a default run on a
+    2-core machine prints no over-subscription warning); fewer are kept."""
+    import os
+
+    from difflab.data import DigitsDataModule
+
+    cores = len(os.sched_getaffinity(0))
+    assert DigitsDataModule(num_workers=cores + 7).num_workers == cores
+    assert DigitsDataModule(num_workers=0).num_workers == 0

@@ -16,6 +16,8 @@ the loader path (both follow `StepSampler`).
 """
 from __future__ import annotations
 
+import os
+
 import lightning as L
 import torch
 from torch import Tensor
@@ -137,6 +139,14 @@ class DeviceBatches:
             yield x, index
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: a SLURM or cgroup allotment)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
 class BaseDataModule(L.LightningDataModule):
     """Loader plumbing shared by all data sets. Subclasses set `data_shape` and implement
     `build_train()` / `build_val()` returning map-style datasets of tensors."""
@@ -154,7 +164,9 @@ class BaseDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        # never more loader processes than the cores this process may use (a 2-core machine asked for 4
+        # gets DataLoader's over-subscription warning and slower training)
+        self.num_workers = min(int(num_workers), usable_cores())
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.pin_memory = bool(pin_memory)
