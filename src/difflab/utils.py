@@ -11,6 +11,9 @@
   exits (see its docstring: otherwise about one ddp_spawn CPU worker in ten dies of SIGABRT).
 - `remember_no_cuda()`: on a machine without a GPU, `torch.cuda.is_available()` stops loading
   the NVML library on every call (which every Adam step makes once Lightning is imported).
+- `quiet_console()`: Lightning's and torch's messages that are advertisement or wrong for difflab
+  silenced, each by its own message pattern (every other warning still shows).
+- `RunLock(dir)`: an exclusive lock on a run directory, its `.lock` file removed when the run ends.
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ import contextlib
 import functools
 import importlib
 import json
+import logging
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -135,6 +140,47 @@ def remember_no_cuda() -> bool:
         return False
     cuda._cached_device_count = 0
     return True
+
+
+#: (message regex, category) of the warnings `quiet_console` silences, each with why it is noise here
+QUIET_WARNINGS = (
+    # torch >= 2.9 deprecates LeafSpec, which Lightning's own `utilities/_pytree.py` still uses:
+    # nothing a difflab user can change
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # rows are logged every log_every_n_steps optimiser steps counted across epochs
+    # (`_batches_that_stepped`): an epoch shorter than the interval loses no row
+    (r"The number of training batches \(\d+\) is smaller than the logging interval", Warning),
+    # difflab resumes exactly without a stateful loader: `data.base.StepSampler` starts where
+    # `trainer.global_step` says the run is (the checkpoint's step), which Lightning cannot see
+    (r"You're resuming from a checkpoint that ended before the epoch ended", Warning),
+    # Lightning's hint on a login node with SLURM installed; a job inside an allocation never sees it
+    (r"The `srun` command is available", Warning),
+)
+#: Lightning's info messages dropped by `quiet_console` (an advertisement)
+QUIET_INFO = (r"litlogger",)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, patterns):
+        super().__init__()
+        self.patterns = [re.compile(p) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not any(p.search(text) for p in self.patterns)
+
+
+def quiet_console() -> None:
+    """Silence the console messages listed in `QUIET_WARNINGS` and `QUIET_INFO` (and nothing else)
+    in this process. Idempotent; called by every console script before it composes its config."""
+    import warnings
+
+    for message, category in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)  # where Lightning's rank_zero_info writes
+        if not any(isinstance(f, _DropMessages) for f in log.filters):
+            log.addFilter(_DropMessages(QUIET_INFO))
 
 
 def _umask() -> int:

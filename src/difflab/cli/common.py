@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..utils import plain
+from ..utils import plain, quiet_console
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -63,7 +63,6 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         def main() -> None:
             import io
             import os
-            import warnings
 
             from .sweep_check import check_sweep_argv
 
@@ -72,9 +71,7 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
             dirname = check_sweep_argv(config_name, prog)
             if dirname:
                 sys.argv = [*sys.argv, dirname]
-            # Lightning's hint for a login node with SLURM installed ("srun is available but not used")
-            # is noise for a local run; a job inside an allocation never sees it.
-            warnings.filterwarnings("ignore", message=r"The `srun` command is available")
+            quiet_console()  # Lightning's advertisement and the warnings that are wrong for difflab, by message
 
             if os.environ.get("HYDRA_FULL_ERROR") != "1" and not any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info") or a.startswith(("--cfg", "--info", "-c")) for a in sys.argv[1:]):
                 captured["stderr"] = sys.stderr  # Hydra's multi-line config errors, condensed below

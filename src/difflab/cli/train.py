@@ -45,6 +45,14 @@ def build_module(cfg, data_shape):
     )
 
 
+def model_line(module) -> str:
+    """The model summary in one line: `model: Denoiser(MLP) 175.2K parameters`."""
+    net = module.net
+    n = sum(p.numel() for p in net.parameters())
+    size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)
+    return f"model: {type(net).__name__}({type(getattr(net, 'model', net)).__name__}) {size} parameters"
+
+
 def has_results(out: Path) -> bool:
     return (out / "config.yaml").exists() or any((out / "checkpoints").glob("*.ckpt"))
 
@@ -203,6 +211,8 @@ def _fit(cfg, out: Path):
     callbacks = build_callbacks(cfg, out, with_logger=bool(logger))
     trainer = instantiate(cfg.trainer, "trainer", logger=logger, callbacks=callbacks, default_root_dir=str(out),
                           enable_checkpointing=False)
+    if not secondary_process():
+        print(f"difflab-train: {model_line(module)}", file=sys.stderr)
     if not (out / "config.yaml").exists():
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     start_run(logger, OmegaConf.to_container(cfg, resolve=True), module)
