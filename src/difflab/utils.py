@@ -250,34 +250,54 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 class RunLock:
     """An exclusive lock on a run directory (`<dir>/.lock`, fcntl.flock): a second process that
     wants to write into the same directory is refused at once instead of mixing its files in.
-    The kernel drops the lock when the process dies, so a killed run never leaves it stale."""
+    The kernel drops the lock when the process dies, so a killed run never leaves it held.
+
+    The run removes `.lock` when it ends (success, error, SIGTERM or Ctrl-C: whatever leaves the
+    `with`), while it still holds the lock. A process that opened the file just before it was
+    removed may then lock that removed file: after locking, `__enter__` checks that the file it
+    holds is still the one at `<dir>/.lock` (same device and inode) and starts again otherwise, so
+    two processes never both hold the lock of one directory."""
+
+    #: attempts to lock a `.lock` that other runs keep removing and re-creating under us
+    ATTEMPTS = 100
 
     def __init__(self, directory: str | os.PathLike):
         self.path = Path(directory) / ".lock"
         self._fd: int | None = None
-        self._created = False
+
+    def _refused(self) -> ValueError:
+        return ValueError(f"another process is writing to {self.path.parent} (it holds {self.path}); "
+                          "wait for it to finish or choose another output=")
 
     def __enter__(self) -> "RunLock":
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._created = not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise ValueError(f"another process is writing to {self.path.parent} (it holds {self.path}); "
-                             "wait for it to finish or choose another output=") from None
-        self._fd = fd  # the file stays empty: taking the lock changes nothing a refused run must leave as it was
-        return self
+        for _ in range(self.ATTEMPTS):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise self._refused() from None
+            held = os.fstat(fd)
+            try:
+                now = os.stat(self.path)
+                current = (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+            except FileNotFoundError:
+                current = False
+            if current:
+                self._fd = fd  # the file stays empty: taking the lock changes nothing a refused run must leave as it was
+                return self
+            os.close(fd)  # its holder ended and removed it: lock the file now at the path
+        raise self._refused()
 
     def __exit__(self, *exc) -> None:
         import fcntl
 
         if self._fd is not None:
-            if exc and exc[0] is not None and self._created:
-                self.path.unlink(missing_ok=True)  # a refused run leaves nothing behind (not even its lock)
+            with contextlib.suppress(OSError):  # removed while held: whoever opened it meanwhile starts again
+                self.path.unlink()
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
