@@ -124,7 +124,7 @@ def saving_callback(path: Path):
 
 @pytest.mark.slow
 def test_sample_eval_and_callback_draw_identical_samples(tmp_path):
-    run_cli("difflab.cli.sample", "process=vp", *SAMPLER, f"num_samples={N}", f"seed={SEED}", "batch_size=32", f"output={tmp_path / 's'}")
+    run_cli("difflab.cli.sample", "model=oracle", "process=vp", *SAMPLER, f"num_samples={N}", f"seed={SEED}", "batch_size=32", f"output={tmp_path / 's'}")
     sampled = np.load(tmp_path / "s" / "samples.npz")["samples"]
     run_cli("difflab.cli.evaluate", "process=vp", *SAMPLER, f"num_samples={N}", f"seed={SEED}", "batch_size=1024", "metrics=[swd]",
             "threads=1", f"output={tmp_path / 'e'}")
@@ -138,3 +138,17 @@ def test_sample_eval_and_callback_draw_identical_samples(tmp_path):
                             default_root_dir=tmp_path)
         trainer.fit(OracleModule())
         assert np.array_equal(np.load(out).reshape(sampled.shape), sampled), f"EvalCallback with {devices} process(es)"
+
+
+def test_auto_sampling_batch_is_small_for_images_on_a_cpu_and_large_elsewhere():
+    """batch_size=auto: ~65k input values per batch on a CPU (large batches of images page-fault
+    their activations afresh), whole 32-sample chunks, 1024 on an accelerator."""
+    from difflab.evaluation.sampling import resolve_batch_size
+
+    assert resolve_batch_size("auto", (1, 28, 28), "cpu") == 64
+    assert resolve_batch_size("auto", (3, 32, 32), "cpu") == 32
+    assert resolve_batch_size("auto", (2,), "cpu") == resolve_batch_size("auto", (64,), "cpu") == 1024
+    assert resolve_batch_size("auto", (3, 32, 32), "meta") == 1024
+    assert resolve_batch_size(100, (1, 28, 28), "cpu") == 100
+    with pytest.raises(ValueError, match="auto"):
+        resolve_batch_size(0, (2,), "cpu")

@@ -11,7 +11,7 @@ from .metrics import LIKELIHOOD_METRICS, REFERENCE_SPLITS, SAMPLE_METRICS, check
 from .sampling import SamplerChoice, draw_samples
 
 
-def generate(target, num_samples: int, seed: int, sampler: SamplerChoice, *, batch_size: int = 1024, device=None,
+def generate(target, num_samples: int, seed: int, sampler: SamplerChoice, *, batch_size: int | str = 1024, device=None,
              dtype=torch.float32, precision: str = "fp32", progress: bool | None = None) -> tuple[Tensor, int]:
     """`num_samples` samples of the target by the seeding rule (sample i from (seed, i))."""
     return draw_samples(target.denoiser, target.process, target.data_shape, num_samples, seed, sampler, batch_size=batch_size,
@@ -19,7 +19,7 @@ def generate(target, num_samples: int, seed: int, sampler: SamplerChoice, *, bat
 
 
 def sample_metrics(target, metrics: Sequence[str], *, seed: int = 0, sampler: SamplerChoice | None = None,
-                   num_samples: int = 2048, batch_size: int = 1024, num_reference: int = 10_000, num_projections: int = 512,
+                   num_samples: int = 2048, batch_size: int | str = 1024, num_reference: int = 10_000, num_projections: int = 512,
                    features="learned", inception_weights=None, device=None, dtype=torch.float32, precision: str = "fp32",
                    samples: Tensor | None = None, nfe: int | None = None, progress: bool | None = None,
                    reference_split: str = "train") -> tuple[dict, Tensor]:
@@ -67,7 +67,7 @@ def options(node, sampler: SamplerChoice) -> tuple[dict, dict]:
 
     likelihood = dict(num_eval=int(node.num_eval), split=str(node.split), mc_samples=int(node.mc_samples),
                       mc_batch_size=int(node.mc_batch_size), bits=int(node.bits), ode=plain(node.ode), elbo=plain(node.elbo))
-    sampling = dict(sampler=sampler, num_samples=int(node.num_samples), batch_size=int(node.batch_size),
+    sampling = dict(sampler=sampler, num_samples=int(node.num_samples), batch_size=node.batch_size if str(node.batch_size) == "auto" else int(node.batch_size),
                     num_reference=int(node.num_reference), num_projections=int(node.num_projections), features=str(node.features),
                     inception_weights=node.get("inception_weights"), precision=str(node.get("precision", "fp32")),
                     reference_split=str(node.get("reference_split", "train")))
