@@ -29,7 +29,7 @@ def test_contract_run(tmp_path):
 
 @pytest.mark.slow
 def test_image_data_writes_grid(tmp_path):
-    r = run_cli("data.means=[[-0.5,0.5,0.5,-0.5],[0.5,-0.5,-0.5,0.5]]", "data.stds=[0.1,0.1]", "data.weights=[0.5,0.5]",
+    r = run_cli("model=oracle", "data.means=[[-0.5,0.5,0.5,-0.5],[0.5,-0.5,-0.5,0.5]]", "data.stds=[0.1,0.1]", "data.weights=[0.5,0.5]",
                 "+data.shape=[1,2,2]", "sampler=dpm_solver", "sampler.steps=10", "num_samples=16", f"output={tmp_path}")
     assert r.returncode == 0, r.stderr
     assert np.load(tmp_path / "samples.npz")["samples"].shape == (16, 1, 2, 2)
@@ -46,15 +46,29 @@ def test_image_data_writes_grid(tmp_path):
     (["precision=bf17"], "precision must be one of"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, msg):
-    r = run_cli(*args, "num_samples=8", f"output={tmp_path}")
+    r = run_cli("model=oracle", *args, "num_samples=8", f"output={tmp_path}")
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and msg in lines[0], r.stderr
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("args", [[], ["data=gmm", "sampler=ddim"], ["-m", "sampler=ddim,ode_heun"]], ids=["bare", "options", "sweep"])
+def test_no_checkpoint_and_no_typed_oracle_is_refused(tmp_path, args):
+    """Without ckpt_path= and without model=oracle typed, nothing is sampled (never a silent oracle)."""
+    out = tmp_path / "out"
+    r = run_cli(*args, "num_samples=8", f"output={out}")
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip() and "[HYDRA]" not in ln]
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("difflab-sample: error: "), r.stderr
+    assert "ckpt_path=" in lines[0] and "model=oracle" in lines[0]
+    assert not list(out.rglob("samples.npz"))
+    assert run_cli(*args, "model=oracle", "num_samples=8", f"output={out}").returncode == 0  # typed: it samples
+
+
+@pytest.mark.slow
 def test_unknown_sampler_exits_2(tmp_path):
-    r = run_cli("sampler=nope", f"output={tmp_path}")
+    r = run_cli("model=oracle", "sampler=nope", f"output={tmp_path}")
     assert r.returncode == 2
 
 

@@ -16,7 +16,7 @@ MIX = ["data.means=[[-2,0],[2,0]]", "data.stds=[0.5,0.5]", "data.weights=[0.3,0.
 
 def run_sample(tmp_path, *args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(EXT)]), HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "difflab.cli.sample", f"hydra.searchpath=[file://{EXT / 'conf'}]", *MIX, *args,
+    return subprocess.run([sys.executable, "-m", "difflab.cli.sample", f"hydra.searchpath=[file://{EXT / 'conf'}]", "model=oracle", *MIX, *args,
                            "num_samples=2000", f"output={tmp_path}"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 

@@ -14,39 +14,39 @@ CASES = [
     ("train", ["process=foo"], "process/foo"),
     ("train", ["model=transformer"], "model/transformer"),
     ("train", ["weighting=elbow"], "weighting/elbow"),
-    ("sample", ["sampler=nope"], "sampler/nope"),
-    ("sample", ["process=vpp"], "process/vpp"),
+    ("sample", ["model=oracle", "sampler=nope"], "sampler/nope"),
+    ("sample", ["model=oracle", "process=vpp"], "process/vpp"),
     ("eval", ["metrics=[nll_ode,fidd]"], "unknown metrics ['fidd']"),
     # misspelled key
     ("train", ["trainer.max_step=10"], "did you mean trainer.max_steps?"),
     ("train", ["optim.lrr=1"], "did you mean optim.lr?"),
-    ("sample", ["sampler.stepz=3"], "did you mean sampler.steps?"),
-    ("sample", ["+sampler.temperature=2"], "has no option temperature"),
+    ("sample", ["model=oracle", "sampler.stepz=3"], "did you mean sampler.steps?"),
+    ("sample", ["model=oracle", "+sampler.temperature=2"], "has no option temperature"),
     ("eval", ["mc_sample=10"], "did you mean mc_samples?"),
     # wrong type
     ("train", ["trainer.max_steps=abc"], "trainer.max_steps=abc: expected an integer"),
     ("train", ["optim.lr=abc"], "optim.lr=abc: expected a number"),
     ("train", ["ema.warmup=maybe"], "ema.warmup=maybe: expected true or false"),
     ("train", ["checkpoint_every=1.5"], "checkpoint_every=1.5: expected an integer"),
-    ("sample", ["sampler.steps=abc"], "sampler.steps=abc: expected an integer"),
-    ("sample", ["num_samples=many"], "num_samples=many: expected an integer"),
+    ("sample", ["model=oracle", "sampler.steps=abc"], "sampler.steps=abc: expected an integer"),
+    ("sample", ["model=oracle", "num_samples=many"], "num_samples=many: expected an integer"),
     ("eval", ["mc_samples=lots"], "mc_samples=lots: expected an integer"),
     # out-of-range numbers
     ("train", ["checkpoint_every=-10"], "checkpoint_every must be >= 0"),
     ("train", ["ema.decay=1.5"], "ema.decay must be in [0, 1)"),
-    ("sample", ["sampler.steps=0"], "steps must be an integer >= 1"),
-    ("sample", ["num_samples=0"], "num_samples must be >= 1"),
-    ("sample", ["batch_size=-4"], "batch_size must be >= 1"),
-    ("sample", ["sampler=ddim", "sampler.eta=2"], "eta must lie in [0, 1]"),
+    ("sample", ["model=oracle", "sampler.steps=0"], "steps must be an integer >= 1"),
+    ("sample", ["model=oracle", "num_samples=0"], "num_samples must be >= 1"),
+    ("sample", ["model=oracle", "batch_size=-4"], "batch_size must be >= 1"),
+    ("sample", ["model=oracle", "sampler=ddim", "sampler.eta=2"], "eta must lie in [0, 1]"),
     ("eval", ["mc_samples=1"], "mc_samples must be >= 2"),
     ("eval", ["num_samples=1", "metrics=[swd]"], "num_samples must be >= 2"),
     # shapes and options that do not fit together
     ("train", ["experiment=gmm", "model=unet_tiny"], "UNet has no option model.hidden"),
     ("train", ["data=digits", "model.dim=2"], "does not fit data of shape (1, 8, 8)"),
     ("train", ["data=gmm", "data.means=[[0,0,0],[1,1,1]]", "data.stds=[1,1]", "data.weights=[1,1]"], "data.dim=3"),
-    ("sample", ["data=digits"], "could not build model"),
+    ("sample", ["model=oracle", "data=digits"], "could not build model"),
     ("sample", ["model=mlp"], "is an untrained network"),
-    ("sample", ["+data.shape=[3]"], "has 3 entries but the model has 2 dims"),
+    ("sample", ["model=oracle", "+data.shape=[3]"], "has 3 entries but the model has 2 dims"),
     ("eval", ["metrics=[bpd_ode]", "num_eval=8"], "8-bit image data"),
     ("train", ["experiment=gmm", "data.means=[[nan,0],[1,1]]", "data.stds=[1,1]", "data.weights=[1,1]"], "means must be finite"),
     # missing data or checkpoint
@@ -71,7 +71,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
 
 
-EXISTING = [("sample", "samples.npz", []), ("eval", "metrics.json", ["metrics=[swd]"]), ("train", "config.yaml", TINY)]
+EXISTING = [("sample", "samples.npz", ["model=oracle"]), ("eval", "metrics.json", ["metrics=[swd]"]), ("train", "config.yaml", TINY)]
 
 
 @pytest.mark.parametrize("prog,result,args", EXISTING, ids=[e[0] for e in EXISTING])
@@ -88,7 +88,7 @@ def test_existing_results_are_never_overwritten(tmp_path, capsys, monkeypatch, p
 
 def test_overwrite_true_replaces_a_sample_result(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    args = ["num_samples=32", "sampler.steps=2", f"output={out}"]
+    args = ["model=oracle", "num_samples=32", "sampler.steps=2", f"output={out}"]
     assert run_main("sample", args, capsys, monkeypatch)[0] == 0
     first = (out / "samples.npz").read_bytes()
     assert run_main("sample", [*args, "seed=1"], capsys, monkeypatch)[0] == 2

@@ -311,7 +311,8 @@ def build_target(cfg, device, data_chosen: bool = False):
         return target
     node = cfg.get("model")
     if node is None or node.get("_target_") is None:
-        raise UsageError("nothing to sample from: set ckpt_path=<run>/checkpoints/last.ckpt or model=oracle (with data=gmm)")
+        raise UsageError("nothing to sample from: pass ckpt_path=<run>/checkpoints/last.ckpt (a difflab-train checkpoint) "
+                         "or model=oracle (the exact denoiser of data=gmm)")
     model = instantiate(node, "model")
     if not callable(getattr(model, "denoiser", None)):
         raise UsageError(f"model={_data_name(plain(node))} is an untrained network: pass ckpt_path=<run>/checkpoints/last.ckpt "

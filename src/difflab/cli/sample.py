@@ -1,4 +1,5 @@
-"""`difflab-sample`: samples from a checkpoint or from the exact GMM oracle → DIR/samples.npz.
+"""`difflab-sample`: samples from a checkpoint (ckpt_path=) or from the exact GMM oracle (model=oracle,
+asked for by name: with neither the command is refused) → DIR/samples.npz.
 
     difflab-sample model=oracle data=gmm process=vp sampler=ddim sampler.steps=20 num_samples=4096 seed=0 output=DIR
 
@@ -20,6 +21,14 @@ from .common import UsageError, build_target, refuse_existing, hydra_entry, reso
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def check_source(cfg) -> None:
+    """A checkpoint, or the oracle asked for by name: never the GMM oracle by default (a sweep
+    without ckpt_path= would silently sample the oracle and look like a model's results)."""
+    if not cfg.get("ckpt_path") and not user_chose("model"):
+        raise UsageError("nothing to sample from: pass ckpt_path=<run>/checkpoints/last.ckpt (a difflab-train checkpoint) "
+                         "or model=oracle (the exact denoiser of data=gmm)")
+
+
 def check_options(cfg) -> SamplerChoice:
     """Every option checked before any work (bad input: one line, exit 2, nothing written)."""
     sampler = SamplerChoice.from_config(cfg.sampler)
@@ -37,6 +46,7 @@ def check_options(cfg) -> SamplerChoice:
 def main(cfg, output_dir: Path) -> None:
     from ..plotting import save_image_grid, scatter_compare
 
+    check_source(cfg)
     sampler = check_options(cfg)
     refuse_existing(output_dir / "samples.npz", cfg.get("overwrite"))
     device = resolve_device(cfg.get("device"))
