@@ -152,3 +152,25 @@ def test_auto_sampling_batch_is_small_for_images_on_a_cpu_and_large_elsewhere():
     assert resolve_batch_size(100, (1, 28, 28), "cpu") == 100
     with pytest.raises(ValueError, match="auto"):
         resolve_batch_size(0, (2,), "cpu")
+
+
+def test_evaluate_leaves_the_global_rng_alone():
+    """evaluate() draws from generators seeded by its `seed`; the caller's global RNG state is the
+    same after it, and the metrics do not depend on that state."""
+    import torch
+
+    from difflab.evaluation import evaluate, from_exact_model
+    from difflab.models import GMMOracle
+    from difflab.parameterizations import Epsilon
+    from difflab.processes import VPSDE
+
+    def run():
+        target = from_exact_model(GMMOracle([[-2.0, 0.0], [2.0, 0.0]], [0.5, 0.5]), VPSDE(), Epsilon(), {}, (2,))
+        return evaluate(target, ["swd"], seed=3, sampling={"num_samples": 64, "sampler": None})[0]
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = run()
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(999)
+    assert run()["swd"] == first["swd"]

@@ -81,15 +81,19 @@ def evaluate(target, metrics: Sequence[str], *, seed: int = 0, likelihood: Mappi
     likelihood: keyword options of `likelihood_metrics` (num_eval, split, mc_samples,
     mc_batch_size, bits, ode, elbo); sampling: those of `sample_metrics` (sampler,
     num_samples, batch_size, num_reference, num_projections, features, inception_weights,
-    dtype, precision, samples, nfe)."""
+    dtype, precision, samples, nfe, reference_split). Every draw comes from generators seeded by
+    `seed`; anything that still reaches torch's global generator sees it seeded by `seed` too, inside
+    a forked RNG state: the caller's global RNG is left as it was."""
     check_metrics(metrics)
-    torch.manual_seed(int(seed))
-    out: dict = {"data_shape": list(target.data_shape)}
-    out.update(likelihood_metrics(target, [m for m in metrics if m in LIKELIHOOD_METRICS], seed=seed, device=device,
-                                  **dict(likelihood or {})))
-    samples = None
-    sampling = dict(sampling or {})
-    if any(m in SAMPLE_METRICS for m in metrics) or sampling.get("samples") is not None:
-        q, samples = sample_metrics(target, metrics, seed=seed, device=device, **sampling)
-        out.update(q)
+    devices = [torch.device(device)] if device is not None and torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        out: dict = {"data_shape": list(target.data_shape)}
+        out.update(likelihood_metrics(target, [m for m in metrics if m in LIKELIHOOD_METRICS], seed=seed, device=device,
+                                      **dict(likelihood or {})))
+        samples = None
+        sampling = dict(sampling or {})
+        if any(m in SAMPLE_METRICS for m in metrics) or sampling.get("samples") is not None:
+            q, samples = sample_metrics(target, metrics, seed=seed, device=device, **sampling)
+            out.update(q)
     return out, samples
