@@ -234,3 +234,51 @@ def test_floors_come_from_real_examples_outside_the_reference(num_val, num_train
     assert torch.equal(cb._held, expected)
     out = score_samples(torch.randn(64, 2), cb._real, cb.metrics, real_other=cb._held)
     assert out["num_real_floor"] == 64 and out["swd_floor"] > 0
+
+
+def test_likelihood_metrics_are_difflab_evals_numbers_with_their_cost(tmp_path):
+    """bpd/nll metrics in the callback: the EMA denoiser's estimate that `likelihood_metrics` gives for
+    the same module, options and seed (one code path for every entry point), logged with the
+    evaluation's cost `eval/seconds`."""
+    from difflab.data import GMMDataModule
+    from difflab.evaluation import from_module, likelihood_metrics
+    from difflab.lit_module import DiffusionModule
+
+    mix = dict(means=MEANS, stds=STDS, weights=WEIGHTS)
+    module = DiffusionModule(
+        model={"_target_": "difflab.models.MLP", "dim": 2, "hidden": 32, "depth": 2, "emb_dim": 16},
+        process={"_target_": "difflab.processes.VPSDE"},
+        parameterization={"_target_": "difflab.parameterizations.Epsilon"},
+        loss={"_target_": "difflab.losses.DiffusionLoss", "weighting": "simple", "time_sampling": "uniform"},
+        data_shape=(2,), data_config={"_target_": "difflab.data.GMMDataModule", **mix},
+        denoiser={"conditioning": "log_snr"}, optim={"lr": 1e-2}, ema={"decay": 0.9, "warmup": False},
+    )
+    opts = dict(mc_samples=20000, mc_batch_size=5000)
+    cb = make_callback(real_data=None, sample_fn=None, metrics=("nll_elbo",), likelihood=opts)
+    trainer = L.Trainer(callbacks=[cb], max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(module, GMMDataModule(**mix, num_train=64, num_val=0, batch_size=32))
+    logged = trainer.callback_metrics
+    direct = likelihood_metrics(from_module(module.eval()), ["nll_elbo"], seed=7, **opts)
+    assert float(logged["eval/nll_elbo"]) == pytest.approx(direct["nll_elbo"], rel=1e-6)
+    assert float(logged["eval/nll_elbo_se"]) == pytest.approx(direct["nll_elbo_se"], rel=1e-6)
+    assert "eval/nll" in logged  # the mixture's exact NLL beside it
+    assert float(logged["eval/seconds"]) > 0 and cb.num_evaluations == 1
+
+
+def test_reference_from_the_validation_split_and_floors_from_training_examples():
+    """reference_split=val (MNIST's protocol): the reference is the validation split, the floors'
+    real examples are training examples, outside it by construction."""
+    from types import SimpleNamespace
+
+    from difflab.data import GMMDataModule
+    from difflab.evaluation import real_examples
+
+    dm = GMMDataModule([[-1.0, 0.0], [1.0, 0.0]], [0.3, 0.3], num_train=400, num_val=100)
+    cb = EvalCallback(metrics=("swd",), num_samples=64, num_reference=300, sampler="ddim", steps=2, reference_split="val")
+    cb._prepare(SimpleNamespace(datamodule=dm), torch.device("cpu"))
+    assert torch.equal(cb._real, real_examples(dm, 300, "val")) and cb._real.shape[0] == 100
+    assert torch.equal(cb._held, dm.train_tensor(64))
+    with pytest.raises(ValueError, match="reference_split"):
+        EvalCallback(metrics=("swd",), reference_split="test")

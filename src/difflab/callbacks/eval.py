@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 import warnings
 from typing import Callable, Mapping, Sequence
 
@@ -28,6 +29,7 @@ from torch import Tensor
 
 from ..evaluation import (
     FEATURE_METRICS,
+    LIKELIHOOD_METRICS,
     MIXTURE_METRICS,
     SAMPLE_METRICS,
     SEED_CHUNK,
@@ -37,7 +39,9 @@ from ..evaluation import (
     chunk_sizes,
     draw_chunks,
     feature_network,
+    from_module,
     held_out_examples,
+    likelihood_metrics,
     rank_chunks,
     real_examples,
     score_samples,
@@ -67,6 +71,14 @@ class EvalCallback(Callback):
         `forward` → features (and `logits` for IS).
     sample_fn: `fn(denoiser, process, shape, generator=, device=, sampler=, steps=)` replacing
         the sampler for one 32-sample chunk (its samples or an object with `.samples`).
+    reference_split: "train" (the reference is up to `num_reference` training examples, as above)
+        or "val" (the validation split, e.g. MNIST's test set; the floors from training examples),
+        as difflab-eval's `reference_split`.
+    likelihood: options of `difflab.evaluation.likelihood_metrics` (num_eval, split, mc_samples,
+        mc_batch_size, bits, ode, elbo) for the likelihood metrics (bpd_elbo, nll_elbo, bpd_ode,
+        nll_ode) among `metrics`, computed with the same EMA weights on the data module's `split`
+        (every rank computes the same seeded estimate: no collective). `<prefix>seconds` logs the
+        cost of each evaluation.
     """
 
     def __init__(
@@ -86,9 +98,12 @@ class EvalCallback(Callback):
         prefix: str = "eval/",
         sample_fn: Callable | None = None,
         num_projections: int = 256,
+        likelihood: Mapping | None = None,
+        reference_split: str = "train",
     ):
         super().__init__()
-        check_metrics(metrics, tuple(m for m in SAMPLE_METRICS if m not in MIXTURE_METRICS))  # weights: difflab-eval / eval_at_end
+        # weights: difflab-eval / eval_at_end (it needs the exact mixture)
+        check_metrics(metrics, tuple(m for m in SAMPLE_METRICS if m not in MIXTURE_METRICS) + LIKELIHOOD_METRICS)
         if every_n_epochs < 1 or num_samples < 2 or batch_size < 1:
             raise ValueError("EvalCallback: every_n_epochs >= 1, num_samples >= 2 and batch_size >= 1 are required, got "
                              f"{every_n_epochs}, {num_samples}, {batch_size}")
@@ -103,6 +118,10 @@ class EvalCallback(Callback):
         self.use_ema, self.prefix = use_ema, prefix
         self.sample_fn = sample_fn
         self.num_projections = num_projections
+        self.likelihood = dict(likelihood or {})
+        if reference_split not in ("train", "val"):
+            raise ValueError(f"EvalCallback: reference_split must be train or val, got {reference_split!r}")
+        self.reference_split = reference_split
         self.num_evaluations = 0
         self.last_metrics: dict[str, float] = {}
         self.last_samples: Tensor | None = None
@@ -134,7 +153,38 @@ class EvalCallback(Callback):
 
     # ------------------------------------------------------------------ the work
     def evaluate(self, trainer, pl_module) -> dict[str, float]:
-        """Sample, gather and score; returns the metrics (the same on every rank), {} on error."""
+        """The sample metrics (sample, gather, score) and the likelihood metrics; returns them (the
+        same on every rank) with `seconds`, the evaluation's cost; {} when both failed."""
+        t0 = time.perf_counter()
+        out: dict = {}
+        if any(m in SAMPLE_METRICS for m in self.metrics):
+            out.update(self._sample_metrics(trainer, pl_module))
+        wanted = [m for m in self.metrics if m in LIKELIHOOD_METRICS]
+        if wanted:
+            try:
+                out.update(self._likelihood_metrics(trainer, pl_module, wanted))
+            except Exception as e:  # noqa: BLE001 - evaluation must never stop training
+                rank_zero_warn(f"EvalCallback: likelihood metrics failed this epoch ({type(e).__name__}: {e})")
+        if not out:
+            return {}
+        out["seconds"] = time.perf_counter() - t0
+        self.num_evaluations += 1
+        self.last_metrics = out
+        return out
+
+    def _likelihood_metrics(self, trainer, pl_module, wanted) -> dict:
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        target = from_module(pl_module, datamodule=dm, use_ema=self.use_ema)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.autocast(pl_module.device.type, enabled=False):
+                res = likelihood_metrics(target, wanted, seed=self.seed, device=pl_module.device, **self.likelihood)
+        finally:
+            pl_module.train(was_training)
+        return {k: v for k, v in res.items() if not k.endswith("_seconds")}
+
+    def _sample_metrics(self, trainer, pl_module) -> dict:
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         local, err = None, None
@@ -150,14 +200,15 @@ class EvalCallback(Callback):
         samples = self._gather(trainer, local, rank, world).reshape(-1, *self._real.shape[1:])
         try:
             with torch.autocast(samples.device.type, enabled=False):
-                out = score_samples(samples, self._real, self.metrics, seed=self.seed, num_projections=self.num_projections,
-                                    features=self.features, net=self._net, real_other=self._held)
+                out = score_samples(samples, self._real, [m for m in self.metrics if m in SAMPLE_METRICS], seed=self.seed,
+                                    num_projections=self.num_projections, features=self.features, net=self._net,
+                                    real_other=self._held, datamodule=getattr(trainer, "datamodule", None),
+                                    reference_split=self.reference_split)
         except Exception as e:  # noqa: BLE001
             rank_zero_warn(f"EvalCallback: metrics failed this epoch ({type(e).__name__}: {e})")
             return {}
         out.pop("warnings", None)  # the small-sample warning was given once at construction
-        self.num_evaluations += 1
-        self.last_metrics, self.last_samples = out, samples
+        self.last_samples = samples
         return out
 
     def _prepare(self, trainer, device) -> None:
@@ -167,8 +218,10 @@ class EvalCallback(Callback):
                 dm = getattr(trainer, "datamodule", None) if trainer is not None else None
                 if dm is None:
                     raise ValueError("EvalCallback needs real data: pass real_data=... or train with a datamodule")
-                real = real_examples(dm, self.num_reference, "train")
-                held = held_out_examples(dm, self.num_samples, real.shape[0])  # for the floors; None: see fid_floor
+                real = real_examples(dm, self.num_reference, self.reference_split)
+                # for the floors (None: see fid_floor): real examples outside the reference
+                held = (held_out_examples(dm, self.num_samples, real.shape[0]) if self.reference_split == "train"
+                        else real_examples(dm, self.num_samples, "train"))
                 self._held = held.detach().float().cpu() if held is not None else None
             self._real = real.detach().float().cpu()[: self.num_reference]
         if self._net is None and any(m in FEATURE_METRICS for m in self.metrics):
