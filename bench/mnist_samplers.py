@@ -1,0 +1,202 @@
+"""FID against NFE on a trained MNIST network: our samplers against diffusers' schedulers and k-diffusion's
+samplers, all driven by the same network (the checkpoint's EMA weights) from the same initial noise.
+
+Metric: FID in the MNIST protocol classifier's features (`features=classifier`, docs/evaluation.md) of n
+samples against the 10,000 test images' statistics; the floor is n training images against the same
+statistics. A configuration's score is its mean FID over the prior seeds.
+
+Ours: each deterministic sampler exactly as its `conf/sampler/<name>.yaml` default (grid and options), nothing
+tuned, so no hyper-parameter of ours was chosen on these seeds or this network.
+Peers, given the network's own schedule and the common grid families:
+- diffusers: DDIM, DPMSolverMultistep (2M, 3M), UniPC, Euler, Heun, LMS on the network's own schedule
+  (`trained_betas` with ᾱ_k = sigmoid(λ((k + 1)/1000)), the continuous-SNR schedule it was trained on), and
+  with Karras σ where the scheduler offers it;
+- k-diffusion (tests/kdiffusion_ref.py, its code): euler, heun, lms, dpmpp_2m, dpmpp_3m (η = 0) on Karras
+  (ρ = 7) and exponential σ grids over the network's σ̃ = σ/α range [e^(−λ_max/2), e^(−λ_min/2)].
+A peer's model call at noise (α, σ) evaluates our network at t = t(λ), λ = 2 log(α/σ). Every configuration's
+network evaluations are counted and must not exceed its NFE budget (Heun: 2 N − 1 ≤ budget).
+
+    PYTHONPATH=src python bench/mnist_samplers.py --ckpt runs/mnist/checkpoints/last.ckpt --root data \
+        [--n 2000] [--seeds 0 1] [--nfe 5 10 20] [--out bench/results/mnist_samplers.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import kdiffusion_ref as kd  # noqa: E402
+
+OURS = ("ddim", "dpm_solver", "dpm_solver_3m", "unipc", "lms", "ode_heun")
+DIFFUSERS = ("DDIM", "DPMSolverMultistep", "DPMSolverMultistep-3M", "DPMSolverMultistep-karras", "UniPC",
+             "UniPC-karras", "Euler", "Euler-karras", "Heun", "LMS", "LMS-karras")
+KD = {"euler": kd.sample_euler, "heun": kd.sample_heun, "lms": kd.sample_lms, "dpmpp_2m": kd.sample_dpmpp_2m,
+      "dpmpp_3m": kd.sample_dpmpp_3m_sde}
+CONF = Path(__file__).resolve().parents[1] / "src" / "difflab" / "conf" / "sampler"
+
+
+class Counted:
+    """The network at any VP noise level (α, σ): ε̂ and x̂ from our denoiser at t(λ); counts calls."""
+
+    def __init__(self, target):
+        self.den, self.process, self.calls = target.denoiser, target.process, 0
+        lam = self.process.log_snr(torch.tensor([self.process.t_min, self.process.t_max]))
+        self.lam_max, self.lam_min = float(lam[0]), float(lam[1])
+
+    def at(self, z: torch.Tensor, a: float, s: float):
+        self.calls += 1
+        lam = torch.tensor([2 * math.log(a / s)], dtype=torch.float64).clamp(self.lam_min, self.lam_max)
+        t = self.process.t_from_log_snr(lam).float().clamp(self.process.t_min, self.process.t_max)
+        with torch.no_grad():
+            return self.den(z.float(), t.expand(z.shape[0]))
+
+    def __call__(self, z, t):  # our samplers call the denoiser directly
+        self.calls += 1
+        return self.den(z, t)
+
+
+def ours(model: Counted, name: str, nfe: int, x_T: torch.Tensor):
+    from omegaconf import OmegaConf
+
+    from difflab.evaluation import SamplerChoice
+    from difflab.samplers import sample
+
+    node = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"), resolve=True)
+    node["steps"] = max(1, nfe // 2) if name == "ode_heun" else nfe  # our Heun: 2 evaluations per step
+    choice = SamplerChoice.from_config(node)
+    with torch.no_grad():
+        return sample(model, model.process, tuple(x_T.shape), choice.sampler, choice.steps, x_T=x_T, grid=choice.grid,
+                      **choice.options).samples
+
+
+def diffusers_run(model: Counted, name: str, nfe: int, x_T: torch.Tensor) -> torch.Tensor:
+    import diffusers
+
+    base, _, variant = name.partition("-")
+    lam = model.process.log_snr(torch.arange(1, 1001, dtype=torch.float64) / 1000)
+    ac = torch.sigmoid(lam)
+    betas = 1 - ac / torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
+    kw = dict(num_train_timesteps=1000, trained_betas=betas.tolist())
+    if variant == "karras":
+        kw["use_karras_sigmas"] = True
+    if variant == "3M":
+        kw["solver_order"] = 3
+    cls = {"DDIM": diffusers.DDIMScheduler, "Euler": diffusers.EulerDiscreteScheduler, "Heun": diffusers.HeunDiscreteScheduler,
+           "LMS": diffusers.LMSDiscreteScheduler, "DPMSolverMultistep": diffusers.DPMSolverMultistepScheduler,
+           "UniPC": diffusers.UniPCMultistepScheduler}[base]
+    if base == "DDIM":
+        kw["clip_sample"] = False
+    sch = cls(**kw)
+    sch.set_timesteps((nfe + 1) // 2 if base == "Heun" else nfe)  # Heun: 2 N − 1 evaluations
+    acd = sch.alphas_cumprod.double()
+    z = x_T.clone().float() * float(sch.init_noise_sigma)
+    for k in sch.timesteps:
+        zin = sch.scale_model_input(z, k)
+        if base == "DDIM":
+            a, s = math.sqrt(float(acd[int(k)])), math.sqrt(1 - float(acd[int(k)]))
+        else:  # σ-parameterised: the model input is VP with α = 1/√(1+σ²)
+            sg = float(sch.sigmas[sch.step_index or 0])
+            a, s = 1 / math.sqrt(1 + sg * sg), sg / math.sqrt(1 + sg * sg)
+        z = sch.step(model.at(zin, a, s).eps.float(), k, z).prev_sample
+    return z
+
+
+def kd_run(model: Counted, name: str, grid: str, nfe: int, x_T: torch.Tensor) -> torch.Tensor:
+    n = (nfe + 1) // 2 if name == "heun" else nfe
+    smin, smax = math.exp(-model.lam_max / 2), math.exp(-model.lam_min / 2)
+    sigmas = (kd.get_sigmas_karras if grid == "karras" else kd.get_sigmas_exponential)(n, smin, smax).double()
+    # dpmpp_3m: k-diffusion's 3M SDE sampler at η = 0 (deterministic; the noise sampler is never drawn from)
+    kw = {"eta": 0.0, "noise_sampler": lambda s, sn: torch.zeros_like(x_T, dtype=torch.float64)} if name == "dpmpp_3m" else {}
+
+    def x0(x, sg):  # k-diffusion's denoiser D(x; σ) on x = x₀ + σ ε (VE): our network at z = x/√(1+σ²)
+        s = float(sg.reshape(-1)[0])
+        a = 1 / math.sqrt(1 + s * s)
+        return model.at(x * a, a, s * a).x0.double()
+
+    return KD[name](x0, x_T.double() * sigmas[0], sigmas, disable=True, **kw).float()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--root", required=True, help="MNIST root (holding MNIST/raw)")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20])
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", nargs="*", default=None, help="configuration names to run (default: all)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "mnist_samplers.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from difflab.data import MNISTDataModule
+    from difflab.evaluation import data_classifier, from_checkpoint
+    from difflab.metrics import extract
+    from difflab.metrics.quality import FeatureStats, frechet_distance
+
+    target = from_checkpoint(args.ckpt, data_spec={"_target_": "difflab.data.MNISTDataModule", "root": args.root})
+    dm = MNISTDataModule(root=args.root)
+    clf = data_classifier(dm)
+    test = dm.labelled_images("val")[0]
+    ref = FeatureStats.from_features(extract(clf, test.float() / 127.5 - 1))
+    train = dm.labelled_images("train")[0][: args.n].float() / 127.5 - 1
+    floor = frechet_distance(ref, FeatureStats.from_features(extract(clf, train)))
+    model = Counted(target)
+
+    configs = [("ours", s, None) for s in OURS] + [("diffusers", s, None) for s in DIFFUSERS]
+    configs += [("k-diffusion", s, g) for s in KD for g in ("karras", "exponential")]
+    if args.only:
+        configs = [c for c in configs if c[1] in args.only or f"{c[1]}-{c[2]}" in args.only]
+    res = {"protocol": {"n": args.n, "seeds": args.seeds, "reference": "10k MNIST test images, classifier features",
+                        "floor": floor, "ckpt": args.ckpt}, "runs": []}
+    for nfe in args.nfe:
+        for lib, name, grid in configs:
+            fids, used, t0 = [], 0, time.time()
+            for seed in args.seeds:
+                x_T = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+                outs = []
+                for xb in x_T.split(args.batch):
+                    model.calls = 0
+                    if lib == "ours":
+                        xs = ours(model, name, nfe, xb)
+                    elif lib == "diffusers":
+                        xs = diffusers_run(model, name, nfe, xb)
+                    else:
+                        xs = kd_run(model, name, grid, nfe, xb)
+                    used = max(used, model.calls)
+                    outs.append(xs.clamp(-1, 1))
+                if used > nfe:
+                    raise AssertionError(f"{lib} {name} {grid or ''}: {used} network evaluations for a budget of {nfe}")
+                f = FeatureStats.from_features(extract(clf, torch.cat(outs)))
+                fids.append(frechet_distance(ref, f))
+            row = {"lib": lib, "sampler": name, "grid": grid, "nfe_budget": nfe, "nfe": used, "fid": fids,
+                   "fid_mean": sum(fids) / len(fids), "seconds": round(time.time() - t0, 1)}
+            res["runs"].append(row)
+            print(json.dumps(row), flush=True)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    summarize(res)
+
+
+def summarize(res: dict) -> None:
+    print(f"floor (n training images vs test statistics): {res['protocol']['floor']:.3f}")
+    for nfe in sorted({r["nfe_budget"] for r in res["runs"]}):
+        rows = [r for r in res["runs"] if r["nfe_budget"] == nfe]
+        best = {lib: min((r for r in rows if r["lib"] == lib), key=lambda r: r["fid_mean"], default=None)
+                for lib in ("ours", "diffusers", "k-diffusion")}
+        peer = min((b for k, b in best.items() if k != "ours" and b), key=lambda r: r["fid_mean"], default=None)
+        o = best["ours"]
+        if o and peer:
+            print(f"NFE {nfe}: ours {o['sampler']} {o['fid_mean']:.3f} | best peer {peer['lib']} {peer['sampler']} "
+                  f"{peer['grid'] or ''} {peer['fid_mean']:.3f} | ratio {o['fid_mean'] / peer['fid_mean']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
