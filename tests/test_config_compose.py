@@ -155,7 +155,7 @@ def _image_folder(root: Path, n=8, size=32):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", options("experiment"))
-def test_fast_dev_run_of_every_experiment(name, tmp_path):
+def test_fast_dev_run_of_every_experiment(name, tmp_path, request):
     from difflab.cli.train import train
 
     over = [f"experiment={name}", f"output={tmp_path / 'run'}", "trainer=cpu", "trainer.fast_dev_run=true",
@@ -163,6 +163,8 @@ def test_fast_dev_run_of_every_experiment(name, tmp_path):
     if name.endswith("cifar10") or name.startswith("score_sde"):
         root = _image_folder(tmp_path / "images")
         over += ["data=imagefolder", f"data.root={root}", "data.num_workers=0", *TINY_UNET]
+    elif name.startswith("mnist"):  # the official MNIST (tests/conftest.py's fixture), a narrow UNet
+        over += [f"data.root={request.getfixturevalue('mnist_root')}", "model.ch=8", "trainer.precision=32-true"]
     elif name in ("gmm", "toy2d"):
         over += ["data.num_train=64", "data.num_val=8", "model.hidden=16", "model.depth=1"]
     else:

@@ -2,39 +2,17 @@
 training steps of `experiment=mnist`, sampling, FID/KID in classifier features against the test set
 with their floor, the classifier scores, and bits/dim per 28×28 pixel.
 
-The data come from the official IDX files beside the project (`../shared/data/mnist`, unpacked by
-`../shared/tools/mnist-root`) or from $DIFFLAB_MNIST_ROOT (a directory holding MNIST/raw). Under
-CI=true a missing data set fails these tests; elsewhere they skip.
+The data come from the `mnist_root` fixture (tests/conftest.py): the official IDX files, unpacked
+offline. Under CI=true a missing data set fails these tests; elsewhere they skip.
 """
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
-
-ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT.parent / "shared" / "tools" / "mnist-root"
-
-
-@pytest.fixture(scope="session")
-def mnist_root(tmp_path_factory) -> Path:
-    given = os.environ.get("DIFFLAB_MNIST_ROOT")
-    if given and (Path(given) / "MNIST" / "raw").is_dir():
-        return Path(given)
-    why = f"the official MNIST: {TOOL} is missing (set DIFFLAB_MNIST_ROOT to a directory holding MNIST/raw)"
-    if TOOL.is_file():
-        root = tmp_path_factory.mktemp("mnist")
-        r = subprocess.run(["bash", str(TOOL), str(root)], capture_output=True, text=True)
-        if r.returncode == 0:
-            return root
-        why = f"the official MNIST: {TOOL} failed: {r.stderr.strip()[-300:]}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(why)
-    pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
