@@ -25,7 +25,7 @@ import yaml
 
 #: metric keys that are bookkeeping, not results
 SKIP_SUFFIXES = ("_se", "_seconds")
-SKIP_KEYS = ("data_shape", "warnings", "weights_true")
+SKIP_KEYS = ("data_shape", "warnings", "weights_true", "provenance")
 MARKERS = ("config.yaml", "metrics.json", "sample.json", "logs/metrics.csv", ".hydra/overrides.yaml")
 
 

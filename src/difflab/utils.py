@@ -14,6 +14,8 @@
 - `quiet_console()`: Lightning's and torch's messages that are advertisement or wrong for difflab
   silenced, each by its own message pattern (every other warning still shows).
 - `RunLock(dir)`: an exclusive lock on a run directory, its `.lock` file removed when the run ends.
+- `provenance(cfg, ckpt_path)`: where a result came from (checkpoint and its SHA-256, resolved
+  config, difflab version, git commit), the `provenance` entry of sample.json and metrics.json.
 """
 from __future__ import annotations
 
@@ -245,6 +247,72 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the git checkout difflab is imported from (once per process), None when it
+    is not one (an installed wheel, no git, a checkout without commits)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    if "site-packages" in here.parts or "dist-packages" in here.parts:
+        return None  # installed: a git repository around the environment is someone else's
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = r.stdout.strip()
+    return commit if r.returncode == 0 and len(commit) >= 40 else None
+
+
+def difflab_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("difflab")
+    except PackageNotFoundError:
+        return None
+
+
+def checkpoint_hparams(path: str | os.PathLike) -> dict | None:
+    """A checkpoint's `hyper_parameters` (the model, process, parameterization, loss and data it
+    was trained with), read memory-mapped (the weights are not loaded); None when unreadable."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - provenance is a record, not a check (the checkpoint was read before)
+        return None
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, Mapping) else None
+    return plain(hp) if isinstance(hp, Mapping) else None
+
+
+def provenance(cfg: Any = None, ckpt_path: str | os.PathLike | None = None, **settings: Any) -> dict:
+    """Where a result came from, stored under "provenance" in sample.json and metrics.json: the
+    checkpoint (absolute path, SHA-256 and the hyper-parameters it was trained with; None for an
+    exact model), the command's resolved config as plain containers (with a checkpoint, its own
+    model, process and data replace the config's: see checkpoint_hparams), the difflab version and
+    the git commit (None where unknown). `settings` replace config keys whose resolved value is
+    not what the run used (output=<the run's directory>: a timestamp resolves anew)."""
+    config = plain(cfg) if cfg is not None else None
+    if isinstance(config, dict):
+        config.update(settings)
+    ckpt = Path(ckpt_path).resolve() if ckpt_path else None
+    return {"checkpoint": str(ckpt) if ckpt else None, "checkpoint_sha256": sha256_file(ckpt) if ckpt else None,
+            "checkpoint_hparams": checkpoint_hparams(ckpt) if ckpt else None,
+            "config": config, "difflab_version": difflab_version(), "git_commit": git_commit()}
 
 
 class RunLock:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils import save_npz, write_json
+from ..utils import provenance, quiet_console, save_npz, write_json
 from .common import UsageError
 
 PROG = "difflab-demo"
@@ -172,6 +172,7 @@ def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str 
         "num_samples": num_samples, "sampler": sampler, "nfe": int(nfe), "steps_trained": int(trainer.global_step),
         "train_seconds": round(train_s, 1), "sample_seconds": round(sample_s, 1),
     }
+    metrics["provenance"] = provenance(cfg, out / "checkpoints" / "last.ckpt", output=str(out))
     write_json(out / "metrics.json", metrics)
     save_npz(out / "samples.npz", samples=samples.numpy(), nfe=nfe)
     save_grid(samples, out / "samples.png")
@@ -210,6 +211,7 @@ Files: `metrics.json`, `samples.npz`, `checkpoints/last.ckpt` (sample more with
 def main(argv: list[str] | None = None) -> None:
     from hydra.errors import HydraException
 
+    quiet_console()
     try:
         out, overrides = parse_args(sys.argv[1:] if argv is None else argv)
         metrics = demo(out, overrides)

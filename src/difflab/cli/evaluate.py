@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..evaluation import METRICS, SAMPLE_METRICS, SamplerChoice, evaluate, options
-from ..utils import RunLock, save_npz, write_json
+from ..utils import RunLock, provenance, save_npz, write_json
 from .common import UsageError, build_target, refuse_existing, hydra_entry, resolve_device, set_threads, user_chose
 
 _user_chose = user_chose  # module-level, so tests can pretend data= was typed
@@ -64,6 +64,7 @@ def run(cfg, output_dir: Path) -> dict:
             raise UsageError(str(e)) from e
         for w in out.get("warnings", []):
             print(f"difflab-eval: warning: {w}")
+        out["provenance"] = provenance(cfg, cfg.get("ckpt_path"), output=str(output_dir))
         write_json(Path(output_dir) / "metrics.json", out)
         if samples is not None and given is None and bool(cfg.get("save_samples", True)) and any(m in SAMPLE_METRICS for m in metrics):
             save_npz(Path(output_dir) / "samples.npz", samples=samples.numpy(), nfe=out.get("nfe") or 0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils import save_npz, write_json
+from ..utils import provenance, save_npz, write_json
 from .common import UsageError, resolve_device
 
 
@@ -49,12 +49,14 @@ def evaluate_at_end(cfg, out: Path) -> dict | None:
         return None
     e = cfg.evaluation
     device = resolve_device(cfg.get("device"))
-    target = from_checkpoint(out / "checkpoints" / "last.ckpt", device=device)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    target = from_checkpoint(ckpt, device=device)
     likelihood, sampling = options(e, SamplerChoice.from_config(cfg.sampler))
     try:
         result, samples = evaluate(target, metrics, seed=int(cfg.seed), likelihood=likelihood, sampling=sampling, device=device)
     except ValueError as err:
         raise UsageError(f"eval_at_end: {err}") from err
+    result["provenance"] = provenance(cfg, ckpt, output=str(out))
     write_json(out / "metrics.json", result)
     if samples is not None and any(m in SAMPLE_METRICS for m in metrics):
         save_npz(out / "samples.npz", samples=samples.numpy(), nfe=result.get("nfe") or 0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..evaluation import PRECISIONS, SamplerChoice, draw_samples
-from ..utils import RunLock, save_npz, write_json
+from ..utils import RunLock, provenance, save_npz, write_json, write_text
 from .common import UsageError, build_target, refuse_existing, hydra_entry, resolve_device, set_threads, user_chose
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -44,6 +44,8 @@ def check_options(cfg) -> SamplerChoice:
 
 @hydra_entry("sample", "difflab-sample")
 def main(cfg, output_dir: Path) -> None:
+    from omegaconf import OmegaConf
+
     from ..plotting import save_image_grid, scatter_compare
 
     check_source(cfg)
@@ -65,8 +67,10 @@ def main(cfg, output_dir: Path) -> None:
         if samples.ndim == 2 and samples.shape[1] == 2 and target.mixture is not None:
             ref = target.real(len(samples), int(cfg.seed) + 1)
             scatter_compare(samples, ref.cpu(), output_dir / "scatter.png", title=f"{sampler.name}, {sampler.steps} steps, NFE {nfe}")
+        origin = provenance(cfg, cfg.get("ckpt_path"), output=str(output_dir))
+        write_text(output_dir / "config.yaml", OmegaConf.to_yaml(origin["config"]))
         write_json(output_dir / "sample.json", {"sampler": sampler.name, "steps": sampler.steps, "nfe": nfe, "num_samples": len(samples),
-                                                "shape": list(samples.shape), "seed": int(cfg.seed)})
+                                                "shape": list(samples.shape), "seed": int(cfg.seed), "provenance": origin})
     print(f"difflab-sample: {len(samples)} samples, NFE {nfe} -> {output_dir / 'samples.npz'}")
 
 
