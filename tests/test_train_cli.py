@@ -70,3 +70,16 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, cap
     lines = [l for l in err.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("difflab-train: error: "), err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_without_output_each_run_gets_its_own_timestamped_directory(tmp_path, monkeypatch):
+    """No output=: runs/<date_time with microseconds> under the working directory, one per run (the
+    default once resolved to null and Hydra refused it: the README's first train command failed)."""
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(monkeypatch, "trainer.max_steps=2", *TINY) == 0
+    assert run_cli(monkeypatch, "trainer.max_steps=2", *TINY) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all(re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", r.name) for r in runs)
+    assert all((r / "checkpoints" / "last.ckpt").is_file() and (r / "config.yaml").is_file() for r in runs)

@@ -112,10 +112,21 @@ def job_dirname(overrides: str) -> str:
     return overrides
 
 
+def run_dir(resume) -> str:
+    """`output`'s default: the run being resumed (`resume=DIR`), else runs/<timestamp with
+    microseconds>. (`${oc.select:resume,...}` returned the null of an unset `resume`, and Hydra
+    refused a null run directory.)"""
+    from datetime import datetime
+
+    return str(resume) if resume is not None else f"runs/{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+
+
 def _register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("difflab.job_dir", job_dirname, replace=True)
+    # cached: every ${output} of one config (hydra.run.dir, hydra.sweep.dir, output) is the same timestamp
+    OmegaConf.register_new_resolver("difflab.run_dir", run_dir, replace=True, use_cache=True)
 
 
 _register_resolvers()  # also where a launcher (submitit, SLURM) unpickles a job: it imports this module
