@@ -109,3 +109,15 @@ def test_sample_json_and_every_metrics_json_record_their_provenance(tmp_path):
     p = written["provenance"]
     assert p["checkpoint_sha256"] == _sha(ckpt) and p["config"]["metrics"] == ["swd"] and p["config"]["output"] == str(e)
     _check_code(p)
+
+
+def test_provenance_of_a_config_with_an_unresolvable_unused_node():
+    """difflab-eval ckpt_path=... data=mnist: the unused oracle's ${data.means} cannot resolve; the
+    provenance keeps that node unresolved and resolves the rest, instead of failing after the work."""
+    from omegaconf import OmegaConf
+
+    from difflab.utils import provenance
+
+    cfg = OmegaConf.create({"data": {"root": "d", "n": "${seed}"}, "model": {"means": "${data.means}"}, "seed": 3})
+    p = provenance(cfg)
+    assert p["config"]["data"] == {"root": "d", "n": 3} and p["config"]["model"] == {"means": "${data.means}"}

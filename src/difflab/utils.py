@@ -299,6 +299,25 @@ def checkpoint_hparams(path: str | os.PathLike) -> dict | None:
     return plain(hp) if isinstance(hp, Mapping) else None
 
 
+def _resolved(cfg: Any) -> Any:
+    """`plain(cfg)`, or, where a node cannot be resolved (an unused group's interpolation, e.g. the
+    oracle's ${data.means} under data=mnist with a checkpoint), each top-level node resolved on its
+    own and the ones that fail kept unresolved: provenance never costs a result."""
+    try:
+        return plain(cfg)
+    except Exception:  # noqa: BLE001 - omegaconf's interpolation errors
+        from omegaconf import OmegaConf
+
+        raw = OmegaConf.to_container(cfg, resolve=False)
+        out = {}
+        for key in raw:
+            try:
+                out[key] = plain(cfg[key])
+            except Exception:  # noqa: BLE001
+                out[key] = raw[key]
+        return out
+
+
 def provenance(cfg: Any = None, ckpt_path: str | os.PathLike | None = None, **settings: Any) -> dict:
     """Where a result came from, stored under "provenance" in sample.json and metrics.json: the
     checkpoint (absolute path, SHA-256 and the hyper-parameters it was trained with; None for an
@@ -306,7 +325,7 @@ def provenance(cfg: Any = None, ckpt_path: str | os.PathLike | None = None, **se
     model, process and data replace the config's: see checkpoint_hparams), the difflab version and
     the git commit (None where unknown). `settings` replace config keys whose resolved value is
     not what the run used (output=<the run's directory>: a timestamp resolves anew)."""
-    config = plain(cfg) if cfg is not None else None
+    config = _resolved(cfg) if cfg is not None else None
     if isinstance(config, dict):
         config.update(settings)
     ckpt = Path(ckpt_path).resolve() if ckpt_path else None
