@@ -123,6 +123,7 @@ class EvalCallback(Callback):
             raise ValueError(f"EvalCallback: reference_split must be train or val, got {reference_split!r}")
         self.reference_split = reference_split
         self.num_evaluations = 0
+        self.last_seconds = 0.0
         self.last_metrics: dict[str, float] = {}
         self.last_samples: Tensor | None = None
         self._real: Tensor | None = None
@@ -147,6 +148,8 @@ class EvalCallback(Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
         metrics = self.evaluate(trainer, pl_module)
+        if metrics:
+            metrics = {**metrics, "seconds": self.last_seconds}
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 pl_module.log(self.prefix + k, float(v), rank_zero_only=True, on_epoch=True, on_step=False)
@@ -167,7 +170,7 @@ class EvalCallback(Callback):
                 rank_zero_warn(f"EvalCallback: likelihood metrics failed this epoch ({type(e).__name__}: {e})")
         if not out:
             return {}
-        out["seconds"] = time.perf_counter() - t0
+        self.last_seconds = time.perf_counter() - t0  # logged as <prefix>seconds, kept out of the metrics
         self.num_evaluations += 1
         self.last_metrics = out
         return out

@@ -212,7 +212,7 @@ def _fit(cfg, out: Path):
     trainer = instantiate(cfg.trainer, "trainer", logger=logger, callbacks=callbacks, default_root_dir=str(out),
                           enable_checkpointing=False)
     if not secondary_process():
-        print(f"difflab-train: {model_line(module)}", file=sys.stderr)
+        print(f"  {model_line(module)}", file=sys.stderr)  # not a "difflab-train:" line: those are events and errors
     if not (out / "config.yaml").exists():
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     start_run(logger, OmegaConf.to_container(cfg, resolve=True), module)
