@@ -73,6 +73,21 @@ def make_callback(**kw):
         return EvalCallback(**opts)
 
 
+def gmm_diffusion_module():
+    """The training module on the test mixture: a small MLP, VP-SDE, ε-prediction, EMA 0.9."""
+    from difflab.lit_module import DiffusionModule
+
+    return DiffusionModule(
+        model={"_target_": "difflab.models.MLP", "dim": 2, "hidden": 32, "depth": 2, "emb_dim": 16},
+        process={"_target_": "difflab.processes.VPSDE"},
+        parameterization={"_target_": "difflab.parameterizations.Epsilon"},
+        loss={"_target_": "difflab.losses.DiffusionLoss", "weighting": "simple", "time_sampling": "uniform"},
+        data_shape=(2,), data_config={"_target_": "difflab.data.GMMDataModule", "means": MEANS, "stds": STDS,
+                                      "weights": WEIGHTS},
+        denoiser={"conditioning": "log_snr"}, optim={"lr": 1e-2}, ema={"decay": 0.9, "warmup": False},
+    )
+
+
 def fit(cb, tmp_path, **trainer_kw):
     opts = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                 enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
@@ -176,17 +191,9 @@ def test_bad_options():
 def test_with_the_real_diffusion_module(tmp_path):
     """The training module (EMA denoiser, real data from its datamodule) plugs in as is."""
     from difflab.data import GMMDataModule
-    from difflab.lit_module import DiffusionModule
 
     mix = dict(means=MEANS, stds=STDS, weights=WEIGHTS)
-    module = DiffusionModule(
-        model={"_target_": "difflab.models.MLP", "dim": 2, "hidden": 32, "depth": 2, "emb_dim": 16},
-        process={"_target_": "difflab.processes.VPSDE"},
-        parameterization={"_target_": "difflab.parameterizations.Epsilon"},
-        loss={"_target_": "difflab.losses.DiffusionLoss", "weighting": "simple", "time_sampling": "uniform"},
-        data_shape=(2,), data_config={"_target_": "difflab.data.GMMDataModule", **mix},
-        denoiser={"conditioning": "log_snr"}, optim={"lr": 1e-2}, ema={"decay": 0.9, "warmup": False},
-    )
+    module = gmm_diffusion_module()
     cb = make_callback(real_data=None, sample_fn=None, metrics=("swd",), steps=5, num_samples=128, num_reference=256)
     trainer = L.Trainer(callbacks=[cb], max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
@@ -242,17 +249,9 @@ def test_likelihood_metrics_are_difflab_evals_numbers_with_their_cost(tmp_path):
     evaluation's cost `eval/seconds`."""
     from difflab.data import GMMDataModule
     from difflab.evaluation import from_module, likelihood_metrics
-    from difflab.lit_module import DiffusionModule
 
     mix = dict(means=MEANS, stds=STDS, weights=WEIGHTS)
-    module = DiffusionModule(
-        model={"_target_": "difflab.models.MLP", "dim": 2, "hidden": 32, "depth": 2, "emb_dim": 16},
-        process={"_target_": "difflab.processes.VPSDE"},
-        parameterization={"_target_": "difflab.parameterizations.Epsilon"},
-        loss={"_target_": "difflab.losses.DiffusionLoss", "weighting": "simple", "time_sampling": "uniform"},
-        data_shape=(2,), data_config={"_target_": "difflab.data.GMMDataModule", **mix},
-        denoiser={"conditioning": "log_snr"}, optim={"lr": 1e-2}, ema={"decay": 0.9, "warmup": False},
-    )
+    module = gmm_diffusion_module()
     opts = dict(mc_samples=20000, mc_batch_size=5000)
     cb = make_callback(real_data=None, sample_fn=None, metrics=("nll_elbo",), likelihood=opts)
     trainer = L.Trainer(callbacks=[cb], max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,

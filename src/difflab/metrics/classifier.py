@@ -16,7 +16,6 @@ import hashlib
 import math
 import os
 import time
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -80,7 +79,7 @@ def train_classifier(x: Tensor, labels: Tensor, *, epochs: int = 4, batch_size: 
     (uint8 or float in [−1, 1]). Deterministic for a seed: fixed initialisation and batch order,
     one CPU thread-independent optimiser (Adam, cosine lr decay over all steps). The cache key is
     a hash of the images, labels and these options (`$DIFFLAB_CACHE/features/classifier-<hash>.pt`)."""
-    from .features import cache_dir
+    from .features import cached_net_path, load_cached_net, save_cached_net
 
     x, labels = x.detach().cpu(), torch.as_tensor(labels).detach().cpu().long()
     if x.ndim != 4 or x.shape[-1] != x.shape[-2] or x.shape[0] != labels.shape[0]:
@@ -88,15 +87,10 @@ def train_classifier(x: Tensor, labels: Tensor, *, epochs: int = 4, batch_size: 
                          f"{tuple(labels.shape)}")
     num_classes = int(labels.max()) + 1
     extra = f"e{epochs}-b{batch_size}-lr{lr}-s{seed}-w{width}-f{num_features}-c{num_classes}"
-    path = None
-    if cache:
-        root = cache_dir() if cache is True else Path(cache)
-        path = root / "features" / f"classifier-{_fingerprint(x, labels, extra)}.pt"
-        if path.is_file():
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            net = ConvClassifier(**blob["config"])
-            net.load_state_dict(blob["state"])
-            return net.eval()
+    path = cached_net_path(cache, f"classifier-{_fingerprint(x, labels, extra)}") if cache else None
+    cached = load_cached_net(path, ConvClassifier)
+    if cached is not None:
+        return cached
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = ConvClassifier(x.shape[1], x.shape[-1], num_classes, width, num_features)
@@ -105,7 +99,7 @@ def train_classifier(x: Tensor, labels: Tensor, *, epochs: int = 4, batch_size: 
     total = epochs * steps_per_epoch
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    t0, step = time.time(), 0
+    t0 = time.time()
     if progress:
         print(f"classifier features: training a {sum(p.numel() for p in net.parameters()) / 1e3:.0f}k-parameter "
               f"classifier on {x.shape[0]} labelled images ({epochs} epochs, ~{total} steps; cached for reuse)", flush=True)
@@ -119,16 +113,11 @@ def train_classifier(x: Tensor, labels: Tensor, *, epochs: int = 4, batch_size: 
             loss.backward()
             opt.step()
             sched.step()
-            step += 1
         if progress:
             print(f"classifier features: epoch {epoch + 1}/{epochs}  loss {float(loss.detach()):.4f}  "
                   f"{time.time() - t0:.0f}s", flush=True)
     net.eval()
-    if path is not None:
-        from ..utils import atomic_write
-
-        with atomic_write(path, "wb") as f:  # DDP ranks may write the same file at once
-            torch.save({"config": net.config, "state": net.state_dict()}, f)
+    save_cached_net(path, net.config, net)
     return net
 
 

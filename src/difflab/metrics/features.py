@@ -130,6 +130,33 @@ class LearnedFeatures(nn.Module):
             return self.head(self._h(x)).float()
 
 
+def cached_net_path(cache: bool | str | os.PathLike, name: str) -> Path | None:
+    """<cache>/features/<name>.pt (cache=True: `cache_dir()`), or None when caching is off."""
+    if not cache:
+        return None
+    return (cache_dir() if cache is True else Path(cache)) / "features" / f"{name}.pt"
+
+
+def load_cached_net(path: Path | None, cls):
+    """The network of class `cls` saved at `path` by `save_cached_net` (in eval mode), or None."""
+    if path is None or not path.is_file():
+        return None
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    net = cls(**blob["config"])
+    net.load_state_dict(blob["state"])
+    return net.eval()
+
+
+def save_cached_net(path: Path | None, config: dict, net: nn.Module) -> None:
+    """Save a network's constructor config and weights atomically (DDP ranks may write the same file at once)."""
+    if path is None:
+        return
+    from ..utils import atomic_write
+
+    with atomic_write(path, "wb") as f:
+        torch.save({"config": config, "state": net.state_dict()}, f)
+
+
 def _data_hash(x: Tensor, labels: Tensor | None, extra: str) -> str:
     h = hashlib.sha1()
     h.update(x.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
@@ -159,15 +186,10 @@ def train_feature_net(
     """
     x = x.detach().reshape(x.shape[0], -1).float().cpu()
     extra = f"k{num_clusters}-s{steps}-b{batch_size}-h{hidden}-f{num_features}-seed{seed}"
-    path = None
-    if cache:
-        root = cache_dir() if cache is True else Path(cache)
-        path = root / "features" / f"learned-{_data_hash(x, labels, extra)}.pt"
-        if path.is_file():
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            net = LearnedFeatures(**blob["config"])
-            net.load_state_dict(blob["state"])
-            return net.eval()
+    path = cached_net_path(cache, f"learned-{_data_hash(x, labels, extra)}") if cache else None
+    cached = load_cached_net(path, LearnedFeatures)
+    if cached is not None:
+        return cached
     g = torch.Generator().manual_seed(seed)
     if labels is None:
         from sklearn.cluster import KMeans
@@ -191,12 +213,7 @@ def train_feature_net(
         loss.backward()
         opt.step()
     net.eval()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cfg = dict(in_dim=net.in_dim, num_classes=net.num_classes, hidden=hidden, num_features=num_features)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # DDP ranks may write the same file at once
-        torch.save({"config": cfg, "state": net.state_dict()}, tmp)
-        tmp.replace(path)
+    save_cached_net(path, dict(in_dim=net.in_dim, num_classes=net.num_classes, hidden=hidden, num_features=num_features), net)
     return net
 
 
