@@ -1,10 +1,9 @@
 """A study end to end (issue 13): a 2x2 multirun over schedule x weighting on continuous-SNR
 (the gmm recipe, a few hundred steps) with eval_at_end; every job has its own directory named
 after its overrides and its metrics.json; difflab-report builds the table and plots; rerunning
-the same command skips every finished job in a tenth of the time."""
+the same command skips every finished job without building a trainer or recomputing a metric."""
 import json
 import sys
-import time
 
 import pytest
 import yaml
@@ -33,9 +32,7 @@ def test_schedule_by_weighting_study(tmp_path, monkeypatch):
             "trainer.max_steps=300", "trainer.val_check_interval=100", "data.num_train=4096", "threads=1",
             "eval_at_end=[nll_elbo,swd]", "evaluation.mc_samples=400000", "evaluation.num_samples=512", "sampler.steps=10",
             f"output={out}"]
-    t0 = time.perf_counter()
     assert run_main(train, argv, monkeypatch) == 0
-    first = time.perf_counter() - t0
     jobs = sorted(d for d in out.iterdir() if d.is_dir())
     assert len(jobs) == 4
     seen = set()
@@ -54,9 +51,14 @@ def test_schedule_by_weighting_study(tmp_path, monkeypatch):
     assert "schedule" in table and "weighting" in table and "nll_elbo" in table and "±" in table
     assert (out / "loss_curves.png").is_file()
 
-    before = {j: (j / "metrics.json").stat().st_mtime_ns for j in jobs}
-    t0 = time.perf_counter()
+    # The rerun: a skipped job builds no Trainer (a wall-clock ratio here failed under CI load,
+    # so the test asserts the behaviour instead: no fit, no file of any job rewritten).
+    import lightning
+
+    def no_fit(*a, **k):
+        raise AssertionError("a finished job was trained again")
+
+    monkeypatch.setattr(lightning.Trainer, "fit", no_fit)
+    before = {f: f.stat().st_mtime_ns for j in jobs for f in j.rglob("*") if f.is_file()}
     assert run_main(train, argv, monkeypatch) == 0
-    again = time.perf_counter() - t0
-    assert {j: (j / "metrics.json").stat().st_mtime_ns for j in jobs} == before  # nothing recomputed
-    assert again < 0.1 * first, (again, first)
+    assert {f: f.stat().st_mtime_ns for j in jobs for f in j.rglob("*") if f.is_file()} == before  # nothing recomputed
