@@ -23,6 +23,13 @@ CASES = [
     ("sample", ["model=oracle", "sampler.stepz=3"], "did you mean sampler.steps?"),
     ("sample", ["model=oracle", "+sampler.temperature=2"], "has no option temperature"),
     ("eval", ["mc_sample=10"], "did you mean mc_samples?"),
+    # a key added with + (or ++) that nothing reads: Hydra's own advice for a key not in the config
+    ("train", ["max_steps=100"], "is not in struct; did you mean trainer.max_steps?"),  # and not Hydra's "+max_steps"
+    ("train", ["+max_steps=100"], "nothing reads max_steps; did you mean trainer.max_steps=100?"),
+    ("train", ["++max_steps=100"], "nothing reads max_steps; did you mean trainer.max_steps=100?"),
+    ("train", ["+ema.decy=0.9"], "nothing reads ema.decy; did you mean ema.decay=0.9?"),
+    ("train", ["+lr=0.1"], "nothing reads lr; did you mean optim.lr=0.1?"),
+    ("eval", ["+evaluation.num_samples=8"], "nothing reads evaluation.num_samples; did you mean num_samples=8?"),
     # wrong type
     ("train", ["trainer.max_steps=abc"], "trainer.max_steps=abc: expected an integer"),
     ("train", ["optim.lr=abc"], "optim.lr=abc: expected a number"),
@@ -67,6 +74,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch
     assert code == 2, err[-2000:]
     assert len(lines) == 1 and lines[0].startswith(f"difflab-{prog}: error: "), err[-2000:]
     assert expect in lines[0], lines[0]
+    assert "To append to your config" not in lines[0]  # Hydra's advice adds a key nothing reads
     assert "Traceback" not in err
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
 

@@ -169,6 +169,9 @@ def check_override_types(cfg, config_name: str) -> None:
     except Exception:  # noqa: BLE001 - the real composition succeeded; nothing to compare with
         return
     for o in dotted:
+        if o.startswith("+"):
+            check_added_key(base, *o.lstrip("+").split("=", 1))
+    for o in dotted:
         key, _, value = o.lstrip("+").partition("=")
         default = OmegaConf.select(base, key, default=None, throw_on_resolution_failure=False)
         new = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
@@ -184,6 +187,57 @@ def check_override_types(cfg, config_name: str) -> None:
             continue
         if not ok:
             raise UsageError(f"{key}={value}: expected {kind} (default {default})")
+
+
+# config nodes handed whole to a constructor or a sampler, which refuse an option they do not take
+_OPEN_NODES = ("trainer", "sampler")
+
+
+def _leaf_keys(node: dict, prefix: str = "") -> list[str]:
+    """Every leaf's dotted key of a plain container (Hydra's own node left out)."""
+    keys = []
+    for k, v in node.items():
+        if prefix or str(k) not in ("hydra", "_target_"):
+            keys += _leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return keys
+
+
+def suggest_key(base, key: str) -> str | None:
+    """The config key a user probably meant by `key`: one with the same last part (the shortest),
+    else the closest dotted key, else the closest last part."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    keys = _leaf_keys(OmegaConf.to_container(base, resolve=False))
+    leaf = key.rpartition(".")[2]
+    same = sorted((k for k in keys if k.rpartition(".")[2] == leaf and k != key), key=len)
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    leaves = difflib.get_close_matches(leaf, [k.rpartition(".")[2] for k in keys], n=1, cutoff=0.75)
+    return next((k for k in keys if leaves and k.rpartition(".")[2] == leaves[0]), None)
+
+
+def check_added_key(base, key: str, value: str) -> None:
+    """`+key=value` (or `++`) adds a key to the config; one that no part of difflab reads would be
+    silently ignored (Hydra's advice for `max_steps=100` is `+max_steps=100`, which trains with its
+    default). Allowed only inside a node handed whole to a constructor (one with `_target_`, the
+    trainer, the sampler), which refuses an option it does not take; else refused with the key
+    the user probably meant."""
+    from omegaconf import OmegaConf
+
+    parent = key.rpartition(".")[0]
+    node = OmegaConf.select(base, parent, default=None, throw_on_resolution_failure=False) if parent else base
+    if OmegaConf.select(base, key, default=None, throw_on_resolution_failure=False) is not None:
+        return
+    if parent and OmegaConf.is_dict(node) and ("_target_" in node or parent.split(".")[0] in _OPEN_NODES):
+        return
+    close = suggest_key(base, key)
+    hint = f"; did you mean {close}={value}?" if close else "; `--cfg job` lists the keys"
+    raise UsageError(f"+{key}={value}: nothing reads {key}{hint}")
 
 
 def did_you_mean(text: str, config_name: str) -> str:
@@ -207,7 +261,10 @@ def did_you_mean(text: str, config_name: str) -> str:
     except Exception:  # noqa: BLE001 - a suggestion is optional
         return ""
     close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.6)
-    return f"; did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
+    if close:
+        return f"; did you mean {parent + '.' if parent else ''}{close[0]}?"
+    other = suggest_key(cfg, key)  # a key of another node: max_steps -> trainer.max_steps
+    return f"; did you mean {other}?" if other else ""
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -226,7 +283,7 @@ def one_line(text: str) -> str:
     options: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
-        if not line or "HYDRA_FULL_ERROR" in line or line.startswith(("full_key:", "object_type=")):
+        if not line or "HYDRA_FULL_ERROR" in line or line.startswith(("full_key:", "object_type=", "To append to your config")):
             continue
         if line.startswith("Config search path"):
             break
