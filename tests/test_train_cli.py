@@ -83,3 +83,23 @@ def test_without_output_each_run_gets_its_own_timestamped_directory(tmp_path, mo
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 2 and all(re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", r.name) for r in runs)
     assert all((r / "checkpoints" / "last.ckpt").is_file() and (r / "config.yaml").is_file() for r in runs)
+
+
+def test_a_run_directory_belongs_to_one_config(tmp_path, monkeypatch, capsys):
+    """Another recipe trained into an existing run (output= + ckpt_path= of a toy2d run with
+    experiment=gmm) is refused in one line naming the differing keys, data included, and nothing
+    is written; resume=<run> with key=value overrides continues the run."""
+    out = tmp_path / "toy"
+    small = ["trainer.max_steps=2", "trainer.val_check_interval=2", "logger=csv", "callbacks=none",
+             "+trainer.enable_progress_bar=false", "threads=1"]
+    assert run_cli(monkeypatch, "experiment=toy2d", f"output={out}", *small) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    code = run_cli(monkeypatch, "experiment=gmm", f"output={out}", f"ckpt_path={out}/checkpoints/last.ckpt", *small)
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip() and not ln.startswith("  ")]
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("difflab-train: error: ") and "data." in err[0] and f"resume={out}" in err[0], err[0]
+    assert snapshot(out) == before
+
+    assert run_cli(monkeypatch, f"resume={out}", "trainer.max_steps=4") == 0
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4

@@ -38,6 +38,39 @@ def rerun_state(cfg, out: Path) -> str:
     return "resume"
 
 
+def _flat(node, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (node.items() if isinstance(node, dict) else ()):
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def check_same_run_config(cfg, out: Path, resume_keys) -> None:
+    """A run directory belongs to one config. Training into one that holds another run's config.yaml
+    (output= + ckpt_path=, or a rerun -m job) with group choices (experiment=, data=, model=...) that
+    compose a different config is refused, naming the differing keys; key=value overrides
+    (trainer.max_steps=...) are what a continued run may change. A command of key=value overrides
+    alone (resume=<dir> trainer.max_steps=...) continues the run with its own config.yaml."""
+    import yaml
+
+    from ..utils import _resolved
+    from .common import _group_overrides, task_overrides
+
+    saved_path = out / "config.yaml"
+    overrides = [o for o in task_overrides() if not o.startswith("hydra")]
+    if not saved_path.is_file() or not _group_overrides(overrides):
+        return
+    changed = {o.lstrip("+~").partition("=")[0] for o in overrides} - {g.lstrip("+").partition("=")[0] for g in _group_overrides(overrides)}
+    skip = tuple(changed) + tuple(resume_keys) + ("hydra",)
+    now, saved = _flat(_resolved(cfg)), _flat(yaml.safe_load(saved_path.read_text()) or {})
+    diff = sorted(k for k in now.keys() | saved.keys()
+                  if now.get(k) != saved.get(k) and not any(k == s or k.startswith(s + ".") for s in skip))
+    if diff:
+        more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+        raise UsageError(f"{out} holds a run of another config ({', '.join(diff[:6])}{more} differ); choose a new output=, "
+                         f"or continue that run with resume={out} and key=value overrides")
+
+
 def evaluate_at_end(cfg, out: Path) -> dict | None:
     """difflab-eval's metrics for the EMA weights of the run's final last.ckpt (what difflab-eval
     ckpt_path=<out>/checkpoints/last.ckpt reads, also after ddp_spawn) → <out>/metrics.json

@@ -21,7 +21,7 @@ from ..callbacks.checkpoint import Interrupted, SaveLast
 from ..loggers import end_run, start_run
 from ..utils import RunLock, write_text
 from .common import UsageError, hydra_entry, instantiate, plain, set_threads, task_overrides
-from .jobs import check_eval_at_end, evaluate_at_end, in_multirun, rerun_state
+from .jobs import check_eval_at_end, check_same_run_config, evaluate_at_end, in_multirun, rerun_state
 
 
 def build_datamodule(cfg):
@@ -179,6 +179,8 @@ def _fit(cfg, out: Path):
     from omegaconf import OmegaConf
 
     state = rerun_state(cfg, out)
+    if state != "new" or cfg.get("ckpt_path") or cfg.get("resume"):
+        check_same_run_config(cfg, out, RESUME_KEYS)
     if state == "done":
         print(f"difflab-train: {out} already finished (metrics.json / final checkpoint): skipped", file=sys.stderr)
         return None, None, None
