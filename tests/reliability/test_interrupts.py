@@ -2,7 +2,9 @@
 the current step and exit 128 + signal; SIGKILL loses only the steps since the last periodic
 checkpoint. Resuming with the one documented command (resume=<run dir>) then ends bit-identical
 to an uninterrupted run: weights, EMA with its update count, optimiser, LR schedule, step, and
-the logged rows. Kill points are random; DIFFLAB_FAULT_REPEATS sets how many per signal."""
+the logged rows. Kill points are drawn uniformly over the whole run (the signal is sent once
+the run's own checkpoint has passed the drawn step), and the resume must start from the step the
+interrupted run saved; DIFFLAB_FAULT_REPEATS sets how many per signal."""
 import csv
 import random
 import signal
@@ -53,12 +55,26 @@ def reference(tmp_path_factory):
     return out
 
 
+def saved_step(path) -> int:
+    """The step of a last.ckpt (written atomically: a reader sees the old or the new file)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def wait_for_step(path, proc, step: int, timeout: float = 120) -> None:
+    """Until the run's checkpoint holds `step` or later (or the run has ended)."""
+    t0 = time.time()
+    while proc.poll() is None and saved_step(path) < step:
+        assert time.time() - t0 < timeout, f"step {step} not reached in {timeout} s"
+        time.sleep(0.02)
+
+
 def interrupt_and_resume(tmp_path, reference, sig, seed):
     rng = random.Random(seed)
     out = tmp_path / f"run{seed}"
+    kill_at = rng.randrange(25, STEPS - 100)  # anywhere in the run, not just after its first checkpoint
     proc = start("train", *RUN, f"trainer.max_steps={STEPS}", f"output={out}")
     wait_for(out / "checkpoints" / "last.ckpt", proc)  # training runs (and the signal handlers are in place)
-    time.sleep(rng.uniform(0.0, 1.0))
+    wait_for_step(out / "checkpoints" / "last.ckpt", proc, kill_at)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     ck = final_state(out)
@@ -69,8 +85,12 @@ def interrupt_and_resume(tmp_path, reference, sig, seed):
         assert f"resume={out}" in err
         assert ck["ema"]["num_updates"] == ck["global_step"] > 0  # the EMA update of the saved step is in it
     step = ck["global_step"]
+    assert step >= kill_at  # the signal came after a checkpoint at the drawn step or later
+    if sig == signal.SIGKILL:
+        assert step % 25 == 0  # only the periodic checkpoints survive a SIGKILL
     r = cli("train", f"resume={out}")  # the one documented command: no option repeated
     assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming {out} from step {step} " in r.stderr, r.stderr[-2000:]  # from the saved step, no other
     assert_same_state(final_state(out), final_state(reference))
     assert rows(out) == rows(reference)  # every logged row once, none lost, none repeated
     return step
