@@ -100,3 +100,47 @@ def interrupt_and_resume(tmp_path, reference, sig, seed):
 def test_interrupt_then_resume_is_exact(tmp_path, reference, sig):
     steps = [interrupt_and_resume(tmp_path, reference, sig, seed) for seed in range(REPEATS)]
     assert any(s is not None and 0 < s < STEPS for s in steps), steps  # at least one real interruption
+
+
+# an image recipe with DataLoader workers (digits, 8x8: with workers the batches come from 2 loader processes)
+WORKERS = ["experiment=digits", "data.num_workers=2", "data.batch_size=32", "model.hidden=32",
+           "model.depth=1", "model.emb_dim=16", "callbacks=none", "threads=1", "trainer.val_check_interval=100000",
+           "trainer.log_every_n_steps=5", "+trainer.enable_progress_bar=false", "checkpoint_every=50", "trainer.max_steps=400"]
+
+
+@pytest.fixture(scope="module")
+def reference_workers(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref_workers") / "run"
+    r = cli("train", *WORKERS, f"output={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=lambda s: signal.Signals(s).name)
+def test_signal_to_the_whole_process_group_with_loader_workers(tmp_path, reference_workers, sig):
+    """SLURM (at preemption, time limit, scancel) and `timeout` signal every process of the job,
+    DataLoader workers included: the run must still save at the signal's step and exit 128 + signal
+    (not die in 'DataLoader worker is killed by signal'), and resume bit-identical."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import MODULES, ROOT, env
+
+    out = tmp_path / "run"
+    kill_at = random.Random(int(sig)).randrange(50, 300)
+    proc = subprocess.Popen([sys.executable, "-m", f"difflab.cli.{MODULES['train']}", *WORKERS, f"output={out}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT, start_new_session=True)
+    wait_for(out / "checkpoints" / "last.ckpt", proc)
+    wait_for_step(out / "checkpoints" / "last.ckpt", proc, kill_at)
+    assert proc.poll() is None, "the run ended before the signal"
+    os.killpg(proc.pid, sig)  # every process of the group, as `timeout` and SLURM deliver it
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert "killed by signal" not in err and "Traceback" not in err, err[-2000:]
+    step = saved_step(out / "checkpoints" / "last.ckpt")
+    assert kill_at <= step < 400 and f"resume={out}" in err
+    r = cli("train", f"resume={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming {out} from step {step} " in r.stderr, r.stderr[-2000:]
+    assert_same_state(final_state(out), final_state(reference_workers), steps=400)

@@ -16,7 +16,9 @@ the loader path (both follow `StepSampler`).
 """
 from __future__ import annotations
 
+import functools
 import os
+import signal
 
 import lightning as L
 import torch
@@ -139,6 +141,24 @@ class DeviceBatches:
             yield x, index
 
 
+# what SLURM (preemption, time limit, scancel --signal) and `timeout` send to every process of a job
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT") if hasattr(signal, n))
+
+
+def worker_init(worker_id: int, rank: int = 0) -> None:
+    """A DataLoader worker's start: ignore the stop signals, which the main process handles (save
+    at the current step, then exit or requeue) and shuts its workers down after. With the default
+    action a worker that SLURM or `timeout` signals with the whole process group dies first, and
+    the main process ends in "DataLoader worker ... killed by signal" without saving. The worker
+    is then seeded as Lightning seeds it under seed_everything(workers=True)."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", "0")):
+        from lightning.fabric.utilities.seed import pl_worker_init_function
+
+        pl_worker_init_function(worker_id, rank=rank)
+
+
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity mask: a SLURM or cgroup allotment)."""
     try:
@@ -227,10 +247,16 @@ class BaseDataModule(L.LightningDataModule):
             val = self.build_val()
             self.val_set = IndexedDataset(val) if val is not None else None
 
+    def _worker_init(self):
+        """Loader workers that ignore the run's stop signals (see `worker_init`), seeded as Lightning's
+        `seed_everything(workers=True)` seeds them."""
+        trainer = getattr(self, "trainer", None)
+        return functools.partial(worker_init, rank=trainer.global_rank if trainer is not None else 0) if self.num_workers > 0 else None
+
     def _loader(self, ds, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last and len(ds) >= batch_size,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, worker_init_fn=self._worker_init())
 
     def train_dataloader(self) -> DataLoader:
         """Batches through a `StepSampler`: the data order is a function of the optimiser
@@ -248,7 +274,8 @@ class BaseDataModule(L.LightningDataModule):
         if fast is not None:
             return fast
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+                          worker_init_fn=self._worker_init())
 
     def _batches_done(self) -> int:
         trainer = getattr(self, "trainer", None)
