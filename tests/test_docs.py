@@ -66,3 +66,59 @@ def test_docs_samplers_describes_every_sampler():
     doc = (ROOT / "docs" / "samplers.md").read_text()
     missing = [s for s in _groups()["sampler"] if f"`{s}`" not in doc]
     assert not missing, f"docs/samplers.md does not describe {missing}"
+
+
+def _link_targets(path: Path) -> list[str]:
+    """The local targets of a markdown file's links and images (no URLs, no #anchors alone)."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", path.read_text())
+    return [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:|#", t)]
+
+
+@pytest.mark.parametrize("doc", ["README.md"] + sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")))
+def test_links_resolve(doc):
+    """Every link and image of the README and of docs/*.md points at a file or folder that exists
+    (relative to the file), and every repository path the README names (`docs/...`, `tests/...`) exists."""
+    path = ROOT / doc
+    missing = [t for t in _link_targets(path) if not (path.parent / t).exists()]
+    if doc == "README.md":
+        named = re.findall(r"(?<![\w./-])((?:docs|tests|bench|sweeps|src|conf|docker|\.ci)/[\w./-]*\w)", path.read_text())
+        missing += [n for n in named if not (ROOT / n).exists()]
+    assert not missing, f"{doc} points at paths that do not exist: {sorted(set(missing))}"
+
+
+#: A time, disk or test-count figure in the README's text (issue #31: three stale suite times and counts).
+FIGURES = {"test count": r"\b\d[\d,]*\s+(?:tests|passed|skipped)\b",
+           "time": r"\b\d+(?:\.\d+)?\s*(?:min|minutes?|s|sec|seconds?|h|hours?)\b",
+           "disk": r"\b\d+(?:\.\d+)?\s*[KMGT]i?B\b"}
+
+
+def test_readme_states_its_time_disk_and_test_count_figures_once():
+    """The README's figures stand in one paragraph, under a `<!-- figures: ... -->` comment, so that the
+    next measurement updates one place: one time for `make demo` and one for `make test`, the test count,
+    the size of .venv; no such figure anywhere else in the README."""
+    text = (ROOT / "README.md").read_text()
+    assert text.count("<!-- figures:") == 1, "README: one `<!-- figures: ... -->` comment above its figures"
+    start = text.index("<!-- figures:")
+    end = text.index("-->", start) + 3
+    para_end = text.find("\n\n", end)
+    para = text[end:para_end]
+    rest = text[:start] + text[para_end:]
+    for what, pattern in FIGURES.items():
+        assert re.search(pattern, para), f"README's figures paragraph states no {what}"
+        stray = re.findall(rf".{{0,40}}{pattern}", rest)
+        assert not stray, f"README: a {what} figure outside the figures paragraph (move it there or to docs/): {stray}"
+    assert "make demo" in para and "make test" in para and ".venv" in para
+    assert len(re.findall(FIGURES["test count"], para)) == 1 and len(re.findall(FIGURES["disk"], para)) == 1
+
+
+def test_the_studies_benchmarks_and_speed_live_in_docs():
+    """The long sections moved out of the README (issue #31) are in docs/, which the README links
+    beside its one short table of each."""
+    readme = (ROOT / "README.md").read_text()
+    studies = (ROOT / "docs" / "studies.md").read_text()
+    assert all(f"**{i}. " in studies for i in range(1, 5)), "docs/studies.md: the four seeds' studies"
+    assert "## Samplers at low NFE" in (ROOT / "docs" / "benchmarks.md").read_text()
+    assert "bench/recipe_throughput.py" in (ROOT / "docs" / "speed.md").read_text()
+    for doc in ("docs/studies.md", "docs/benchmarks.md", "docs/speed.md"):
+        assert f"]({doc})" in readme, f"README does not link {doc}"
+    assert "### The seeds' studies" not in readme and "## Speed" not in readme

@@ -24,12 +24,73 @@ from .common import UsageError, build_target, refuse_existing, hydra_entry, reso
 _user_chose = user_chose  # module-level, so tests can pretend data= was typed
 
 
+def _unquote(value: str) -> str:
+    value = value.strip()
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
+def job_pairs(name: str) -> frozenset | None:
+    """A -m job directory's name, `k1=v1,k2=v2` (Hydra's override_dirname), as its set of
+    (key, value) pairs: order-free, values unquoted, commas inside [...], {...}, (...) or quotes
+    kept. None when the name is not such a list."""
+    items, depth, quote, cur = [], 0, None, ""
+    for ch in name:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    items.append(cur)
+    pairs = set()
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip().lstrip("+~")
+        if not eq or not key:
+            return None
+        pairs.add((key, _unquote(value)))
+    return frozenset(pairs)
+
+
+def find_job_dir(path: Path) -> Path:
+    """`path` itself when it exists; else, when it names a sweep's job directory `PARENT/k1=v1,k2=v2`,
+    the directory of PARENT whose set of k=v pairs is the same in any order and quoting
+    (`runs/nfe/sampler=ddim,sampler.steps=10` finds `runs/nfe/sampler.steps=10,sampler=ddim`).
+    `path` unchanged when neither (the caller says it is missing)."""
+    if path.exists():
+        return path
+    if path.name == "samples.npz":  # PARENT/k=v,.../samples.npz
+        found = find_job_dir(path.parent)
+        return found / path.name if found != path.parent else path
+    want = job_pairs(path.name)
+    if not want or not path.parent.is_dir():
+        return path
+    same = sorted(d for d in path.parent.iterdir() if d.is_dir() and job_pairs(d.name) == want)
+    if len(same) > 1:
+        raise UsageError(f"samples={path}: {len(same)} job directories hold these overrides: "
+                         f"{', '.join(str(d) for d in same)}; give one of them")
+    return same[0] if same else path
+
+
 def load_samples(path) -> tuple[torch.Tensor, int | None]:
-    """Samples already drawn: a samples.npz (difflab-sample's) or a directory holding one."""
-    p = Path(str(path))
+    """Samples already drawn: a samples.npz (difflab-sample's) or a directory holding one; a sweep's
+    job directory is found with its k=v overrides in any order (`find_job_dir`)."""
+    p = find_job_dir(Path(_unquote(str(path))))
     p = p / "samples.npz" if p.is_dir() else p
     if not p.is_file():
-        raise FileNotFoundError(f"samples={path}: no samples.npz there; give difflab-sample's output directory or file")
+        job = p.parent if p.name == "samples.npz" else p
+        sweep, where = job.parent, ""
+        if job_pairs(job.name) and sweep.is_dir():  # a job directory that is not there: name the ones that are
+            jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir() and job_pairs(d.name))
+            where = f" (the job directories of {sweep}: {', '.join(jobs[:8])}{' ...' if len(jobs) > 8 else ''})" if jobs else ""
+        raise FileNotFoundError(f"samples={path}: no samples.npz there; give difflab-sample's output directory or file{where}")
     with np.load(p) as f:
         if "samples" not in f:
             raise UsageError(f"{p} has no 'samples' array (write it with difflab-sample)")
