@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from difflab.callbacks.ema import ExponentialMovingAverage
+from difflab.ema import ExponentialMovingAverage
 from difflab.data import GMMDataModule
 from difflab.lit_module import DiffusionModule, LRLambda, load_denoiser
 

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     calls = []
     real = cuda._device_count_nvml
     cuda._device_count_nvml = lambda *a, **k: calls.append(1) or real(*a, **k)
-    from difflab.utils import remember_no_cuda
+    from difflab.compat import remember_no_cuda
     p = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.Adam([p], lr=0.1)
     def steps(n):
@@ -49,7 +49,7 @@ def test_adam_steps_stop_asking_nvml_once_no_gpu_is_remembered():
 
 
 def test_left_alone_where_cuda_visible_devices_is_set(monkeypatch):
-    from difflab.utils import remember_no_cuda
+    from difflab.compat import remember_no_cuda
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setattr(torch.cuda, "_cached_device_count", None, raising=False)
@@ -57,7 +57,7 @@ def test_left_alone_where_cuda_visible_devices_is_set(monkeypatch):
 
 
 def test_left_alone_where_a_gpu_is_present(monkeypatch):
-    from difflab.utils import remember_no_cuda
+    from difflab.compat import remember_no_cuda
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "_cached_device_count", None, raising=False)

@@ -24,14 +24,7 @@ from __future__ import annotations
 
 import torch
 
-
-def _fused_devices() -> tuple[str, ...]:
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-        return tuple(_get_fused_kernels_supported_devices())
-    except ImportError:  # pragma: no cover - a torch that moved this private helper: CUDA only, as before
-        return ("cuda",)
+from .compat import allow_found_inf_skip, fused_kernel_devices
 
 
 def use_fused_step(optimizer) -> bool:
@@ -47,7 +40,7 @@ def use_fused_step(optimizer) -> bool:
     if not params or any(not p.is_floating_point() for p in params):
         return False
     kinds = {p.device.type for p in params}
-    if len(kinds) != 1 or next(iter(kinds)) not in _fused_devices():
+    if len(kinds) != 1 or next(iter(kinds)) not in fused_kernel_devices():
         return False
     if kinds == {"cpu"} and any(g.get("foreach") is not None for g in optimizer.param_groups):
         return False  # an explicit foreach=True/False on the CPU is the user's choice
@@ -60,13 +53,13 @@ def use_fused_step(optimizer) -> bool:
             state = optimizer.state.get(p)
             if state and "step" in state:
                 state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device)
-    optimizer._step_supports_amp_scaling = True
+    allow_found_inf_skip(optimizer)
     return True
 
 
 def use_multi_tensor_step(optimizer) -> bool:
     """Give an optimiser whose `foreach` is unset (None: torch's default, the per-parameter
-    Python loop off CUDA) the multi-tensor (`torch._foreach_*`) implementation. Same update
+    Python loop off CUDA) the multi-tensor (`foreach`) implementation. Same update
     rule and state; for optimisers without a fused kernel (Adam/AdamW get `use_fused_step`).
     An explicit `foreach: false` is kept."""
     if "foreach" not in optimizer.defaults or optimizer.defaults.get("fused") or optimizer.defaults["foreach"] is not None:

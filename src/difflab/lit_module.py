@@ -6,7 +6,7 @@ A checkpoint is self-describing: its `hyper_parameters` hold plain containers on
 optimiser and EMA settings; the data shape and data config), so
 `torch.load(path, weights_only=True)` works and `load_denoiser` rebuilds everything
 without the Hydra config that produced it. Beside the raw `state_dict` the checkpoint
-holds `ema` = {decay, warmup, num_updates, shadow} (see `callbacks/ema.py`).
+holds `ema` = {decay, warmup, num_updates, shadow} (see `difflab.ema`).
 
 The training loss is the per-example loss of `difflab.losses.DiffusionLoss` (DESIGN.md,
 "Losses and weightings"), averaged over the batch:
@@ -23,12 +23,14 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from .callbacks.ema import ExponentialMovingAverage
+from .compat import CheapHookNameSetattr, grad_norm, logs_this_step, remember_no_cuda, skip_next_step_if, skips_found_inf
+from .compat import strip_compiled_prefix
 from .denoiser import Denoiser
+from .ema import ExponentialMovingAverage
 from .fused import use_fused_step, use_multi_tensor_step
 from .models.options import apply_model_options, is_compiled, split_model_options, uncompiled_copy
 from .models.checks import check_model_fits  # noqa: F401 - re-exported (tests, users)
-from .utils import destroy_process_group_at_exit, instantiate, locate, plain, remember_no_cuda
+from .utils import destroy_process_group_at_exit, instantiate, locate, plain
 
 DEFAULT_OPTIM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-8,
                  "weight_decay": 0.0}
@@ -55,21 +57,23 @@ DEFAULT_DENOISER = {"conditioning": "t", "cond_scale": 1.0, "scale_input": False
 
 
 def build(spec: Mapping, what: str, **kwargs):
-    """Instantiate a `_target_` spec (plain dict) with extra keyword arguments."""
+    """Instantiate a `_target_` spec (plain dict) with extra keyword arguments; an option the
+    class does not take (e.g. model.hidden on a UNet) is a ValueError naming it and the options."""
     if not isinstance(spec, Mapping) or "_target_" not in spec:
         raise ValueError(f"the {what} config has no _target_ (got {spec!r}); pick an option of the `{what}` group")
+    target = locate(spec["_target_"])
     try:
-        return instantiate(spec, **kwargs)
-    except TypeError as e:  # an option the class does not take (e.g. model.hidden on a UNet)
-        import re
-
-        m = re.search(r"unexpected keyword argument '([^']+)'", str(e))
-        if not m:
-            raise
-        target = locate(spec["_target_"])
-        takes = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
-        raise ValueError(f"{what} {target.__name__} has no option {what}.{m.group(1)} (set by the recipe or an override); "
-                         f"it takes {', '.join(takes)}") from None
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call itself will tell
+        params = None
+    if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        given = [k for k in [*spec, *kwargs] if not (k.startswith("_") and k.endswith("_"))]  # not _target_, _partial_
+        unknown = [k for k in given if k not in params]
+        if unknown:
+            takes = [p for p in params if p not in ("self", "args", "kwargs")]
+            raise ValueError(f"{what} {target.__name__} has no option {what}.{unknown[0]} (set by the recipe or an override); "
+                             f"it takes {', '.join(takes)}")
+    return instantiate(spec, **kwargs)
 
 
 class LRLambda:
@@ -95,7 +99,7 @@ class LRLambda:
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape
 
 
-class DiffusionModule(L.LightningModule):
+class DiffusionModule(CheapHookNameSetattr, L.LightningModule):
     """Trains `Denoiser(model, process, parameterization)` with `loss(denoiser, x) → [B]`.
 
     Arguments are plain `_target_` specs and dicts (what Hydra's config groups hold), saved
@@ -214,12 +218,6 @@ class DiffusionModule(L.LightningModule):
             x, index = batch, torch.arange(batch.shape[0])
         return x.float(), index
 
-    def __setattr__(self, name: str, value) -> None:
-        if name == "_current_fx_name":  # Lightning sets it ~46 times a step; a str needs none of nn.Module's checks
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def training_step(self, batch, batch_idx):
         x, index = self._split(batch)
         if self.channels_last and x.ndim == 4:
@@ -227,13 +225,13 @@ class DiffusionModule(L.LightningModule):
         losses = self._losses(self.net, x, index, stage=0)
         loss = losses.mean()
         self._loss, self._x = loss.detach(), x  # kept for the error message only (no sync)
-        if getattr(self.trainer._logger_connector, "should_update_logs", True):  # a float: the progress bar never syncs
+        if logs_this_step(self.trainer):  # a float: the progress bar never syncs
             self.log("train/loss", float(self._loss), on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
         return loss
 
     def setup(self, stage: str) -> None:
         destroy_process_group_at_exit()  # gloo workers (ddp_spawn on CPU) otherwise may abort at exit
-        remember_no_cuda()  # without a GPU, every Adam step would otherwise load NVML (utils)
+        remember_no_cuda()  # without a GPU, every Adam step would otherwise load NVML (compat)
 
     def on_fit_start(self) -> None:
         self.ema.to(self.device, copy=True)  # private per rank (ddp_spawn shares pickled CPU tensors)
@@ -279,10 +277,10 @@ class DiffusionModule(L.LightningModule):
         else:
             if gradient_clip_val:
                 self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-            norm = torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
+            norm = grad_norm(grads)
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         defer = self.defer_non_finite_check if self.defer_non_finite_check is not None else self.device.type != "cpu"
-        on_device_skip = defer and bool(optimizer.defaults.get("fused")) and getattr(optimizer, "_step_supports_amp_scaling", False)
+        on_device_skip = defer and skips_found_inf(optimizer)
         if scaler is None and not on_device_skip:  # check now: on the CPU this costs no device sync
             loss = float(self._loss) if self._loss is not None else 0.0
             if self._any_rank(not (math.isfinite(float(norm)) and math.isfinite(loss))):
@@ -292,7 +290,7 @@ class DiffusionModule(L.LightningModule):
         if self._loss is not None:
             bad = bad | ~torch.isfinite(self._loss)
         if scaler is None:
-            optimizer.found_inf = bad.float()  # the fused Adam/AdamW kernel leaves weights and state untouched
+            skip_next_step_if(optimizer, bad)  # the fused Adam/AdamW kernel leaves weights and state untouched
         self._bad_steps += bad  # (AMP's GradScaler skips non-finite steps itself)
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
@@ -311,7 +309,7 @@ class DiffusionModule(L.LightningModule):
         fused = getattr(self.trainer.precision_plugin, "scaler", None) is None
         for opt in self.trainer.optimizers:
             if not (fused and use_fused_step(opt)):
-                use_multi_tensor_step(opt)  # others: torch._foreach_* instead of a loop over parameters
+                use_multi_tensor_step(opt)  # others: multi-tensor kernels instead of a loop over parameters
 
     def on_train_end(self) -> None:
         self._check_skipped_steps()
@@ -323,14 +321,20 @@ class DiffusionModule(L.LightningModule):
             ema_losses = self._losses(self.denoiser(use_ema=True), x, index, stage=1)
         self.log("val/loss_ema", ema_losses.mean(), sync_dist=True, batch_size=x.shape[0])
 
+    def _attached_trainer(self):
+        try:
+            return self.trainer
+        except RuntimeError:  # not attached to a Trainer (configure_optimizers called by hand)
+            return None
+
     def configure_optimizers(self):
         """The `optim` spec (a `_target_` optimiser class with `_partial_: true`) on the trainable
         parameters, stepped per optimiser step by `LRLambda(**lr_schedule)`."""
         params = [p for p in self.parameters() if p.requires_grad]
         opt = build(self.hparams["optim"], "optim")(params)
         sched = dict(self.hparams["lr_schedule"])
-        if sched["total_steps"] is None and sched["schedule"] != "constant" and self._trainer is not None:
-            sched["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        if sched["total_steps"] is None and sched["schedule"] != "constant" and (trainer := self._attached_trainer()) is not None:
+            sched["total_steps"] = int(trainer.estimated_stepping_batches)
         lr = torch.optim.lr_scheduler.LambdaLR(opt, LRLambda(**sched))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": lr, "interval": "step"}}
 
@@ -378,7 +382,7 @@ def load_denoiser(ckpt_path, device=None, use_ema: bool = True, compile=False) -
     ckpt = read_checkpoint(ckpt_path)
     hp = dict(ckpt["hyper_parameters"])
     module = DiffusionModule(**{**hp, "model": {**hp["model"], "compile": False}})
-    state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
+    state = strip_compiled_prefix(ckpt["state_dict"])
     module.load_state_dict(state)
     has_ema = "ema" in ckpt
     if has_ema:

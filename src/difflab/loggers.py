@@ -4,12 +4,14 @@ from __future__ import annotations
 import csv
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger as _CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from .compat import forget_experiment, started_experiment
 from .utils import atomic_write
 
 
@@ -57,7 +59,7 @@ def start_run(logger, config: dict, module) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
     if isinstance(logger, WandbLogger):
-        module._log_hyperparams = False
+        module.save_hyperparameters(module.hparams, logger=False)  # the same hyper-parameters, not sent to the logger
         logger.log_hyperparams(config)
 
 
@@ -70,36 +72,13 @@ def end_run(logger, summary: dict | None = None) -> None:
 
     if not isinstance(logger, WandbLogger) or rank_zero_only.rank != 0:
         return
-    if logger._experiment is None and not summary:
+    if started_experiment(logger) is None and not summary:
         return  # no run was started in this process (e.g. ddp_spawn's workers held it)
     run = logger.experiment
     if summary:
         run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))})
     run.finish()
-    logger._experiment = None
-
-
-class _AppendingWriter(ExperimentWriter):
-    """Keeps the rows of an existing metrics.csv (Lightning's writer deletes them), minus those at
-    or after `keep_before_step` (a resumed run logs those steps again)."""
-
-    def __init__(self, log_dir: str, keep_before_step: int | None):
-        self._keep_before_step = keep_before_step
-        super().__init__(log_dir=log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        if not self._fs.isfile(self.metrics_file_path):
-            return
-        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-            reader = csv.DictReader(f)
-            header, rows = list(reader.fieldnames or []), list(reader)
-        if self._keep_before_step is not None:
-            rows = [r for r in rows if not r.get("step") or float(r["step"]) < self._keep_before_step]
-        with atomic_write(self.metrics_file_path, "w") as f:
-            writer = csv.DictWriter(f, fieldnames=header)
-            writer.writeheader()
-            writer.writerows(rows)
-        self.metrics_keys = header
+    forget_experiment(logger)
 
 
 class CSVLogger(_CSVLogger):
@@ -108,11 +87,29 @@ class CSVLogger(_CSVLogger):
     step) drops the rows the killed run logged after its last checkpoint."""
 
     keep_before_step: int | None = None
+    _difflab_kept_rows: bool = False  # the earlier rows are back in metrics.csv
 
     @property
     @rank_zero_experiment
     def experiment(self):
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(self.log_dir, self.keep_before_step)
-        return self._experiment
+        if self._difflab_kept_rows:
+            return super().experiment
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        header, rows = None, []
+        if path.is_file():  # Lightning's writer deletes it when it starts: read it first
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                header, rows = list(reader.fieldnames or []), list(reader)
+            if self.keep_before_step is not None:
+                rows = [r for r in rows if not r.get("step") or float(r["step"]) < self.keep_before_step]
+        with warnings.catch_warnings():  # "Previous log files in this directory will be deleted": not here
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+            writer = super().experiment
+        if header is not None:
+            with atomic_write(path, "w") as f:
+                out = csv.DictWriter(f, fieldnames=header)
+                out.writeheader()
+                out.writerows(rows)
+            writer.metrics_keys = header  # new rows are appended under this header (or rewrite it)
+        self._difflab_kept_rows = True
+        return writer

@@ -9,8 +9,6 @@
   onto `path` only once it is complete, so a killed run never leaves half a result.
 - `destroy_process_group_at_exit()`: a gloo process group is torn down before the interpreter
   exits (see its docstring: otherwise about one ddp_spawn CPU worker in ten dies of SIGABRT).
-- `remember_no_cuda()`: on a machine without a GPU, `torch.cuda.is_available()` stops loading
-  the NVML library on every call (which every Adam step makes once Lightning is imported).
 - `quiet_console()`: Lightning's and torch's messages that are advertisement or wrong for difflab
   silenced, each by its own message pattern (every other warning still shows).
 - `RunLock(dir)`: an exclusive lock on a run directory, its `.lock` file removed when the run ends.
@@ -119,29 +117,6 @@ def destroy_process_group_at_exit() -> None:
     if dist.is_available() and dist.is_initialized():
         atexit.unregister(_destroy_process_group)  # one handler however many hooks call this
         atexit.register(_destroy_process_group)
-
-
-def remember_no_cuda() -> bool:
-    """On a machine where CUDA finds no device, remember that, as torch itself does once CUDA
-    is initialised; returns True when it did.
-
-    Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, after which every
-    `torch.cuda.is_available()` before CUDA initialisation asks NVML for the device count,
-    loading its library with ctypes each time (torch caches the count only once CUDA is
-    initialised, which never happens without a GPU). `torch.optim.Adam.step` calls it on every
-    step (`_accelerator_graph_capture_health_check`): about 0.2-0.3 ms per training step on these
-    CPU machines, a few per cent of a small model's step. Left alone where CUDA_VISIBLE_DEVICES
-    is set (it may still change before initialisation) or torch has no such cache."""
-    import torch
-
-    cuda = getattr(torch, "cuda", None)
-    if (cuda is None or not hasattr(cuda, "_cached_device_count") or cuda._cached_device_count is not None
-            or os.environ.get("CUDA_VISIBLE_DEVICES") is not None or getattr(cuda, "_initialized", False)):
-        return False
-    if cuda.device_count() != 0:
-        return False
-    cuda._cached_device_count = 0
-    return True
 
 
 #: (message regex, category) of the warnings `quiet_console` silences, each with why it is noise here

@@ -2,7 +2,6 @@
 when the run is interrupted (SIGTERM, SIGUSR1 — SLURM's warning signal — or Ctrl-C)."""
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -10,6 +9,9 @@ import threading
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+
+from ..compat import realign_logging_step
+from .divergence import DivergenceStop
 
 STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGINT", None), getattr(signal, "SIGUSR1", None)) if s)
 
@@ -32,23 +34,27 @@ class SaveLast(Callback):
     Interrupts: SIGTERM, SIGINT and SIGUSR1 let the current optimiser step finish (its EMA update
     and logged row included), save last.ckpt at that step and raise `Interrupted`; difflab-train
     exits with status 128 + signal. Under SLURM (`SLURM_JOB_ID` set) with `requeue=True` the job is
-    requeued (`scontrol requeue`) and resumes from this checkpoint in its own directory."""
+    requeued (`scontrol requeue`) and resumes from this checkpoint in its own directory.
 
-    def __init__(self, dirpath: str | os.PathLike, every: int = 0, requeue: bool = True, divergence_factor: float = 1000.0):
+    Divergence: a diverged state never replaces last.ckpt. difflab-train puts a `DivergenceStop`
+    before this callback (`divergence_factor=None` here); used on its own, SaveLast runs one
+    (`divergence_factor`) before each save."""
+
+    def __init__(self, dirpath: str | os.PathLike, every: int = 0, requeue: bool = True,
+                 divergence_factor: float | None = 1000.0):
         if int(every) < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end), got {every}")
-        if not float(divergence_factor) > 1:
-            raise ValueError(f"divergence_factor must be > 1, got {divergence_factor}")
-        self.dirpath, self.every, self.requeue, self._saved_step = Path(dirpath), int(every), bool(requeue), -1
-        self.divergence_factor, self._losses, self._seen = float(divergence_factor), [], None
+        self.dirpath, self.every, self.requeue = Path(dirpath), int(every), bool(requeue)
+        self.saved_step = -1  # the step last.ckpt holds (-1: none written by this run)
+        self.divergence = DivergenceStop(divergence_factor, checkpoint=self) if divergence_factor is not None else None
         self.interrupted_by: int | None = None
         self._previous: dict = {}
         self._trainer = None
 
     def _save(self, trainer) -> None:
-        if trainer.global_step == self._saved_step or trainer.sanity_checking:
+        if trainer.global_step == self.saved_step or trainer.sanity_checking:
             return
-        self._saved_step = trainer.global_step
+        self.saved_step = trainer.global_step
         for logger in trainer.loggers:  # the rows up to this step reach the disk with the checkpoint
             logger.save()
         path = self.dirpath / "last.ckpt"
@@ -78,12 +84,7 @@ class SaveLast(Callback):
         """Checkpoints are taken between optimiser steps, once the previous step is complete: its
         weights, EMA update and logged row (flushed first) are all in it, so a resumed run repeats
         and loses nothing."""
-        # A checkpoint taken between steps restores Lightning's logging counter one ahead of the
-        # optimiser step (it counts the batch that was about to start): re-align it, so a resumed
-        # run logs the same steps, under the same step numbers, as an uninterrupted run.
-        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-        if getattr(trainer, "accumulate_grad_batches", 1) == 1 and getattr(loop, "_batches_that_stepped", None) not in (None, trainer.global_step):
-            loop._batches_that_stepped = trainer.global_step
+        realign_logging_step(trainer)  # a resumed run logs the same steps under the same numbers
         self._check_divergence(trainer)
         if self.interrupted_by is not None:
             self._save(trainer)
@@ -92,20 +93,8 @@ class SaveLast(Callback):
             self._save(trainer)
 
     def _check_divergence(self, trainer) -> None:
-        """A logged training loss above `divergence_factor` × the median of the earlier logged ones
-        (or not finite) stops the run before last.ckpt is overwritten: it keeps the last sound state."""
-        value = trainer.callback_metrics.get("train/loss")
-        if value is None or trainer.global_step == self._seen:
-            return
-        self._seen, value = trainer.global_step, float(value)
-        history = sorted(self._losses)
-        median = history[len(history) // 2] if len(history) >= 5 else None
-        self._losses.append(value)
-        if not math.isfinite(value) or (median is not None and value > self.divergence_factor * max(median, 1e-12)):
-            raise FloatingPointError(
-                f"training diverged: loss {value:.3g} at step {trainer.global_step} (running median {median if median is not None else float('nan'):.3g}, "
-                f"divergence_factor={self.divergence_factor:g}); the learning rate is likely too high: lower optim.lr "
-                f"(or set trainer.gradient_clip_val); {self.dirpath / 'last.ckpt'} keeps step {max(self._saved_step, 0)}")
+        if self.divergence is not None:
+            self.divergence.check(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._check_divergence(trainer)

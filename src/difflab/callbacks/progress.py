@@ -7,15 +7,19 @@ import time
 
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
+from ..compat import train_bar_description
 
+
+def _step_description(bar) -> str | None:
+    t = bar.trainer
+    if t is not None and t.max_steps and t.max_steps > 0:
+        return f"step {t.global_step}/{t.max_steps}"
+    return None  # no step limit: Lightning's own description
+
+
+@train_bar_description(_step_description)
 class StepRichProgressBar(RichProgressBar):
     """Lightning's rich bar, described by optimiser steps instead of "Epoch 999/-2"."""
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        t = self.trainer
-        if t is not None and t.max_steps and t.max_steps > 0:
-            return f"step {t.global_step}/{t.max_steps}"
-        return super()._get_train_description(current_epoch)
 
 
 class StepProgress(ProgressBar):

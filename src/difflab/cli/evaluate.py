@@ -19,7 +19,8 @@ import torch
 
 from ..evaluation import METRICS, SAMPLE_METRICS, SamplerChoice, evaluate, options
 from ..utils import RunLock, provenance, save_npz, write_json
-from .common import UsageError, build_target, refuse_existing, hydra_entry, resolve_device, set_threads, user_chose
+from .common import UsageError, build_target, refuse_existing, resolve_device, set_threads, user_chose
+from .entry import hydra_entry
 
 _user_chose = user_chose  # module-level, so tests can pretend data= was typed
 

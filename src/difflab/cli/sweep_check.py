@@ -64,14 +64,26 @@ def read_keys(cfg) -> set[str]:
 
 
 def sweep_jobs(overrides: Sequence[str], params: dict | None = None) -> list[list[str]]:
-    """Every job's override list, as Hydra's basic sweeper expands them (params first)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """Every job's override list, as Hydra's basic sweeper expands them (params first): the
+    product of the values of each key, a later override of a key replacing an earlier one, in the
+    order the keys first appear (tests/test_compat.py holds this equal to `BasicSweeper`'s own
+    expansion, which is Hydra-private)."""
+    import itertools
+
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
     args = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
-    parsed = OverridesParser.create().parse_overrides(args)
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
+    values: dict[str, list[str]] = {}
+    for o in OverridesParser.create().parse_overrides(args):
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            values[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            values[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            raise HydraException(f"BasicSweeper does not support sweep type : {o.value_type.name}")
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 def fixed_overrides(overrides: Sequence[str]) -> list[str]:

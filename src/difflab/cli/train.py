@@ -18,9 +18,11 @@ from pathlib import Path
 import torch
 
 from ..callbacks.checkpoint import Interrupted, SaveLast
+from ..callbacks.divergence import DivergenceStop
 from ..loggers import end_run, start_run
 from ..utils import RunLock, write_text
-from .common import UsageError, hydra_entry, instantiate, plain, set_threads, task_overrides
+from .common import UsageError, instantiate, plain, set_threads, task_overrides
+from .entry import hydra_entry
 from .jobs import check_eval_at_end, check_same_run_config, evaluate_at_end, in_multirun, rerun_state
 
 
@@ -145,8 +147,9 @@ def build_logger(cfg, out: Path):
 def build_callbacks(cfg, out: Path, with_logger: bool) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor
 
-    cbs = [SaveLast(out / "checkpoints", int(cfg.get("checkpoint_every") or 0),
-                    divergence_factor=float(cfg.get("divergence_factor") or 1000.0))]
+    save = SaveLast(out / "checkpoints", int(cfg.get("checkpoint_every") or 0), divergence_factor=None)
+    # the divergence stop first (callbacks run in list order): a diverged state never replaces last.ckpt
+    cbs = [DivergenceStop(float(cfg.get("divergence_factor") or 1000.0), checkpoint=save), save]
     for key, node in (cfg.get("callbacks") or {}).items():
         if node is None or node.get("_target_") is None:
             continue

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..evaluation import SamplerChoice
 from ..utils import RunLock, plain, write_json
-from .common import UsageError, build_target, hydra_entry, refuse_existing, resolve_device, set_threads, user_chose
+from .common import UsageError, build_target, refuse_existing, resolve_device, set_threads, user_chose
+from .entry import hydra_entry
 
 PROG = "difflab-tune-grid"
 

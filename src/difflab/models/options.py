@@ -17,6 +17,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..compat import compiled_forward, compiled_forwards_detached
+
 MODEL_OPTIONS = ("compile", "channels_last")
 
 
@@ -59,19 +61,13 @@ def apply_model_options(net: nn.Module, compile: Any = False, channels_last: boo
 
 
 def is_compiled(net: nn.Module) -> bool:
-    return any(getattr(m, "_compiled_call_impl", None) is not None for m in net.modules())
+    return any(compiled_forward(m) is not None for m in net.modules())
 
 
 def uncompiled_copy(net: nn.Module) -> nn.Module:
     """A deep copy of `net` that runs eagerly (the compiled forward is not copied)."""
-    compiled = [(m, m._compiled_call_impl) for m in net.modules() if getattr(m, "_compiled_call_impl", None) is not None]
-    for m, _ in compiled:
-        m._compiled_call_impl = None
-    try:
+    with compiled_forwards_detached(net):
         return copy.deepcopy(net)
-    finally:
-        for m, fn in compiled:
-            m._compiled_call_impl = fn
 
 
 def network_copy(net: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
@@ -81,6 +77,6 @@ def network_copy(net: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     new = uncompiled_copy(net)
     if dtype is not None:
         new.to(dtype)
-    if getattr(net, "_compiled_call_impl", None) is not None:
+    if compiled_forward(net) is not None:
         new.compile(**getattr(net, "_difflab_compile_options", {}))
     return new

@@ -23,6 +23,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..compat import tensor_version
+
 
 def append_dims(x: Tensor, ndim: int) -> Tensor:
     """Append trailing singleton dims so a [B] tensor broadcasts against a [B, ...] tensor
@@ -95,12 +97,12 @@ class Process(nn.Module):
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         memo = self.__dict__.get("_alpha_sigma_memo")
-        if memo and memo[0] is t and memo[1] == t._version:
+        if memo and memo[0] is t and memo[1] == tensor_version(t):
             return memo[2]
         log_alpha, log_sigma = self.log_alpha_sigma(self.check_time(t))
         out = log_alpha.exp(), log_sigma.exp()
         if memo is not None and isinstance(t, Tensor):
-            self.__dict__["_alpha_sigma_memo"] = (t, t._version, out)
+            self.__dict__["_alpha_sigma_memo"] = (t, tensor_version(t), out)
         return out
 
     def problem(self) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..compat import add_load_state_dict_pre_hook
 from .base import Process, keeps
 from .schedules import Learned, LogSNRSchedule, MonotoneNet, make_schedule
 
@@ -77,6 +78,7 @@ class ContinuousSNR(VPProcess):
     def __init__(self, schedule: str | LogSNRSchedule = "linear", log_snr_min: float = -10.0, log_snr_max: float = 10.0,
                  hidden: int = 1024):
         super().__init__(make_schedule(schedule, log_snr_min, log_snr_max, 0.0, 1.0, hidden=hidden))
+        add_load_state_dict_pre_hook(self, _move_legacy_schedule_keys)
 
     # VDM's learned schedule: its network and trainable endpoints, under the names they always had
     def _learned(self) -> Learned:
@@ -96,13 +98,14 @@ class ContinuousSNR(VPProcess):
     def log_snr_max_param(self):
         return self._learned().log_snr_max_param
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Checkpoints from before schedules were modules kept the learned schedule's weights
-        on the process itself (`net.*`, `log_snr_*_param`): move them to their new place."""
-        for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].split(".")[0] in
-                    ("net", "log_snr_min_param", "log_snr_max_param")]:
-            state_dict[prefix + "log_snr_schedule." + key[len(prefix):]] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def extra_repr(self) -> str:
         return f"schedule={self.schedule!r}, log_snr_min={self.log_snr_min:g}, log_snr_max={self.log_snr_max:g}"
+
+
+def _move_legacy_schedule_keys(module, state_dict, prefix, *args) -> None:
+    """Checkpoints from before schedules were modules kept the learned schedule's weights on the
+    process itself (`net.*`, `log_snr_*_param`): move them to their new place (a load_state_dict
+    pre-hook of `ContinuousSNR`)."""
+    for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].split(".")[0] in
+                ("net", "log_snr_min_param", "log_snr_max_param")]:
+        state_dict[prefix + "log_snr_schedule." + key[len(prefix):]] = state_dict.pop(key)

@@ -14,13 +14,14 @@ float32 tensors held *outside* the (DDP-wrapped) module, saved as their own chec
 exactly on resume. Every DDP rank applies the same update to the same (all-reduced)
 weights, so the average is identical on every rank without any communication.
 
-The update is one multi-tensor `torch._foreach_lerp_` over all parameters (a few kernel
-launches per step instead of one per parameter); torch builds without it use a loop.
+The update is torch's own multi-tensor EMA step (`torch.optim.swa_utils.get_ema_multi_avg_fn`:
+one lerp over all parameters, a few kernel launches per step instead of one per parameter).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 
 class ExponentialMovingAverage:
@@ -32,6 +33,7 @@ class ExponentialMovingAverage:
         self.decay, self.warmup = float(decay), bool(warmup)
         self.num_updates = 0
         self._pairs: tuple | None = None  # (module, shadow list, parameter list), rebuilt when stale
+        self._update_fn: tuple | None = None  # (decay, torch's multi-tensor EMA update for it)
         self.shadow: dict[str, Tensor] = {
             name: p.detach().to(torch.float32).clone() for name, p in module.named_parameters() if p.is_floating_point()
         }
@@ -59,18 +61,21 @@ class ExponentialMovingAverage:
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         """θ_ema ← θ_ema + (1 − d)(θ − θ_ema) = d θ_ema + (1 − d) θ, in float32."""
-        weight = 1.0 - self.current_decay()
+        decay = self.current_decay()
         shadows, params = self._tensor_lists(module)
         if params and shadows[0].device != params[0].device:  # the module moved since the lists were built
             self._pairs = None
             shadows, params = self._tensor_lists(module)
         values = [p.detach().float() for p in params]  # no copy for float32 parameters
-        if values and hasattr(torch, "_foreach_lerp_"):  # (no parameters: a multi-tensor op refuses empty lists)
-            torch._foreach_lerp_(shadows, values, weight)
-        else:  # torch without multi-tensor lerp, or nothing to average
-            for s, v in zip(shadows, values):
-                s.lerp_(v, weight)
+        if values:  # (no parameters: a multi-tensor op refuses empty lists)
+            self._step(decay)(shadows, values, None)  # θ_ema.lerp_(θ, 1 − d), float32 shadows
         self.num_updates += 1
+
+    def _step(self, decay: float):
+        """torch's EMA update for this decay (rebuilt only when the decay changes: warm-up)."""
+        if self._update_fn is None or self._update_fn[0] != decay:
+            self._update_fn = (decay, get_ema_multi_avg_fn(decay))
+        return self._update_fn[1]
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
@@ -80,7 +85,7 @@ class ExponentialMovingAverage:
                 p.copy_(self.shadow[name].to(device=p.device, dtype=p.dtype))
 
     def __getstate__(self) -> dict:  # pickling (ddp_spawn) and deepcopy leave the cache behind
-        return {**self.__dict__, "_pairs": None}
+        return {**self.__dict__, "_pairs": None, "_update_fn": None}
 
     def to(self, device, copy: bool = False) -> "ExponentialMovingAverage":
         """Move the shadow weights; `copy=True` gives each process private storage (tensors
