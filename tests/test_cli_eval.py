@@ -132,7 +132,8 @@ def test_oracle_fid_lies_within_the_noise_of_real_data():
 def test_floors_of_a_finite_data_set_come_from_its_validation_split():
     """A finite data set's floors are scored from real examples outside the reference: its
     validation split (digits: 197 examples), never the reference's own first rows (which gave
-    swd_floor = 0). Fewer held-out examples than samples is said, with the number."""
+    swd_floor = 0). Fewer held-out examples than samples is said, with the number, and no floor
+    is reported then (issue #31): swd_floor is None and swd_floor_unavailable says why."""
     from omegaconf import OmegaConf
 
     from difflab.evaluation import EvalTarget, real_examples, sample_metrics
@@ -144,10 +145,11 @@ def test_floors_of_a_finite_data_set_come_from_its_validation_split():
     samples = torch.rand(300, 1, 8, 8) * 2 - 1
     out, _ = sample_metrics(target, ["swd"], samples=samples)
     assert out["num_real_floor"] == 197 and any("floor from 197 held-out real examples (< 300" in w for w in out["warnings"])
-    expected = sliced_wasserstein(val.flatten(1).double(), train[:300].flatten(1).double(), 512, torch.Generator().manual_seed(0))
-    assert out["swd_floor"] == pytest.approx(float(expected)) and out["swd_floor"] > 0.01
+    assert out["swd_floor"] is None and out["swd_floor_unavailable"] == "only 197 held-out examples for 300 samples"
     out, _ = sample_metrics(target, ["swd"], samples=samples[:150])  # held-out as many as the samples: exact, unsaid
-    assert out["num_real_floor"] == 150 and "warnings" not in out
+    assert out["num_real_floor"] == 150 and "warnings" not in out and "swd_floor_unavailable" not in out
+    expected = sliced_wasserstein(val[:150].flatten(1).double(), train[:150].flatten(1).double(), 512, torch.Generator().manual_seed(0))
+    assert out["swd_floor"] == pytest.approx(float(expected)) and out["swd_floor"] > 0.01
     # no validation split: the training examples after the reference (here the first 1000 of 1797) stand in
     target = EvalTarget(None, None, (1, 8, 8), {**target.data_spec, "num_val": 0})
     train = target.real(10_000, 0)
@@ -158,6 +160,7 @@ def test_floors_of_a_finite_data_set_come_from_its_validation_split():
     assert out["num_real_floor"] == 300 and out["swd_floor"] == pytest.approx(float(expected))
     out, _ = sample_metrics(target, ["swd"], samples=samples, num_reference=10_000)  # the reference is all of it: none left
     assert "swd_floor" not in out and "num_real_floor" not in out
+    assert out["swd_floor_unavailable"] == "no real examples outside the reference"
 
 MIX = dict(means=[[-2.0, 0.0], [2.0, 1.0]], stds=[0.5, 0.3], weights=[0.4, 0.6])
 

@@ -8,11 +8,14 @@ and must not be on real digits with their pixels shuffled (same marginals, no di
 import contextlib
 import io
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from difflab.cli import demo
 
@@ -111,3 +114,37 @@ def test_tuned_10_nfe_grid_scores_at_least_the_demo_s_ddim_50(digits_demo, tmp_p
     tuned, ddim50, untuned = (s[k]["pooled"] for k in ("unipc2_10_tuned", "ddim_50", "unipc2_10_default_grid"))
     assert tuned >= ddim50, s
     assert untuned < ddim50, s
+
+
+@pytest.mark.slow
+def test_difflab_eval_reproduces_the_demo_s_swd_and_fid(tmp_path, monkeypatch):
+    """Issue #31: the demo reported SWD 0.0646 (floor 0.053) where difflab-eval on the same checkpoint
+    reported 0.026 (floor 0.071, from 197 held-out digits), each by its own code. The demo now runs
+    difflab-eval's code with the settings it prints; that command, run afresh (another process,
+    another feature-net cache), gives the report's SWD and FID and their floors to the printed digits.
+    The floors score as many real digits as there are samples; difflab-eval's default protocol on the
+    same samples has only the 197 validation digits for them and says the floor is unavailable.
+    A small demo: 40 training steps, 256 samples."""
+    from difflab.evaluation import from_checkpoint, sample_metrics
+
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    m = demo.demo(out, ["trainer.max_steps=40", "trainer.val_check_interval=20", "logger=csv"], num_samples=256)
+    report = (out / "report.md").read_text()
+    fid_key = "fid_learned_n256"
+    assert m["num_real_floor"] == 256 and m["swd_floor"] > 0 and m[fid_key + "_floor"] > 0
+    assert m["eval_command"] in report and m["eval_command"].startswith("difflab-eval ckpt_path=")
+
+    env = dict(os.environ, DIFFLAB_CACHE=str(tmp_path / "cache2"), WANDB_MODE="disabled",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    r = subprocess.run([sys.executable, "-m", "difflab.cli.evaluate", *m["eval_command"].split()[1:], f"output={tmp_path / 'again'}"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert f"| {again['swd']:.4f} | {again['swd_floor']:.4f} |" in report, (again["swd"], again["swd_floor"], report)
+    assert f"| {again[fid_key]:.4g} | {again[fid_key + '_floor']:.4g} |" in report, (again[fid_key], report)
+    assert (f"{again['swd']:.4f}", f"{again[fid_key]:.4g}") == (f"{m['swd']:.4f}", f"{m[fid_key]:.4g}")
+
+    samples = torch.from_numpy(np.load(tmp_path / "again" / "samples.npz")["samples"])
+    default, _ = sample_metrics(from_checkpoint(out / "checkpoints" / "last.ckpt"), ["swd"], samples=samples)
+    assert default["swd_floor"] is None and default["swd_floor_unavailable"] == "only 197 held-out examples for 256 samples"

@@ -153,7 +153,10 @@ def test_fid_floor_is_a_perfect_models_fid_under_the_same_protocol():
 
 def test_fid_floor_without_held_out_data_holds_out_part_of_the_reference():
     """Without held-out examples the last k = min(n, N // 2) reference vectors stand in for them
-    (the rest is the floor's reference); fewer than n is said, with the number."""
+    (the rest is the floor's reference); fewer than n is said, with the number, and no floor is
+    reported then (issue #31: a floor from fewer examples sits above a perfect model's FID, yet
+    was printed beside the metric as if usable): `<key>_floor` is None and `<key>_floor_unavailable`
+    gives the reason."""
     draw = _gaussian_draws(torch.Generator().manual_seed(0))
     ref, fake = draw(1000), draw(200)
     with warnings.catch_warnings(record=True) as caught:
@@ -162,9 +165,15 @@ def test_fid_floor_without_held_out_data_holds_out_part_of_the_reference():
     assert out["fid_x_n200_floor"] == pytest.approx(fid(ref[:800], ref[800:]))
     assert out["num_real_floor"] == 200
     assert not any("floor" in str(w.message) and "held-out" in str(w.message) for w in caught)
-    with pytest.warns(UserWarning, match=r"floor from 150 held-out real examples \(< 200 samples\)"):
+    assert "fid_x_n200_floor_unavailable" not in out
+    with pytest.warns(UserWarning, match=r"floor from 150 held-out real examples \(< 200 samples\) not reported"):
         out = sample_quality(ref[:300], fake, ("fid",), features="x")
-    assert out["fid_x_n200_floor"] == pytest.approx(fid(ref[:150], ref[150:300])) and out["num_real_floor"] == 150
+    assert out["fid_x_n200_floor"] is None and out["num_real_floor"] == 150
+    assert out["fid_x_n200_floor_unavailable"] == "only 150 held-out examples for 200 samples"
+    assert out["fid_x_n200"] == pytest.approx(fid(ref[:300], fake))  # the metric itself is still there
+    with pytest.warns(UserWarning, match=r"floor from 120 held-out real examples \(< 200 samples\) not reported"):
+        out = sample_quality(ref, fake, ("fid",), features="x", held_features=draw(120))
+    assert out["fid_x_n200_floor"] is None and out["fid_x_n200_floor_unavailable"] == "only 120 held-out examples for 200 samples"
     # more held-out examples than samples: the first n are used, as many as the samples
     out = sample_quality(ref, fake, ("fid",), features="x", held_features=draw(500))
     assert out["num_real_floor"] == 200

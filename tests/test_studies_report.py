@@ -191,3 +191,40 @@ def test_nfe_plot_series_and_the_floor_line(tmp_path):
     series = nfe_series(jobs, swept, "fid_n2k")
     assert series == {"sampler=ddim": [(5, 0.2, 0.0), (10, 0.1, 0.0)], "sampler=ode_heun": [(5, 0.2, 0.0), (10, 0.1, 0.0)]}
     assert floor_value(jobs, "fid_n2k") == pytest.approx(0.01) and floor_value(jobs, "swd") is None
+
+
+def test_columns_say_whose_number_they_are(tmp_path):
+    """Issue #31: the `nll` column is the data's exact NLL (a Gaussian mixture's), easily read as the
+    model's. The table marks the data's columns `(data)` (the exact nll, the real-vs-real floors and
+    their count) and says under it what they are; the model's columns keep their plain names. A
+    floor that is unavailable (null, with `<metric>_floor_unavailable`) is a dash, never a number."""
+    for i, w in enumerate(("elbo", "simple")):
+        fake_job(tmp_path, f"weighting={w}",
+                 metrics={"nll_elbo": 1.2 + i, "nll_elbo_se": 0.01, "nll": 1.1652, "nll_se": 0.0004, "swd": 0.1 + i,
+                          "swd_floor": 0.05 if i else None, "num_real_floor": 2048,
+                          **({} if i else {"swd_floor_unavailable": "only 197 held-out examples for 2048 samples"})})
+    report_main([str(tmp_path)])
+    text = (tmp_path / "report.md").read_text()
+    rows = table_rows(tmp_path / "report.md")
+    assert set(rows[0]) == {"weighting", "nll (data)", "nll_elbo", "swd", "swd_floor (data)", "num_real_floor (data)"}
+    assert [r["swd_floor (data)"] for r in rows] == ["–", "0.05"] and rows[0]["nll (data)"] == "1.165 ± 0.0004"
+    note = next(line for line in text.splitlines() if line.startswith("Every column is the model's number except"))
+    assert "`nll`: the data's exact NLL" in note and "`swd_floor`: real-vs-real floor" in note
+    assert "nll_elbo`" not in note and "`swd`" not in note
+
+
+def test_report_plots_import_no_private_name_of_report():
+    """Issue #30: report ↔ report_plots was an import cycle (report_plots took report's private
+    `_label` / `_slug`); both now import the leaf module report_common, and report_plots never report."""
+    import ast
+    from pathlib import Path
+
+    import difflab.report_common as common
+    import difflab.report_plots as plots
+
+    imported = [n for n in ast.walk(ast.parse(Path(plots.__file__).read_text())) if isinstance(n, ast.ImportFrom)]
+    assert all(n.module != "report" for n in imported)
+    assert not [a.name for n in imported for a in n.names if a.name.startswith("_")]
+    leaf = [n for n in ast.walk(ast.parse(Path(common.__file__).read_text())) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not [n for n in leaf if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("difflab"))]
+    assert common.slug("val/loss (last)") == "val_loss_last" and common.header("nll") == "nll (data)"

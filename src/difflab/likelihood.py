@@ -229,14 +229,18 @@ def nll_ode(
     *,
     batch_size: int = 4096,
     generator: torch.Generator | None = None,
+    on_batch: Callable[[int], None] | None = None,
     **ode_options,
 ) -> Estimate:
     """−log p(x) by the probability-flow ODE over a data set x [N, ...], in batches:
     the mean per example (nats) and its standard error over examples (which includes the
-    Hutchinson noise). `Estimate.per_dim` gives nats/dim."""
+    Hutchinson noise). `Estimate.per_dim` gives nats/dim. `on_batch(n)`: called after each
+    batch of n examples (progress)."""
     vals = []
     for chunk in x.split(batch_size):
         vals.append(-ode_log_likelihood(denoiser, process, chunk, generator=generator, **ode_options).log_prob)
+        if on_batch is not None:
+            on_batch(chunk.shape[0])
     return estimate_from_values(torch.cat(vals), x[0].numel())
 
 
@@ -268,6 +272,7 @@ def nll_elbo(
     batch_size: int = 65_536,
     num_steps: int | None = None,
     generator: torch.Generator | None = None,
+    on_batch: Callable[[int], None] | None = None,
     **elbo_options,
 ) -> Estimate:
     """−ELBO ≥ −log p(x): mean and standard error over `num_draws` independent (x, t, ε)
@@ -279,7 +284,8 @@ def nll_elbo(
     `data` is a tensor (cycled through; the standard error is then that of the mean over its
     N examples, from the per-example averages) or a sampler `data(n, generator)` (fresh x
     for every draw, e.g. the oracle's exact samples). Options such as
-    time_sampling, decoder and bits are passed through to the loss.
+    time_sampling, decoder and bits are passed through to the loss. `on_batch(n)`: called
+    after each batch of n draws (progress).
     """
     from . import losses
 
@@ -293,6 +299,8 @@ def nll_elbo(
             else:
                 terms = losses.discrete_elbo(denoiser, process, xb, num_steps, generator=generator, **elbo_options)
             vals.append(terms.total.detach().to(torch.float64).reshape(-1).cpu())
+            if on_batch is not None:
+                on_batch(xb.shape[0])
     vals = torch.cat(vals)
     est = estimate_from_values(vals, d, keep_values=False)
     if torch.is_tensor(data) and num_draws > data.shape[0]:

@@ -11,39 +11,32 @@ also looked for in `<job>/eval/`), `sample.json` (sampler, steps, nfe) and Hydra
 directory name (`schedule=cosine,weighting=elbo`, Hydra's override_dirname), else from the
 leaves of `config.yaml` that differ between jobs. Keys with one value across jobs are the
 study's fixed settings; the others are its columns.
+
+Columns say whose number they are: the model's, or the data's (`nll (data)`: for a Gaussian
+mixture the data's exact NLL, which the model's nll_elbo / nll_ode estimate; `<metric>_floor (data)`:
+real examples scored like the samples), with a note under the table. The job record and the
+helpers the plots share live in `report_common` (a leaf module: no import cycle with `report_plots`).
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from .progress import Progress
+from .report_common import Job, data_metric, header, label, plotted, slug, varies
+from .report_plots import plot_losses, plot_vs_nfe, plot_vs_weighting
+
+__all__ = ["Job", "SKIP_KEYS", "add_last_validation", "expand_lists", "label", "load_study", "metric_names", "plotted",
+           "slug", "split_overrides", "study", "table", "varies", "write_report", "write_study"]
 
 #: metric keys that are bookkeeping, not results
 SKIP_SUFFIXES = ("_se", "_seconds")
 SKIP_KEYS = ("data_shape", "warnings", "weights_true", "provenance")
 MARKERS = ("config.yaml", "metrics.json", "sample.json", "logs/metrics.csv", ".hydra/overrides.yaml")
-
-
-@dataclass
-class Job:
-    path: Path
-    overrides: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-
-    def value(self, metric: str) -> float | None:
-        v = self.metrics.get(metric)
-        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-    def se(self, metric: str) -> float | None:
-        v = self.metrics.get(metric + "_se")
-        return float(v) if isinstance(v, (int, float)) else None
 
 
 def split_overrides(name: str) -> dict[str, str]:
@@ -220,7 +213,7 @@ def fmt(value: float | None, se: float | None = None) -> str:
 
 
 def table(jobs: list[Job], swept: list[str], metrics: list[str]) -> str:
-    head = swept + metrics
+    head = swept + [header(m) for m in metrics]
     lines = ["| " + " | ".join(head or ["job"]) + " |", "|" + "---|" * max(1, len(head))]
     for j in jobs:
         cells = [j.overrides.get(k, "–") for k in swept] + [fmt(j.value(m), j.se(m)) for m in metrics]
@@ -228,22 +221,14 @@ def table(jobs: list[Job], swept: list[str], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
-
-
-def _label(job: Job, keys: list[str]) -> str:
-    return ", ".join(f"{k}={job.overrides.get(k, '–')}" for k in keys) or job.path.name
-
-
-def varies(jobs: list[Job], metric: str) -> bool:
-    """Whether `metric` (± SE) differs between jobs; one that does not is a reference, not a result."""
-    return len({(j.value(metric), j.se(metric)) for j in jobs}) > 1
-
-
-def plotted(metrics: list[str]) -> list[str]:
-    """The metrics worth a plot: results, not reference values (swd_floor) or counts."""
-    return [m for m in metrics if not m.endswith(("_floor", "num_samples")) and m not in ("data_shape",)]
+def whose_numbers(metrics: list[str]) -> str:
+    """The note under the table: which columns are the data's numbers, not the model's."""
+    data = [m for m in metrics if data_metric(m)]
+    if not data:
+        return ""
+    notes = list(dict.fromkeys(data_metric(m) for m in data))
+    return ("Every column is the model's number except those marked (data): " + "; ".join(
+        f"{', '.join(f'`{m}`' for m in data if data_metric(m) == note)}: {note}" for note in notes) + ".")
 
 
 def write_report(root: Path, out: Path | None = None) -> Path:
@@ -283,10 +268,11 @@ def pivots(jobs: list[Job], swept: list[str], metrics: list[str]) -> list[str]:
     row, col = (a, b) if len({j.overrides.get(a) for j in jobs}) >= len({j.overrides.get(b) for j in jobs}) else (b, a)
     out, same = [], []
     for m in [m for m in plotted(metrics) if m != "nfe" and any(j.value(m) is not None for j in jobs)]:
+        whose = " (the data's exact NLL, not a model's)" if m == "nll" else " (data)" if data_metric(m) else ""
         if not varies(jobs, m):  # a reference value (the exact nll), not a result
-            same.append(f"{m} = {fmt(jobs[0].value(m), jobs[0].se(m))}")
+            same.append(f"{m} = {fmt(jobs[0].value(m), jobs[0].se(m))}{whose}")
         else:
-            out += [f"**{m}**", "", pivot(jobs, row, col, m), ""]
+            out += [f"**{m}**{whose}", "", pivot(jobs, row, col, m), ""]
     return (["The same in every job: " + ", ".join(same) + ".", ""] if same else []) + out
 
 
@@ -295,13 +281,15 @@ def write_study(loaded: tuple[list[Job], list[str], dict[str, str]], out: Path, 
     out.mkdir(parents=True, exist_ok=True)
     jobs, swept, fixed = loaded
     metrics = metric_names(jobs)
-    from .report_plots import plot_losses, plot_vs_nfe, plot_vs_weighting
-
-    pngs = plot_vs_nfe(jobs, swept, metrics, out) + plot_vs_weighting(jobs, swept, metrics, out) + plot_losses(jobs, swept, out)
+    with Progress(f"plots of {len(jobs)} jobs"):
+        pngs = plot_vs_nfe(jobs, swept, metrics, out) + plot_vs_weighting(jobs, swept, metrics, out) + plot_losses(jobs, swept, out)
     lines = [f"# Study: {title}", "", f"{len(jobs)} jobs {source}."]
     if fixed:
         lines += ["", "Fixed: " + ", ".join(f"`{k}={v}`" for k, v in fixed.items())]
     lines += ["", "Mean ± standard error where the job reports one (`<metric>_se`).", "", table(jobs, swept, metrics), ""]
+    note = whose_numbers(metrics)
+    if note:
+        lines += [note, ""]
     grids = pivots(jobs, swept, metrics)
     if grids:
         lines += [f"## By {' × '.join(swept)}", ""] + grids

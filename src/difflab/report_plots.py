@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import Job, _label, _slug, plotted, varies
+from .report_common import Job, plotted, slug, varies
+from .report_common import label as job_label
 
 
 def _plt():
@@ -31,7 +32,7 @@ def nfe_series(jobs: list[Job], swept: list[str], metric: str) -> dict[str, list
     series: dict[str, list[tuple]] = {}
     for j in jobs:
         if j.value("nfe") is not None and j.value(metric) is not None:
-            label = _label(j, keys) if keys else metric
+            label = job_label(j, keys) if keys else metric
             series.setdefault(label, []).append((j.value("nfe"), j.value(metric), j.se(metric) or 0.0))
     return {label: sorted(pts) for label, pts in sorted(series.items())}
 
@@ -66,7 +67,7 @@ def plot_vs_nfe(jobs, swept, metrics, out: Path) -> list[Path]:
         ax.set(xscale="log", xlabel="NFE", ylabel=m, title=f"{m} vs NFE")
         if _draw_floor(ax, rows, m) or len(series) > 1:
             ax.legend(fontsize=7)
-        paths.append(_save(fig, out / f"{_slug(m)}_vs_nfe.png"))
+        paths.append(_save(fig, out / f"{slug(m)}_vs_nfe.png"))
     return paths
 
 
@@ -81,7 +82,7 @@ def plot_vs_weighting(jobs, swept, metrics, out: Path) -> list[Path]:
     for m in [m for m in plotted(metrics) if m != "nfe" and varies(jobs, m)]:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6, 4))
-        label_of = (lambda j: _label(j, groups)) if groups else (lambda j: m)  # no other key: one series, not one per job
+        label_of = (lambda j: job_label(j, groups)) if groups else (lambda j: m)  # no other key: one series, not one per job
         labels = sorted({label_of(j) for j in jobs})
         for i, label in enumerate(labels):
             sel = [j for j in jobs if label_of(j) == label and j.value(m) is not None and "weighting" in j.overrides]
@@ -92,7 +93,7 @@ def plot_vs_weighting(jobs, swept, metrics, out: Path) -> list[Path]:
         ax.set(xlabel="weighting", ylabel=m, title=f"{m} vs weighting" + (" by " + groups[0] if groups else ""))
         if _draw_floor(ax, jobs, m) or groups:
             ax.legend(fontsize=7)
-        paths.append(_save(fig, out / f"{_slug(m)}_vs_weighting.png"))
+        paths.append(_save(fig, out / f"{slug(m)}_vs_weighting.png"))
     return paths
 
 
@@ -107,7 +108,7 @@ def plot_losses(jobs, swept, out: Path) -> list[Path]:
             if pts and (k.startswith("train/") or k.endswith("_ema")):
                 x, y = zip(*pts)
                 ax.plot(x, y, ls="-" if k.startswith("train/") else "--", marker="." if len(pts) < 3 else None, lw=1,
-                        color=f"C{i % 10}", label=f"{_label(j, swept)} {k}")
+                        color=f"C{i % 10}", label=f"{job_label(j, swept)} {k}")
     ax.set(xlabel="step", ylabel="loss", yscale="log", title="loss curves")
     ax.legend(fontsize=6)
     return [_save(fig, out / "loss_curves.png")]

@@ -1,15 +1,18 @@
 """`make demo` = `python -m difflab.cli.demo output=runs/demo`: train the `digits` recipe on
-the CPU, sample with the EMA weights, evaluate, write `<output>/report.md` with a sample grid,
+the CPU, evaluate its EMA weights with difflab-eval, write `<output>/report.md` with a sample grid,
 a loss curve and `metrics.json`.
 
 Any other `key=value` is passed to difflab-train (e.g. `trainer.max_steps=500`).
 The numbers, all computed here against scikit-learn's real digits:
-  - classifier_confident: the fraction of samples that a digits classifier trained on the
+  - swd / fid_learned_n1000 and their real-vs-real floors: difflab-eval's own numbers, from its
+    own code (`difflab.cli.evaluate.run`) with the settings in `eval_overrides` (DDIM-50, 1000
+    samples of seed `seed`, reference_split=val: the 197 validation digits are the reference, and
+    the floors score 1000 training digits against them). `<output>/eval/` holds difflab-eval's
+    metrics.json and samples; the report gives the difflab-eval command that reproduces them;
+  - classifier_confident: the fraction of those samples that a digits classifier trained on the
     real digits (scikit-learn's MLPClassifier) labels with probability >= 0.9
     (the same classifier on held-out real digits is given as `real_confident` for scale);
   - classes_covered / class_histogram: how many of the 10 digits the samples cover;
-  - swd / swd_real: sliced Wasserstein distance (64 dims) from samples to the held-out
-    digits, and between the training and held-out digits (the floor at this sample size);
   - memorisation: the median distance from each sample to its nearest training digit over the
     same median for the validation digits the model never saw (~1: as novel as fresh digits;
     near 0: the model copies its training set).
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..progress import Progress, program
 from ..utils import provenance, quiet_console, save_npz, write_json
 from .common import UsageError
 
@@ -129,19 +133,41 @@ def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
     return out, rest
 
 
+#: what the demo asks difflab-eval for: the sample metrics with a real-vs-real floor
+EVAL_METRICS = ("swd", "fid")
+
+
+def eval_overrides(ckpt: Path, seed: int, num_samples: int, sampler: str, steps: int) -> list[str]:
+    """difflab-eval's options for the demo's SWD and FID: its sampler, sample count and seed, and
+    reference_split=val (the validation digits as reference, so the floors score as many training
+    digits as there are samples; difflab-eval's default, reference_split=train, has only the 197
+    validation digits for the floors and reports them unavailable at 2048 samples)."""
+    return [f"ckpt_path={ckpt}", f"metrics=[{','.join(EVAL_METRICS)}]", f"sampler={sampler}", f"sampler.steps={steps}",
+            f"num_samples={num_samples}", "reference_split=val", f"seed={seed}"]
+
+
+def _cell(metrics: dict, key: str, fmt: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return f"unavailable ({metrics.get(key + '_unavailable', 'not computed')})"
+    return format(value, fmt)
+
+
 def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str = "ddim", steps: int = 50) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from ..metrics.distances import sliced_wasserstein
-    from ..evaluation import SamplerChoice, draw_samples
+    from . import evaluate
     from .common import CONFIG_DIR
     from .train import train
 
     if (out / "report.md").exists():
         raise UsageError(f"output={out} already holds a demo report; remove it or choose another output=...")
+    ckpt = out / "checkpoints" / "last.ckpt"
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("train", overrides=["experiment=digits", f"output={out}", *overrides])
+            eval_args = eval_overrides(ckpt, int(cfg.seed), num_samples, sampler, steps)
+            eval_cfg = compose("eval", overrides=[*eval_args, f"output={out / 'eval'}"])
     except Exception as e:  # unknown option / misspelled key
         from .common import one_line
 
@@ -150,51 +176,76 @@ def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str 
     module, trainer, dm = train(cfg, out)
     train_s = time.time() - t0
 
-    den = module.denoiser(use_ema=True).cpu()
+    # difflab-eval itself on the final checkpoint: `difflab-eval <eval_args>` gives these very numbers
+    # (and, by the seeding rule, `difflab-sample ckpt_path=... sampler=<sampler> sampler.steps=<steps>
+    # seed=<seed>` these very samples)
     t1 = time.time()
-    # the seeding rule of difflab-sample: `difflab-sample ckpt_path=<out>/checkpoints/last.ckpt
-    # sampler=<sampler> sampler.steps=<steps> seed=<seed>` draws these very samples
-    drawn, nfe = draw_samples(den, den.process, dm.data_shape, num_samples, int(cfg.seed), SamplerChoice(sampler, steps))
+    scored = evaluate.run(eval_cfg, out / "eval")
     sample_s = time.time() - t1
+    with np.load(out / "eval" / "samples.npz") as f:
+        drawn, nfe = torch.from_numpy(f["samples"]), int(f["nfe"])
     samples = drawn.float().clamp(-1, 1).reshape(num_samples, 1, 8, 8)
 
-    clf, x, held, fit = demo_classifier()
-    scores = classifier_scores(clf, samples)
-    real = classifier_scores(clf, x[held])
-    g = torch.Generator().manual_seed(0)
+    with Progress("classifier scores (an MLP fitted on real digits)"):
+        clf, x, held, fit = demo_classifier()
+        scores = classifier_scores(clf, samples)
+        real = classifier_scores(clf, x[held])
+        memorisation = nearest_neighbour_ratio(samples, *dm.split())
+    fid_key = next(k for k in scored if k.startswith("fid_") and not k.endswith(("_floor", "_unavailable")))
     metrics = {
         "classifier_confident": scores["confident"], "classes_covered": scores["classes_covered"],
         "class_histogram": scores["class_histogram"], "real_confident": real["confident"],
         "confidence_threshold": CONFIDENCE,
-        "swd": sliced_wasserstein(samples.reshape(num_samples, -1), x[held].reshape(len(held), -1), generator=g),
-        "swd_real": sliced_wasserstein(x[fit][:num_samples].reshape(-1, 64), x[held].reshape(len(held), -1), generator=g),
-        "memorisation": nearest_neighbour_ratio(samples, *dm.split()),
-        "num_samples": num_samples, "sampler": sampler, "nfe": int(nfe), "steps_trained": int(trainer.global_step),
+        **{k: v for k, v in scored.items() if k.startswith(("swd", "fid_", "num_real_floor", "reference_split"))},
+        "memorisation": memorisation,
+        "num_samples": num_samples, "sampler": sampler, "nfe": nfe, "steps_trained": int(trainer.global_step),
         "train_seconds": round(train_s, 1), "sample_seconds": round(sample_s, 1),
+        "eval_command": " ".join(["difflab-eval", *eval_args]),
     }
-    metrics["provenance"] = provenance(cfg, out / "checkpoints" / "last.ckpt", output=str(out))
-    write_json(out / "metrics.json", metrics)
-    save_npz(out / "samples.npz", samples=samples.numpy(), nfe=nfe)
-    save_grid(samples, out / "samples.png")
-    save_grid(x[held][:100], out / "real.png")
-    csv_path = out / "logs" / "metrics.csv"
-    if csv_path.exists():
-        save_loss_curve(csv_path, out / "loss.png")
-    (out / "report.md").write_text(f"""# difflab demo: diffusion on scikit-learn's 8x8 digits
+    metrics["provenance"] = provenance(cfg, ckpt, output=str(out))
+    with Progress("writing the report (sample grids, loss curve)"):
+        write_json(out / "metrics.json", metrics)
+        save_npz(out / "samples.npz", samples=samples.numpy(), nfe=nfe)
+        save_grid(samples, out / "samples.png")
+        save_grid(x[held][:100], out / "real.png")
+        csv_path = out / "logs" / "metrics.csv"
+        if csv_path.exists():
+            save_loss_curve(csv_path, out / "loss.png")
+        (out / "report.md").write_text(report(cfg, metrics, fid_key, trainer, out))
+    return metrics
 
-Recipe `experiment=digits` ({cfg.model._target_.rsplit('.', 1)[-1]}, {cfg.process._target_.rsplit('.', 1)[-1]}
-{cfg.schedule.name}, {cfg.parameterization._target_.rsplit('.', 1)[-1]}-prediction, `{cfg.weighting.weighting}` weighting),
-{metrics['steps_trained']} steps in {train_s:.0f} s on {trainer.accelerator.__class__.__name__.replace('Accelerator', '')};
-{num_samples} samples with `{sampler}` ({nfe} network evaluations) from the EMA weights in {sample_s:.0f} s.
+
+def report(cfg, metrics: dict, fid_key: str, trainer, out: Path) -> str:
+    """The demo's report.md."""
+    def name(node) -> str:
+        return str(node["_target_"]).rsplit(".", 1)[-1]
+
+    m, floors = metrics, metrics.get("num_real_floor")
+    return f"""# difflab demo: diffusion on scikit-learn's 8x8 digits
+
+Recipe `experiment=digits` ({name(cfg.model)}, {name(cfg.process)}
+{cfg.schedule.name}, {name(cfg.parameterization)}-prediction, `{cfg.weighting.weighting}` weighting),
+{m['steps_trained']} steps in {m['train_seconds']:.0f} s on {trainer.accelerator.__class__.__name__.replace('Accelerator', '')};
+{m['num_samples']} samples with `{m['sampler']}` ({m['nfe']} network evaluations) from the EMA weights, scored in {m['sample_seconds']:.0f} s.
 
 | | samples | real digits |
 |---|---|---|
-| labelled with probability >= {CONFIDENCE} by an MLP classifier trained on real digits | {metrics['classifier_confident']:.1%} | {metrics['real_confident']:.1%} |
-| digit classes covered | {metrics['classes_covered']} / 10 | 10 / 10 |
-| sliced Wasserstein distance to held-out digits | {metrics['swd']:.4f} | {metrics['swd_real']:.4f} |
-| distance to the nearest training digit (median, over that of unseen real digits) | {metrics['memorisation']:.2f} | 1 |
+| labelled with probability >= {CONFIDENCE} by an MLP classifier trained on real digits | {m['classifier_confident']:.1%} | {m['real_confident']:.1%} |
+| digit classes covered | {m['classes_covered']} / 10 | 10 / 10 |
+| sliced Wasserstein distance to the validation digits (`swd`; real: the floor, `swd_floor`) | {_cell(m, 'swd', '.4f')} | {_cell(m, 'swd_floor', '.4f')} |
+| FID in learned features (`{fid_key}`; real: the floor) | {_cell(m, fid_key, '.4g')} | {_cell(m, fid_key + '_floor', '.4g')} |
+| distance to the nearest training digit (median, over that of unseen real digits) | {m['memorisation']:.2f} | 1 |
 
-Class histogram of the samples: {metrics['class_histogram']}
+Class histogram of the samples: {m['class_histogram']}
+
+SWD and FID are difflab-eval's (`eval/metrics.json`): the reference is the validation digits the
+model never saw, and the real-vs-real floor scores {floors} training digits against it under the same
+protocol (what a perfect model would score). This command gives the same numbers:
+
+    {m['eval_command']}
+
+difflab-eval's defaults score another protocol (`sampler=ode_heun`, `num_samples=2048`,
+`reference_split=train`: the training digits as reference), so give these settings to compare.
 
 | samples (EMA) | real |
 |---|---|
@@ -202,10 +253,10 @@ Class histogram of the samples: {metrics['class_histogram']}
 
 ![loss curve](loss.png)
 
-Files: `metrics.json`, `samples.npz`, `checkpoints/last.ckpt` (sample more with
-`difflab-sample ckpt_path={out}/checkpoints/last.ckpt`), `config.yaml`, `logs/metrics.csv`.
-""")
-    return metrics
+Files: `metrics.json`, `samples.npz`, `eval/` (difflab-eval's metrics.json and samples),
+`checkpoints/last.ckpt` (sample more with `difflab-sample ckpt_path={out}/checkpoints/last.ckpt`),
+`config.yaml`, `logs/metrics.csv`.
+"""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     quiet_console()
     try:
         out, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-        metrics = demo(out, overrides)
+        with program(PROG):
+            metrics = demo(out, overrides)
     except (UsageError, ValueError, FileNotFoundError, HydraException) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)

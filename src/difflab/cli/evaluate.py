@@ -18,10 +18,12 @@ import numpy as np
 import torch
 
 from ..evaluation import METRICS, SAMPLE_METRICS, SamplerChoice, evaluate, options
+from ..progress import program
 from ..utils import RunLock, provenance, save_npz, write_json
 from .common import UsageError, build_target, refuse_existing, resolve_device, set_threads, user_chose
 from .entry import hydra_entry
 
+PROG = "difflab-eval"
 _user_chose = user_chose  # module-level, so tests can pretend data= was typed
 
 
@@ -110,6 +112,11 @@ def check_options(cfg) -> list[str]:
 
 
 def run(cfg, output_dir: Path) -> dict:
+    with program(PROG):  # the progress lines of long steps (likelihoods, sampling, features) name difflab-eval
+        return _run(cfg, output_dir)
+
+
+def _run(cfg, output_dir: Path) -> dict:
     metrics = check_options(cfg)
     refuse_existing(Path(output_dir) / "metrics.json", cfg.get("overwrite"))
     sampler = SamplerChoice.from_config(cfg.get("sampler"))
@@ -125,17 +132,18 @@ def run(cfg, output_dir: Path) -> dict:
         except ValueError as e:  # the library's errors on user input say what to change: one line, exit 2
             raise UsageError(str(e)) from e
         for w in out.get("warnings", []):
-            print(f"difflab-eval: warning: {w}")
+            print(f"{PROG}: warning: {w}")
         out["provenance"] = provenance(cfg, cfg.get("ckpt_path"), output=str(output_dir))
         write_json(Path(output_dir) / "metrics.json", out)
         if samples is not None and given is None and bool(cfg.get("save_samples", True)) and any(m in SAMPLE_METRICS for m in metrics):
             save_npz(Path(output_dir) / "samples.npz", samples=samples.numpy(), nfe=out.get("nfe") or 0)
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in out.items() if isinstance(v, float) and not k.endswith("_seconds"))
-    print(f"difflab-eval: wrote {Path(output_dir) / 'metrics.json'}: {shown}")
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k[:-len('_unavailable')]}=unavailable" for k, v in out.items()
+                      if isinstance(v, float) and not k.endswith("_seconds") or k.endswith("_floor_unavailable"))
+    print(f"{PROG}: wrote {Path(output_dir) / 'metrics.json'}: {shown}")
     return out
 
 
-main = hydra_entry("eval", "difflab-eval")(run)
+main = hydra_entry("eval", PROG)(run)
 
 if __name__ == "__main__":
     main()

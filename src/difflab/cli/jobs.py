@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..progress import program
 from ..utils import provenance, save_npz, write_json
 from .common import UsageError, resolve_device
 
@@ -86,7 +87,8 @@ def evaluate_at_end(cfg, out: Path) -> dict | None:
     target = from_checkpoint(ckpt, device=device)
     likelihood, sampling = options(e, SamplerChoice.from_config(cfg.sampler))
     try:
-        result, samples = evaluate(target, metrics, seed=int(cfg.seed), likelihood=likelihood, sampling=sampling, device=device)
+        with program("difflab-train"):  # progress lines of its long steps (e.g. 4M ELBO draws)
+            result, samples = evaluate(target, metrics, seed=int(cfg.seed), likelihood=likelihood, sampling=sampling, device=device)
     except ValueError as err:
         raise UsageError(f"eval_at_end: {err}") from err
     result["provenance"] = provenance(cfg, ckpt, output=str(out))

@@ -10,11 +10,11 @@ start grid and of the tuned grid to the reference on as many draws of `heldout_s
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 from ..evaluation import SamplerChoice
+from ..progress import Progress, program
 from ..utils import RunLock, plain, write_json
 from .common import UsageError, build_target, refuse_existing, resolve_device, set_threads, user_chose
 from .entry import hydra_entry
@@ -34,20 +34,13 @@ def check_options(cfg) -> tuple[SamplerChoice, tuple]:
     return choice, reference
 
 
-def _progress(total: int):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc="tuning grid", unit="run", leave=False, disable=not sys.stderr.isatty())
-
-    def update(evals: int, best: float) -> None:
-        bar.update(evals - bar.n)
-        bar.set_postfix(distance=f"{best:.4g}")
-
-    return bar, update
-
-
 @hydra_entry("tune_grid", PROG)
 def main(cfg, output_dir: Path) -> None:
+    with program(PROG):  # the progress lines of the reference solve and the search name the command
+        _main(cfg, output_dir)
+
+
+def _main(cfg, output_dir: Path) -> None:
     from ..evaluation import tuning
 
     choice, reference = check_options(cfg)
@@ -58,15 +51,14 @@ def main(cfg, output_dir: Path) -> None:
     n, den, process = int(cfg.num_samples), target.denoiser, target.process
     with RunLock(output_dir):
         t0 = time.time()
-        bar, update = _progress(int(cfg.max_evals))
-        with bar:
-            tuned = tuning.tune_grid(den, process, choice.sampler, choice.steps, target.data_shape, n=n, seed=int(cfg.seed),
-                                     grid=choice.grid, options=choice.options, reference=reference,
-                                     max_evals=int(cfg.max_evals), device=device, callback=update)
-        x_held = tuning.prior_noise(process, target.data_shape, n, int(cfg.heldout_seed), device)
-        ref_held = tuning.solve(den, process, x_held, *reference)
-        held = {name: tuning.grid_error(den, process, choice.sampler, ts, x_held, ref_held, choice.options)
-                for name, ts in (("start", tuned.initial_ts), ("tuned", tuned.ts))}
+        tuned = tuning.tune_grid(den, process, choice.sampler, choice.steps, target.data_shape, n=n, seed=int(cfg.seed),
+                                 grid=choice.grid, options=choice.options, reference=reference,
+                                 max_evals=int(cfg.max_evals), device=device)
+        with Progress(f"held-out distances (seed {cfg.heldout_seed})"):
+            x_held = tuning.prior_noise(process, target.data_shape, n, int(cfg.heldout_seed), device)
+            ref_held = tuning.solve(den, process, x_held, *reference)
+            held = {name: tuning.grid_error(den, process, choice.sampler, ts, x_held, ref_held, choice.options)
+                    for name, ts in (("start", tuned.initial_ts), ("tuned", tuned.ts))}
         source = cfg.ckpt_path or f"model=oracle ({type(process).__name__})"
         use = " ".join([f"sampler={tuned.sampler}", *(f"sampler.{k}={v}" for k, v in tuned.options.items()),
                         f"sampler.steps={tuned.steps}", f"sampler.grid=tuned:{output_dir / 'grid.yaml'}"])

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..progress import Progress, count
 from .target import real_examples
 
 LIKELIHOOD_METRICS = ("nll_ode", "nll_elbo", "bpd_ode", "bpd_elbo")
@@ -101,22 +102,28 @@ def features_name(kind, net) -> str:
 def distances(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: int = 0, num_projections: int = 512,
               real_other: Tensor | None = None) -> dict[str, float]:
     """swd / mmd of fake vs real (flattened, float64). swd_floor, when `real_other` (real
-    examples not in `real`: fresh draws, a validation split) is given: the swd of as many of
-    them as there are samples against the same `real`, i.e. a perfect model's swd
-    (`difflab.metrics.quality`'s floor rule); `num_real_floor` says how many there were."""
+    examples not in `real`: fresh draws, a validation split) holds as many as there are samples:
+    the swd of n of them against the same `real`, i.e. a perfect model's swd
+    (`difflab.metrics.quality`'s floor rule); `num_real_floor` says how many there were. With
+    fewer, swd_floor is None and `swd_floor_unavailable` says why (a floor from fewer examples
+    is too high); with none, there is no swd_floor and `swd_floor_unavailable` says so."""
     from ..metrics.distances import mmd, sliced_wasserstein
-    from ..metrics.quality import warn_few_held_out
+    from ..metrics.quality import floor_unavailable, warn_few_held_out
 
-    out: dict[str, float] = {}
+    out: dict = {}
     n = fake.shape[0]
     fake, real = fake.flatten(1).double(), real.flatten(1).double()
     if "swd" in metrics:
         out["swd"] = float(sliced_wasserstein(fake, real, int(num_projections), torch.Generator().manual_seed(seed)))
         if real_other is not None and real_other.shape[0] >= 1:
             held = real_other[:n].flatten(1).double()
-            warn_few_held_out(held.shape[0], n)
-            out["swd_floor"] = float(sliced_wasserstein(held, real, int(num_projections), torch.Generator().manual_seed(seed)))
             out["num_real_floor"] = int(held.shape[0])
+            if warn_few_held_out(held.shape[0], n):
+                out["swd_floor"], out["swd_floor_unavailable"] = None, floor_unavailable(held.shape[0], n)
+            else:
+                out["swd_floor"] = float(sliced_wasserstein(held, real, int(num_projections), torch.Generator().manual_seed(seed)))
+        else:
+            out["swd_floor_unavailable"] = "no real examples outside the reference"
     if "mmd" in metrics:
         out["mmd"] = float(mmd(fake, real))
     return out
@@ -181,12 +188,21 @@ def score_samples(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: i
     if any(m in FEATURE_METRICS for m in metrics):
         from ..metrics import extract, feature_id, reference_stats
 
-        net = net if net is not None else feature_network(features, real, seed, inception_weights, device, datamodule)
-        real_f = extract(net, real)
-        stats = reference_stats(real_f, cache_name, reference_split, feature_id(net)) if cache_name else None
-        logits = extract(net, fake, logits=True) if "is" in metrics else None
-        q, more = feature_metrics(extract(net, fake), real_f, metrics, features=features_name(features, net), fake_logits=logits,
-                                  real_stats=stats, held_features=extract(net, held) if held is not None else None)
+        name = features_name(features, net if net is not None else features)
+        if net is None:
+            with Progress(f"{name} feature network for FID/KID/IS"):
+                net = feature_network(features, real, seed, inception_weights, device, datamodule)
+        total = real.shape[0] + n * (2 if "is" in metrics else 1) + (held.shape[0] if held is not None else 0)
+        with Progress(f"{name} features", total, "examples") as bar:
+            real_f = extract(net, real, on_batch=bar.update)
+            stats = reference_stats(real_f, cache_name, reference_split, feature_id(net)) if cache_name else None
+            logits = extract(net, fake, logits=True, on_batch=bar.update) if "is" in metrics else None
+            fake_f = extract(net, fake, on_batch=bar.update)
+            held_f = extract(net, held, on_batch=bar.update) if held is not None else None
+        chosen = "/".join(m.upper() for m in metrics if m in FEATURE_METRICS)
+        with Progress(f"{chosen} of {n} samples"):
+            q, more = feature_metrics(fake_f, real_f, metrics, features=features_name(features, net), fake_logits=logits,
+                                      real_stats=stats, held_features=held_f)
         out.update(q)
         warned += more
     if any(m in CLASSIFIER_METRICS for m in metrics):
@@ -249,8 +265,9 @@ def likelihood_metrics(target, metrics: Sequence[str], *, seed: int = 0, num_eva
                 continue
             g = torch.Generator(device=device).manual_seed(seed + 2)
             t0 = time.perf_counter()
-            est = nll_ode(target.denoiser, target.process, deq(x, g) if name == "bpd_ode" else x, batch_size=ode_batch,
-                          generator=g, **ode)
+            with Progress(f"{name} (probability-flow ODE)", x.shape[0], "examples") as bar:
+                est = nll_ode(target.denoiser, target.process, deq(x, g) if name == "bpd_ode" else x, batch_size=ode_batch,
+                              generator=g, on_batch=bar.update, **ode)
             mean, se = est.per_dim if name == "nll_ode" else _bpd(est, False, bits)
             out.update({name: mean, name + "_se": se, name + "_seconds": time.perf_counter() - t0, name + "_num_samples": est.num_draws})
             if name == "nll_ode" and target.mixture is not None:
@@ -272,11 +289,14 @@ def likelihood_metrics(target, metrics: Sequence[str], *, seed: int = 0, num_eva
                 return deq(xb, gen)
         opts = dict(elbo, **({"bits": bits} if name == "bpd_elbo" else {}))
         t0 = time.perf_counter()
-        est = nll_elbo(target.denoiser, target.process, data, num_draws=int(mc_samples), batch_size=int(mc_batch_size),
-                       num_steps=num_steps, generator=g, **opts)
+        with Progress(f"{name} (ELBO)", int(mc_samples), "draws") as bar:
+            est = nll_elbo(target.denoiser, target.process, data, num_draws=int(mc_samples), batch_size=int(mc_batch_size),
+                           num_steps=num_steps, generator=g, on_batch=bar.update, **opts)
         mean, se = est.per_dim if name == "nll_elbo" else _bpd(est, discrete, bits)
         out.update({name: mean, name + "_se": se, name + "_seconds": time.perf_counter() - t0, name + "_num_samples": est.num_draws})
 
     if target.mixture is not None and any(m.startswith("nll") for m in wanted):
-        out["nll"], out["nll_se"] = target.mixture.nll(num_samples=int(min(mc_samples, 2_000_000)), seed=seed + 4)
+        draws = int(min(mc_samples, 2_000_000))
+        with Progress(f"nll: the data's exact NLL ({count(draws)} draws)"):
+            out["nll"], out["nll_se"] = target.mixture.nll(num_samples=draws, seed=seed + 4)
     return out

@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
 
+from ..progress import Progress
 from ..utils import locate, plain
 from .seeding import SEED_CHUNK, chunk_generator, chunks_per_batch, num_chunks, rank_chunks
 
@@ -100,11 +100,11 @@ class SamplerChoice:
     def name(self) -> str:
         return self.sampler if isinstance(self.sampler, str) else getattr(self.sampler, "__name__", str(self.sampler))
 
-    def run(self, denoiser, process, shape, generator, device, dtype):
+    def run(self, denoiser, process, shape, generator, device, dtype, callback=None):
         from ..samplers import sample
 
         return sample(denoiser, process, shape, self.sampler, self.steps, generator=generator, device=device, dtype=dtype,
-                      grid=self.grid, **self.options)
+                      grid=self.grid, callback=callback, **self.options)
 
 
 #: `batch_size=auto` on a CPU: about this many input values per network batch. Measured (UNet of
@@ -127,12 +127,6 @@ def resolve_batch_size(batch_size, data_shape, device) -> int:
     return int(min(1024, max(SEED_CHUNK, CPU_BATCH_VALUES // dim // SEED_CHUNK * SEED_CHUNK)))
 
 
-def _progress(total: int, desc: str, enabled: bool | None):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="sample", leave=False, disable=not (sys.stderr.isatty() if enabled is None else enabled))
-
-
 def draw_chunks(denoiser, process, data_shape, chunks: list[int], seed: int, sampler: SamplerChoice, *,
                 batch_size: int | str = 1024, device=None, dtype=torch.float32, precision: str = "fp32",
                 sample_fn: Callable | None = None, progress: bool | None = None) -> tuple[dict[int, Tensor], int]:
@@ -142,27 +136,35 @@ def draw_chunks(denoiser, process, data_shape, chunks: list[int], seed: int, sam
     `PRECISIONS` (bf16 / fp16: the network under autocast; bf16-true / fp16-true: a copy of the
     network in that dtype); the denoiser returns float32 and the sampler's state stays in
     `dtype`. `sample_fn(denoiser, process, shape, generator=, device=)` replaces the sampler for
-    one chunk at a time (callbacks and tests). `batch_size`: an int or "auto" (`resolve_batch_size`)."""
+    one chunk at a time (callbacks and tests). `batch_size`: an int or "auto" (`resolve_batch_size`).
+    `progress`: lines on stderr while sampling runs past a few seconds (`difflab.progress`;
+    None or True: on, False: off)."""
     device = torch.device(device or "cpu")
     denoiser, amp = in_precision(denoiser, precision)
     per = 1 if sample_fn is not None else chunks_per_batch(resolve_batch_size(batch_size, data_shape, device))
     out: dict[int, Tensor] = {}
     nfe = 0
-    with _progress(len(chunks) * SEED_CHUNK, f"sampling ({sampler.name}, {sampler.steps} steps)", progress) as bar:
+    with Progress(f"sampling ({sampler.name}, {sampler.steps} steps)", len(chunks) * SEED_CHUNK, "samples",
+                  enabled=progress) as bar:
         for first in range(0, len(chunks), per):
             group = chunks[first:first + per]
             gens = [chunk_generator(seed, c, device) for c in group]
             shape = (len(group) * SEED_CHUNK, *data_shape)
+            before = bar.done
+
+            def step(info, _n=shape[0], _at=before):  # a batch's samples counted step by step as the sampler goes
+                bar.set(_at + _n * min((int(info.get("i", 0)) + 1) / max(sampler.steps, 1), 1.0))
+
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 if sample_fn is not None:
                     res = sample_fn(denoiser, process, shape, generator=gens[0], device=device)
                 else:
-                    res = sampler.run(denoiser, process, shape, gens, device, dtype)
+                    res = sampler.run(denoiser, process, shape, gens, device, dtype, callback=step)
             x = getattr(res, "samples", res).detach()
             nfe = max(nfe, int(getattr(res, "nfe", 0)))
             for k, c in enumerate(group):
                 out[c] = x[k * SEED_CHUNK:(k + 1) * SEED_CHUNK].cpu()
-            bar.update(x.shape[0])
+            bar.set(before + x.shape[0])
     return out, nfe
 
 

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..progress import Progress
 from ..samplers.core import SAMPLERS, check_sampler, sample, sampler_spec
 from ..samplers.grids import _pin_ends, make_grid
 from .seeding import SEED_CHUNK, chunk_generator, num_chunks
@@ -127,12 +128,14 @@ def compass_search(loss: Callable[[Tensor], float], lam: Tensor, max_evals: int,
 
 def tune_grid(denoiser, process, sampler, steps: int, data_shape, *, n: int = 256, seed: int = 0, grid=None,
               options: dict | None = None, reference: tuple = REFERENCE, max_evals: int = 400, device=None,
-              callback: Callable[[int, float], None] | None = None) -> TunedGrid:
+              callback: Callable[[int, float], None] | None = None, progress: bool | None = None) -> TunedGrid:
     """Fit the `steps`-step grid of a deterministic `sampler` to `denoiser` (module docstring).
 
     n, seed: the tuning noise (`prior_noise`). grid: the start (default: the sampler's own).
     reference: (sampler, steps, grid) of the many-step solve, computed once. max_evals: sampler
     runs on the n draws (each `steps` NFE, or 2·steps for Heun). callback(evals, best loss).
+    progress: lines on stderr for the reference solve and the search once they run past a few
+    seconds (`difflab.progress`; False: none).
     """
     options = dict(options or {})
     check_sampler(sampler, steps, options)
@@ -141,7 +144,8 @@ def tune_grid(denoiser, process, sampler, steps: int, data_shape, *, n: int = 25
     x_T = prior_noise(process, tuple(data_shape), int(n), int(seed), device)
     check_deterministic(denoiser, process, sampler, steps, x_T, options)
     ref_sampler, ref_steps, ref_grid = reference
-    x_ref = solve(denoiser, process, x_T, ref_sampler, int(ref_steps), ref_grid)
+    with Progress(f"reference solve: {ref_sampler}, {ref_steps} steps", enabled=progress):
+        x_ref = solve(denoiser, process, x_T, ref_sampler, int(ref_steps), ref_grid)
     if not torch.isfinite(x_ref).all():
         raise ValueError(f"the reference solve ({ref_sampler}, {ref_steps} steps) is not finite; give a reference with more steps")
     start = make_grid(process, int(steps), sampler_spec(sampler).default_grid if grid is None else grid)
@@ -154,7 +158,14 @@ def tune_grid(denoiser, process, sampler, steps: int, data_shape, *, n: int = 25
     def loss(lam: Tensor) -> float:
         return grid_error(denoiser, process, sampler, to_times(lam), x_T, x_ref, options)
 
-    lam, best, first, evals = compass_search(loss, lam0, int(max_evals), callback=callback)
+    with Progress(f"tuning {_name(sampler)}, {steps} steps", int(max_evals), "runs", enabled=progress) as bar:
+        def seen(evals: int, best: float) -> None:
+            bar.set(evals)
+            bar.note = f"distance {best:.3g}"
+            if callback is not None:
+                callback(evals, best)
+
+        lam, best, first, evals = compass_search(loss, lam0, int(max_evals), callback=seen)
     return TunedGrid(to_times(lam), start, best, first, evals, _name(sampler), int(steps), options)
 
 

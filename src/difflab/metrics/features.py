@@ -218,9 +218,14 @@ def train_feature_net(
 
 
 @torch.no_grad()
-def extract(net: nn.Module, x: Tensor, batch_size: int = 512, logits: bool = False) -> Tensor:
-    """Features (or logits) of x in batches, float64 on the CPU."""
+def extract(net: nn.Module, x: Tensor, batch_size: int = 512, logits: bool = False, on_batch=None) -> Tensor:
+    """Features (or logits) of x in batches, float64 on the CPU. `on_batch(n)`: called after
+    each batch of n examples (progress)."""
     dev = next(net.parameters()).device
     fn = net.logits if logits else net
-    out = [fn(xb.to(dev)).to(torch.float64).cpu() for xb in x.split(batch_size)]
+    out = []
+    for xb in x.split(batch_size):
+        out.append(fn(xb.to(dev)).to(torch.float64).cpu())
+        if on_batch is not None:
+            on_batch(xb.shape[0])
     return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)

@@ -20,8 +20,9 @@ samples, so E[FID − floor] = 0 for a perfect model (tests/test_metrics.py). FI
 bias grows like (1/N_ref + 1/n) per dimension, so a floor between two halves of the reference
 (2/m) would sit above a perfect model's FID and flatter every model. Without held-out
 examples the last k = min(n, N/2) reference vectors are held out for the floor; `num_real_floor`
-gives the number of held-out examples, and fewer than n is warned about (a floor from fewer
-examples is too high).
+gives the number of held-out examples. A floor from fewer examples than samples is too high (the
+small-sample bias grows as the count falls), so none is reported: `<key>_floor` is None and
+`<key>_floor_unavailable` says why ("only 197 held-out examples for 2048 samples"), with a warning.
 """
 from __future__ import annotations
 
@@ -112,29 +113,41 @@ def fid(real: Tensor | FeatureStats, fake: Tensor | FeatureStats) -> float:
 
 def fid_floor(real_features: Tensor, n: int, real_stats: FeatureStats | None = None,
               held_features: Tensor | None = None) -> tuple[float, int]:
-    """(floor, k): the FID of k ≤ n real examples outside the reference against the reference
+    """(floor, k): the FID of k = n real examples outside the reference against the reference
     the n samples are scored against (module docstring). `held_features` are such examples;
     without them the last k = min(n, N/2) of `real_features` are held out and the rest is the
-    floor's reference."""
+    floor's reference. With k < n held-out examples the floor is NaN (not computed: it would sit
+    above a perfect model's FID), with a warning; `floor_unavailable(k, n)` says why."""
     if held_features is not None and held_features.shape[0] >= 2:
         held = held_features[:n]
         reference = real_stats if real_stats is not None else real_features
-        warn_few_held_out(held.shape[0], n)
+        if warn_few_held_out(held.shape[0], n):
+            return math.nan, int(held.shape[0])
     else:
         k = min(n, real_features.shape[0] // 2)
-        if k < 2:
+        if warn_few_held_out(k, n, "more reference examples (num_reference >= 2 x the samples)") or k < 2:
             return math.nan, k
         reference, held = real_features[:-k], real_features[-k:]
-        warn_few_held_out(k, n, "more reference examples (num_reference >= 2 x the samples)")
     return fid(reference, held), int(held.shape[0])
 
 
-def warn_few_held_out(k: int, n: int, remedy: str = "more held-out real data (a larger validation split, data.num_val)") -> None:
-    """The one warning of every real-vs-real floor (FID, swd) computed from k < n held-out examples."""
+def floor_unavailable(k: int, n: int) -> str | None:
+    """Why no real-vs-real floor is reported for n samples with k held-out real examples (None: it is)."""
+    return f"only {k} held-out examples for {n} samples" if k < n else None
+
+
+HELD_OUT_REMEDY = ("more held-out real data (a larger validation split, data.num_val), reference_split=val "
+                   "(the floor from training examples) or fewer samples")
+
+
+def warn_few_held_out(k: int, n: int, remedy: str = HELD_OUT_REMEDY) -> bool:
+    """The one warning of every real-vs-real floor (FID, swd) with k < n held-out examples, which
+    is then not reported; returns whether it warned."""
     if k < n:
-        warnings.warn(f"real-vs-real floor from {k} held-out real examples (< {n} samples): a floor from fewer "
-                      f"examples is higher than a perfect model's score at this sample count; give {remedy} "
-                      "for an exact floor", stacklevel=3)
+        warnings.warn(f"real-vs-real floor from {k} held-out real examples (< {n} samples) not reported "
+                      f"(<key>_floor: null): a floor from fewer examples is higher than a perfect model's score at "
+                      f"this sample count; give {remedy} for a floor", stacklevel=3)
+    return k < n
 
 
 def kid(real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 2020) -> tuple[float, float]:
@@ -196,7 +209,8 @@ def sample_quality(
     """FID / KID / IS of generated features against real ones, named by protocol.
 
     Returns e.g. {"fid_n2k": …, "fid_n2k_floor": …, "num_real_floor": …, "kid_n2k": …,
-    "kid_n2k_std": …, "is_n2k": …, "is_n2k_std": …}. The floor is the FID of the first n of
+    "kid_n2k_std": …, "is_n2k": …, "is_n2k_std": …}; with fewer held-out examples than samples
+    "fid_n2k_floor": None and "fid_n2k_floor_unavailable": the reason. The floor is the FID of the first n of
     `held_features` (real examples outside the reference) against the same reference as the
     samples; without them, that of the last min(n, N/2) real features against the rest (module
     docstring). An FID within noise of its floor is as good as real data under this protocol.
@@ -213,7 +227,10 @@ def sample_quality(
         key = protocol_key("fid", n, features)
         out[key] = fid(real_stats if real_stats is not None else real_features, fake_features)
         if floor:
-            out[key + "_floor"], out["num_real_floor"] = fid_floor(real_features, n, real_stats, held_features)
+            value, k = fid_floor(real_features, n, real_stats, held_features)
+            out[key + "_floor"], out["num_real_floor"] = (None if math.isnan(value) else value), k
+            if math.isnan(value):
+                out[key + "_floor_unavailable"] = floor_unavailable(k, n) or "no real examples outside the reference"
     if "kid" in metrics:
         key = protocol_key("kid", n, features)
         out[key], out[key + "_std"] = kid(real_features, fake_features, subsets=kid_subsets)
