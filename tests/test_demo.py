@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -137,7 +138,7 @@ def test_difflab_eval_reproduces_the_demo_s_swd_and_fid(tmp_path, monkeypatch):
 
     env = dict(os.environ, DIFFLAB_CACHE=str(tmp_path / "cache2"), WANDB_MODE="disabled",
                PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-    r = subprocess.run([sys.executable, "-m", "difflab.cli.evaluate", *m["eval_command"].split()[1:], f"output={tmp_path / 'again'}"],
+    r = subprocess.run([sys.executable, "-m", "difflab.cli.evaluate", *shlex.split(m["eval_command"])[1:], f"output={tmp_path / 'again'}"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())

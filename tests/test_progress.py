@@ -105,7 +105,10 @@ def test_difflab_eval_says_what_each_step_does(tmp_path, monkeypatch, capsys, ev
                                          "num_samples=256", "num_reference=512", "sampler.steps=8"])
     capsys.readouterr()
     run(cfg, tmp_path)
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    err = printed.err
+    # the summary line marks the data's numbers (the mixture's exact nll, the floors), not the model's
+    assert "nll (data)=" in printed.out and "swd_floor (data)=" in printed.out and "nll_elbo=" in printed.out
     lines = [ln for ln in err.splitlines() if ln.startswith("  ")]
     assert lines and all(ln.startswith("  difflab-eval: ") and len(ln) <= 80 for ln in lines), err
     done = finals(err)

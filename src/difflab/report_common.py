@@ -59,7 +59,9 @@ FLOOR_NOTE = "real-vs-real floor: real examples outside the reference scored lik
 
 
 def data_metric(metric: str) -> str | None:
-    """What a data column holds (the exact data NLL, a real-vs-real floor), None for a model's number."""
+    """What a data column holds (the exact data NLL, a real-vs-real floor; their `_se` alike), None
+    for a model's number."""
+    metric = metric[:-3] if metric.endswith("_se") else metric
     if metric in DATA_METRICS:
         return DATA_METRICS[metric]
     return FLOOR_NOTE if metric.endswith("_floor") else None

@@ -19,6 +19,7 @@ The numbers, all computed here against scikit-learn's real digits:
 """
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -200,7 +201,7 @@ def demo(out: Path, overrides: list[str], num_samples: int = 1000, sampler: str 
         "memorisation": memorisation,
         "num_samples": num_samples, "sampler": sampler, "nfe": nfe, "steps_trained": int(trainer.global_step),
         "train_seconds": round(train_s, 1), "sample_seconds": round(sample_s, 1),
-        "eval_command": " ".join(["difflab-eval", *eval_args]),
+        "eval_command": shlex.join(["difflab-eval", *eval_args]),  # shell-ready: metrics=[...] quoted
     }
     metrics["provenance"] = provenance(cfg, ckpt, output=str(out))
     with Progress("writing the report (sample grids, loss curve)"):

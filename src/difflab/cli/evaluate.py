@@ -19,6 +19,7 @@ import torch
 
 from ..evaluation import METRICS, SAMPLE_METRICS, SamplerChoice, evaluate, options
 from ..progress import program
+from ..report_common import header
 from ..utils import RunLock, provenance, save_npz, write_json
 from .common import UsageError, build_target, refuse_existing, resolve_device, set_threads, user_chose
 from .entry import hydra_entry
@@ -137,8 +138,9 @@ def _run(cfg, output_dir: Path) -> dict:
         write_json(Path(output_dir) / "metrics.json", out)
         if samples is not None and given is None and bool(cfg.get("save_samples", True)) and any(m in SAMPLE_METRICS for m in metrics):
             save_npz(Path(output_dir) / "samples.npz", samples=samples.numpy(), nfe=out.get("nfe") or 0)
-    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k[:-len('_unavailable')]}=unavailable" for k, v in out.items()
-                      if isinstance(v, float) and not k.endswith("_seconds") or k.endswith("_floor_unavailable"))
+    # the data's numbers (the exact nll of a mixture, the real-vs-real floors) marked as such
+    shown = ", ".join(f"{header(k)}={v:.4g}" if isinstance(v, float) else f"{k[:-len('_unavailable')]}=unavailable"
+                      for k, v in out.items() if isinstance(v, float) and not k.endswith("_seconds") or k.endswith("_floor_unavailable"))
     print(f"{PROG}: wrote {Path(output_dir) / 'metrics.json'}: {shown}")
     return out
 

@@ -23,16 +23,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if (args.multirun_dir is None) == (args.wandb is None) or bool(args.wandb) != bool(args.group):
         parser.error("give a multirun directory, or --wandb ENTITY/PROJECT with --group G")
+    from ..progress import Progress, program
     from ..report import study, write_report, write_study
 
     try:
-        if args.wandb:
-            from ..report_wandb import wandb_jobs
+        with program("difflab-report"):  # the progress line of a long plotting step names the command
+            if args.wandb:
+                from ..report_wandb import wandb_jobs
 
-            out = args.out or Path(f"report_{args.group}")
-            path = write_study(study(wandb_jobs(args.wandb, args.group)), out, args.group, f"in W&B {args.wandb}, group {args.group}")
-        else:
-            path = write_report(args.multirun_dir, args.out)
+                out = args.out or Path(f"report_{args.group}")
+                with Progress(f"reading the runs of W&B group {args.group}"):
+                    jobs = wandb_jobs(args.wandb, args.group)
+                path = write_study(study(jobs), out, args.group, f"in W&B {args.wandb}, group {args.group}")
+            else:
+                path = write_report(args.multirun_dir, args.out)
     except (FileNotFoundError, ValueError) as e:
         print(f"difflab-report: error: {e}", file=sys.stderr)
         sys.exit(2)
