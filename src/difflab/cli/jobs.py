@@ -59,7 +59,10 @@ def check_same_run_config(cfg, out: Path, resume_keys) -> None:
 
     saved_path = out / "config.yaml"
     overrides = [o for o in task_overrides() if not o.startswith("hydra")]
-    if not saved_path.is_file() or not _group_overrides(overrides):
+    groups = _group_overrides(overrides)
+    if cfg.get("resume"):  # a group of the config (model=, process=...): resume_config names it in its own words
+        groups = [g for g in groups if g.lstrip("+").partition("=")[0] not in cfg]
+    if not saved_path.is_file() or not groups:
         return
     changed = {o.lstrip("+~").partition("=")[0] for o in overrides} - {g.lstrip("+").partition("=")[0] for g in _group_overrides(overrides)}
     skip = tuple(changed) + tuple(resume_keys) + ("hydra",)
