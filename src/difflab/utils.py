@@ -274,7 +274,15 @@ def checkpoint_hparams(path: str | os.PathLike) -> dict | None:
     return plain(hp) if isinstance(hp, Mapping) else None
 
 
-def _resolved(cfg: Any) -> Any:
+def flatten(node: Any, prefix: str = "") -> dict:
+    """{dotted key: value} of every leaf of a plain nested dict (an empty dict is a leaf)."""
+    out = {}
+    for k, v in (node.items() if isinstance(node, dict) else ()):
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def resolved_config(cfg: Any) -> Any:
     """`plain(cfg)`, or, where a node cannot be resolved (an unused group's interpolation, e.g. the
     oracle's ${data.means} under data=mnist with a checkpoint), each top-level node resolved on its
     own and the ones that fail kept unresolved: provenance never costs a result."""
@@ -300,7 +308,7 @@ def provenance(cfg: Any = None, ckpt_path: str | os.PathLike | None = None, **se
     model, process and data replace the config's: see checkpoint_hparams), the difflab version and
     the git commit (None where unknown). `settings` replace config keys whose resolved value is
     not what the run used (output=<the run's directory>: a timestamp resolves anew)."""
-    config = _resolved(cfg) if cfg is not None else None
+    config = resolved_config(cfg) if cfg is not None else None
     if isinstance(config, dict):
         config.update(settings)
     ckpt = Path(ckpt_path).resolve() if ckpt_path else None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils import plain
+from ..utils import flatten, plain
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -119,15 +119,6 @@ def check_override_types(cfg, config_name: str) -> None:
 _OPEN_NODES = ("trainer", "sampler")
 
 
-def _leaf_keys(node: dict, prefix: str = "") -> list[str]:
-    """Every leaf's dotted key of a plain container (Hydra's own node left out)."""
-    keys = []
-    for k, v in node.items():
-        if prefix or str(k) not in ("hydra", "_target_"):
-            keys += _leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
-    return keys
-
-
 def suggest_key(base, key: str) -> str | None:
     """The config key a user probably meant by `key`: one with the same last part (the shortest),
     else the closest dotted key, else the closest last part."""
@@ -135,7 +126,7 @@ def suggest_key(base, key: str) -> str | None:
 
     from omegaconf import OmegaConf
 
-    keys = _leaf_keys(OmegaConf.to_container(base, resolve=False))
+    keys = [k for k in flatten(OmegaConf.to_container(base, resolve=False)) if k != "_target_" and not k.startswith("hydra.")]
     leaf = key.rpartition(".")[2]
     same = sorted((k for k in keys if k.rpartition(".")[2] == leaf and k != key), key=len)
     if same:

@@ -39,13 +39,6 @@ def rerun_state(cfg, out: Path) -> str:
     return "resume"
 
 
-def _flat(node, prefix: str = "") -> dict:
-    out = {}
-    for k, v in (node.items() if isinstance(node, dict) else ()):
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return out
-
-
 def check_same_run_config(cfg, out: Path, resume_keys) -> None:
     """A run directory belongs to one config. Training into one that holds another run's config.yaml
     (output= + ckpt_path=, or a rerun -m job) with group choices (experiment=, data=, model=...) that
@@ -54,7 +47,7 @@ def check_same_run_config(cfg, out: Path, resume_keys) -> None:
     alone (resume=<dir> trainer.max_steps=...) continues the run with its own config.yaml."""
     import yaml
 
-    from ..utils import _resolved
+    from ..utils import flatten, resolved_config
     from .common import _group_overrides, task_overrides
 
     saved_path = out / "config.yaml"
@@ -66,7 +59,7 @@ def check_same_run_config(cfg, out: Path, resume_keys) -> None:
         return
     changed = {o.lstrip("+~").partition("=")[0] for o in overrides} - {g.lstrip("+").partition("=")[0] for g in _group_overrides(overrides)}
     skip = tuple(changed) + tuple(resume_keys) + ("hydra",)
-    now, saved = _flat(_resolved(cfg)), _flat(yaml.safe_load(saved_path.read_text()) or {})
+    now, saved = flatten(resolved_config(cfg)), flatten(yaml.safe_load(saved_path.read_text()) or {})
     diff = sorted(k for k in now.keys() | saved.keys()
                   if now.get(k) != saved.get(k) and not any(k == s or k.startswith(s + ".") for s in skip))
     if diff:
