@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "difflab"
 LAYERS = [
     ("utils", "compat", "progress", "processes", "parameterizations", "denoiser"),
     ("models", "data", "losses", "samplers", "likelihood", "metrics", "plotting", "loggers", "ema", "fused"),
-    ("lit_module", "checkpoints"),
+    ("lit_module", "checkpoints", "runs"),
     ("evaluation",),
     ("callbacks", "report", "report_common", "report_plots", "report_wandb"),
     ("cli",),

@@ -27,6 +27,8 @@ from pathlib import Path
 import yaml
 
 from .progress import Progress
+from .runs import FAILED, job_state
+from .utils import write_text
 from .report_common import Job, data_metric, header, label, plotted, slug, varies
 from .report_plots import plot_losses, plot_vs_nfe, plot_vs_weighting
 
@@ -36,7 +38,7 @@ __all__ = ["Job", "SKIP_KEYS", "add_last_validation", "expand_lists", "label", "
 #: metric keys that are bookkeeping, not results
 SKIP_SUFFIXES = ("_se", "_seconds")
 SKIP_KEYS = ("data_shape", "warnings", "weights_true", "provenance")
-MARKERS = ("config.yaml", "metrics.json", "sample.json", "logs/metrics.csv", ".hydra/overrides.yaml")
+MARKERS = ("config.yaml", "metrics.json", "sample.json", "logs/metrics.csv", ".hydra/overrides.yaml", FAILED)
 
 
 def split_overrides(name: str) -> dict[str, str]:
@@ -132,6 +134,7 @@ def load_job(path: Path, root: Path) -> Job:
         job.overrides.setdefault("sampler", job.metrics.pop("sampler"))
     job.curves = read_curves(path / "logs" / "metrics.csv")
     add_last_validation(job)
+    job.state, job.state_note = job_state(path)
     return job
 
 
@@ -213,12 +216,33 @@ def fmt(value: float | None, se: float | None = None) -> str:
 
 
 def table(jobs: list[Job], swept: list[str], metrics: list[str]) -> str:
-    head = swept + [header(m) for m in metrics]
+    """One row per job; a `state` column (done / failed / unfinished) when not every job is done."""
+    states = any(j.state != "done" for j in jobs)
+    head = swept + (["state"] if states else []) + [header(m) for m in metrics]
     lines = ["| " + " | ".join(head or ["job"]) + " |", "|" + "---|" * max(1, len(head))]
     for j in jobs:
-        cells = [j.overrides.get(k, "–") for k in swept] + [fmt(j.value(m), j.se(m)) for m in metrics]
+        cells = ([j.overrides.get(k, "–") for k in swept] + ([_state_cell(j)] if states else [])
+                 + [fmt(j.value(m), j.se(m)) for m in metrics])
         lines.append("| " + " | ".join(cells or [j.path.name]) + " |")
     return "\n".join(lines)
+
+
+def _state_cell(job: Job) -> str:
+    if job.state == "unfinished" and job.state_note:
+        return f"unfinished ({job.state_note})"
+    return job.state
+
+
+def not_done(jobs: list[Job]) -> list[str]:
+    """Under the table: each failed job's error, each unfinished job's progress, and what to do."""
+    failed = [j for j in jobs if j.state == "failed"]
+    unfinished = [j for j in jobs if j.state == "unfinished"]
+    if not failed and not unfinished:
+        return []
+    lines = [f"**{len(failed)} failed, {len(unfinished)} unfinished** (rerunning the sweep's command runs only these):", ""]
+    lines += [f"- `{j.path.name}`: failed: {j.state_note}".replace("|", "\\|") for j in failed]
+    lines += [f"- `{j.path.name}`: unfinished ({j.state_note})" for j in unfinished]
+    return lines + [""]
 
 
 def whose_numbers(metrics: list[str]) -> str:
@@ -290,10 +314,9 @@ def write_study(loaded: tuple[list[Job], list[str], dict[str, str]], out: Path, 
     note = whose_numbers(metrics)
     if note:
         lines += [note, ""]
+    lines += not_done(jobs)
     grids = pivots(jobs, swept, metrics)
     if grids:
         lines += [f"## By {' × '.join(swept)}", ""] + grids
     lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in pngs]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(out / "report.md", "\n".join(lines) + "\n")

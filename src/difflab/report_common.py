@@ -18,6 +18,9 @@ class Job:
     metrics: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    #: "done", "failed" or "unfinished" (difflab.runs.job_state), and what to say of it (the error)
+    state: str = "done"
+    state_note: str = ""
 
     def value(self, metric: str) -> float | None:
         v = self.metrics.get(metric)

@@ -43,6 +43,12 @@ def run_job(run) -> Job:
     job = Job(path=Path(run.name or run.id), overrides=split_overrides(run.name or ""), metrics=metrics, curves=curves,
               config=dict(run.config))
     add_last_validation(job)
+    # W&B's run state: finished, failed, crashed (killed without a word), running, ...
+    state = str(getattr(run, "state", None) or "finished")
+    if state in ("failed", "crashed"):
+        job.state, job.state_note = "failed", f"W&B run {state}"
+    elif state != "finished":
+        job.state, job.state_note = "unfinished", f"W&B run {state}"
     return job
 
 

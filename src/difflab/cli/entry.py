@@ -5,11 +5,29 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from ..runs import clear_failure, failed_jobs, record_failure, summary_lines
 from ..utils import quiet_console
 from .common import CONFIG_DIR, UsageError, _remove_if_empty, check_override_types, did_you_mean, one_line, output_dir
+from .jobs import in_multirun
+
+
+class StopSweep(BaseException):
+    """`fail_fast=true`: the first failed job of a -m sweep stops the sweep (a BaseException, so
+    Hydra's launcher, which records a job's Exception and goes on, lets it through)."""
+
+
+def sweep_dir() -> Path | None:
+    """The running -m sweep's directory (None outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not in_multirun():
+        return None
+    return Path(str(HydraConfig.get().sweep.dir))
 
 
 class _Captured(dict):
@@ -32,12 +50,17 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         from hydra.errors import InstantiationException
 
         captured = _Captured()
+        sweep: dict[str, Any] = {}  # this process's -m sweep: its directory (set by its first job)
 
         @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
         def _hydra_main(cfg) -> None:
             if "stderr" in captured:  # composition succeeded: the real stderr again
                 sys.stderr = captured.pop("stderr")
             out = output_dir(cfg)
+            multirun = in_multirun()
+            if multirun:  # a job of a -m sweep: starting again, it is no longer failed
+                sweep.setdefault("dir", sweep_dir())
+                clear_failure(out)
             try:
                 check_override_types(cfg, config_name)
                 run(cfg, out)
@@ -45,8 +68,23 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
                 msg = str(e).strip().splitlines()
                 text = next((m for m in reversed(msg) if m.strip()), type(e).__name__) if isinstance(e, InstantiationException) else " ".join(msg)
                 print(f"{prog}: error: {text}", file=sys.stderr)
-                _remove_if_empty(out)
-                sys.exit(2)
+                if not multirun:
+                    _remove_if_empty(out)
+                    sys.exit(2)
+                job_failed(cfg, out, text)
+            except Exception as e:  # noqa: BLE001 - in a sweep, an error of one job is recorded and the others go on
+                if not multirun:
+                    raise
+                detail = traceback.format_exc()
+                print(detail, file=sys.stderr, end="")
+                job_failed(cfg, out, f"{type(e).__name__}: {e}", detail)
+
+        def job_failed(cfg, out: Path, error: str, detail: str | None = None) -> None:
+            """A job of a -m sweep failed: record it in its directory (the report shows it, the
+            summary names it, a rerun runs it again); the sweep goes on unless fail_fast=true."""
+            record_failure(out, error, detail)
+            if cfg.get("fail_fast"):
+                raise StopSweep(f"{out}: {error}")
 
         @functools.wraps(run)
         def main() -> None:
@@ -54,6 +92,9 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
             import os
 
             from .sweep_check import check_sweep_argv
+
+            use_difflab_launchers()
+            sweep.clear()  # a main() called again in one process (tests) starts a new sweep
 
             # a -m sweep whose jobs would repeat each other is refused before any job; the job
             # directories are named after the swept overrides only
@@ -65,8 +106,12 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
             if os.environ.get("HYDRA_FULL_ERROR") != "1" and not any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info") or a.startswith(("--cfg", "--info", "-c")) for a in sys.argv[1:]):
                 captured["stderr"] = sys.stderr  # Hydra's multi-line config errors, condensed below
                 sys.stderr = io.StringIO()
+            started = time.time()
             try:
                 _hydra_main()
+            except StopSweep:
+                _summarise(prog, sweep.get("dir") or launched_sweep(), started, stopped=True)
+                sys.exit(1)
             except SystemExit as e:  # Hydra exits 1 on config errors; ours is 2
                 if "stderr" in captured:
                     text, sys.stderr = sys.stderr.getvalue(), captured.pop("stderr")
@@ -79,7 +124,43 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
                 if "stderr" in captured:
                     text, sys.stderr = sys.stderr.getvalue(), captured.pop("stderr")
                     sys.stderr.write(text)
+            if _summarise(prog, sweep.get("dir") or launched_sweep(), started):
+                sys.exit(1)
 
         return main
 
     return wrap
+
+
+def use_difflab_launchers() -> None:
+    """`hydra/launcher=submitit_local` and `=slurm` run difflab's subclass of the submitit plugin's
+    launcher (hydra_plugins/difflab_launchers: failed jobs recorded, fail_fast, wait=false): its
+    configs replace the plugin's under the same names once Hydra has scanned its plugins."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # the scan (once per process), which stores every plugin's configs
+    try:
+        from hydra_plugins.difflab_launchers.launchers import register
+    except ImportError:  # hydra-submitit-launcher is not installed: Hydra's own launchers only
+        return
+    register()
+
+
+def launched_sweep() -> Path | None:
+    """The directory of the -m sweep that difflab's submitit launcher (hydra_plugins/difflab_launchers)
+    launched from this process: its jobs ran elsewhere, so no job of it set `sweep`."""
+    mod = sys.modules.get("hydra_plugins.difflab_launchers.launchers")
+    return getattr(mod, "LAST_SWEEP", None) if mod else None
+
+
+def _summarise(prog: str, directory, started: float, stopped: bool = False) -> bool:
+    """After a -m sweep: one line per job that failed in it; True if any did."""
+    if directory is None:
+        return False
+    failed = failed_jobs(directory, since=started)
+    lines = summary_lines(prog, failed)
+    if stopped:
+        lines.insert(0, f"{prog}: fail_fast=true: the sweep stopped at its first failed job")
+    for line in lines:
+        print(line, file=sys.stderr)
+    return bool(failed)

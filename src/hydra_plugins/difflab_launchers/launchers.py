@@ -1,0 +1,137 @@
+"""hydra-submitit-launcher, with what a sweep of training jobs needs on a cluster (Hydra issues
+#2479, #2824, #1892):
+
+- **A failed job does not stop or lose the others.** The plugin waits on its jobs in order and
+  raises at the first one that died (killed, out of memory, timed out), leaving the rest
+  unwatched. Here every job is waited for; one that died without a word gets `failed.json` in its
+  directory with the last line of what submitit reports (a job that failed with an error wrote
+  its own), and `difflab-train` ends with exit status 1 and one line per failed job.
+- **`fail_fast=true`** (difflab's top-level option): the first failed job cancels the jobs not yet
+  finished and stops the sweep.
+- **`hydra.launcher.wait=false`**: submit every job, print the job ids and the sweep directory,
+  and return at once; `difflab-report <sweep dir>` shows what has finished so far.
+- **Job arrays**: submitit submits a sweep as one SLURM job array; `hydra.launcher.array_parallelism`
+  caps how many of its tasks run at once.
+
+Everything else — the executor, its parameters, the pickled job — is the plugin's own.
+"""
+
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+#: the sweep directory of the last sweep launched in this process (difflab-train's summary reads it)
+LAST_SWEEP: Optional[Path] = None
+
+
+class _Launcher(BaseSubmititLauncher):
+    def __init__(self, wait: bool = True, **params: Any) -> None:
+        self.wait = bool(wait)
+        super().__init__(**params)
+
+    def _executor(self):
+        """The plugin's executor and parameters (hydra-submitit-launcher 1.2, `launch`)."""
+        import submitit
+
+        init_keys = {"max_num_timeout"}
+        init_params = {"folder": self.params["submitit_folder"]}
+        init_params.update({f"{self._EXECUTOR}_{k}": v for k, v in self.params.items() if k in init_keys})
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items()
+                                      if k not in init_keys | {"submitit_folder"}})
+        return executor
+
+    def _job_dir(self, overrides: Sequence[str]) -> Path:
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        global LAST_SWEEP
+        from difflab.runs import failure, last_line, record_failure
+
+        assert self.config is not None and len(job_overrides) > 0
+        executor = self._executor()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        LAST_SWEEP = sweep_dir
+        log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
+        params: List[Any] = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        jobs = executor.map_array(self, *zip(*params))
+        dirs = [self._job_dir(o) for o in job_overrides]
+        if not self.wait:
+            ids = " ".join(str(j.job_id) for j in jobs)
+            print(f"submitted {len(jobs)} job{'s' if len(jobs) != 1 else ''} ({ids}) without waiting (wait=false); "
+                  f"outputs in {sweep_dir}; `difflab-report {sweep_dir}` shows what has finished", flush=True)
+            return []
+        fail_fast = bool(self.config.get("fail_fast"))
+        results: List[JobReturn] = []
+        for k, (job, out) in enumerate(zip(jobs, dirs)):
+            try:
+                ret = job.results()[0]
+            except Exception as e:  # noqa: BLE001 - the job died (killed, timed out, out of memory): record it, go on
+                record_failure(out, f"{type(e).__name__}: {last_line(str(e))}", str(e))
+                print(f"job {job.job_id} ({out.name}) died: {last_line(str(e))}", file=sys.stderr, flush=True)
+                ret = JobReturn(overrides=list(job_overrides[k]), status=JobStatus.COMPLETED)
+            results.append(ret)
+            if fail_fast and failure(out) is not None:
+                for other in jobs[k + 1:]:
+                    other.cancel(check=False)
+                from difflab.cli.entry import StopSweep
+
+                raise StopSweep(str(out))
+        return results
+
+
+class LocalLauncher(_Launcher):
+    _EXECUTOR = "local"
+
+
+class SlurmLauncher(_Launcher):
+    _EXECUTOR = "slurm"
+
+
+@dataclass
+class DifflabLocalConf(LocalQueueConf):
+    _target_: str = "hydra_plugins.difflab_launchers.launchers.LocalLauncher"
+    #: false: submit, print the job ids and the sweep directory, return at once
+    wait: bool = True
+
+
+@dataclass
+class DifflabSlurmConf(SlurmQueueConf):
+    _target_: str = "hydra_plugins.difflab_launchers.launchers.SlurmLauncher"
+    #: false: submit, print the job ids and the sweep directory, return at once
+    wait: bool = True
+
+
+def register() -> None:
+    """Store the subclasses' configs under the plugin's own names (`hydra/launcher=submitit_local`,
+    `submitit_slurm`, which conf/hydra/launcher/slurm.yaml extends). Hydra's plugin scan executes
+    every module of hydra_plugins once, in an order that depends on sys.path, so the plugin's own
+    entries may land after these: difflab's console scripts call this again once the scan is done
+    (difflab.cli.entry)."""
+    store = ConfigStore.instance()
+    store.store(group="hydra/launcher", name="submitit_local", node=DifflabLocalConf, provider="difflab")
+    store.store(group="hydra/launcher", name="submitit_slurm", node=DifflabSlurmConf, provider="difflab")
+
+
+register()
