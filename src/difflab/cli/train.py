@@ -74,7 +74,7 @@ def checkpoint_to_resume(cfg):
     return Path(str(path)), read_checkpoint(path)
 
 
-RESUME_KEYS = ("output", "ckpt_path", "resume", "threads", "device")
+RESUME_KEYS = ("output", "ckpt_path", "resume", "threads", "device", "fail_fast")
 
 
 def resume_config(cfg, out: Path):
@@ -161,9 +161,12 @@ def build_callbacks(cfg, out: Path, with_logger: bool) -> list:
 
 
 def secondary_process() -> bool:
-    """A process that Lightning's `ddp` launcher or SLURM started beside rank 0: it re-runs this
-    script, and must neither re-check nor lock the run directory rank 0 already holds."""
-    return any(int(os.environ.get(k, "0") or 0) > 0 for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"))
+    """A process that Lightning's `ddp` launcher, torchrun or SLURM started beside rank 0: it re-runs
+    this script, and must neither re-check, lock nor write the run directory rank 0 holds.
+    Lightning's launcher sets LOCAL_RANK/NODE_RANK, SLURM SLURM_PROCID; torchrun sets RANK and
+    GROUP_RANK (the node), and its process on node 1 has LOCAL_RANK=0, so RANK is read too."""
+    return any(int(os.environ.get(k, "0") or 0) > 0
+               for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"))
 
 
 def train(cfg, out: Path):
@@ -182,7 +185,9 @@ def _fit(cfg, out: Path):
     from omegaconf import OmegaConf
 
     state = rerun_state(cfg, out)
-    if state != "new" or cfg.get("ckpt_path") or cfg.get("resume"):
+    # a job of a rerun sweep that failed or was killed before its first checkpoint starts again
+    restart = state == "new" and in_multirun() and has_results(out) and not secondary_process()
+    if state != "new" or cfg.get("ckpt_path") or cfg.get("resume") or restart:
         check_same_run_config(cfg, out, RESUME_KEYS)
     if state == "done":
         print(f"difflab-train: {out} already finished (metrics.json / final checkpoint): skipped", file=sys.stderr)
@@ -195,7 +200,7 @@ def _fit(cfg, out: Path):
     ckpt_path, ckpt = checkpoint_to_resume(cfg)
     if ckpt is not None:
         cfg = resume_config(cfg, out)
-    elif has_results(out) and not secondary_process():
+    elif has_results(out) and not secondary_process() and not restart:
         raise UsageError(f"output={out} already holds a training run; choose a new output=... or resume it with resume={out} (= ckpt_path={out / 'checkpoints' / 'last.ckpt'})")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg)
@@ -211,14 +216,16 @@ def _fit(cfg, out: Path):
         if not secondary_process():  # said once every check has passed (a refused resume prints one line)
             print(f"difflab-train: resuming {out} from step {int(ckpt.get('global_step', 0))} ({ckpt_path})", file=sys.stderr)
     logger = build_logger(cfg, out)
-    if ckpt is not None and hasattr(logger, "keep_before_step"):
-        logger.keep_before_step = int(ckpt.get("global_step", 0))  # rows after the checkpoint are logged again
+    if (ckpt is not None or restart) and hasattr(logger, "keep_before_step"):  # rows after the checkpoint are logged again
+        logger.keep_before_step = int(ckpt.get("global_step", 0)) if ckpt is not None else 0
     callbacks = build_callbacks(cfg, out, with_logger=bool(logger))
     trainer = instantiate(cfg.trainer, "trainer", logger=logger, callbacks=callbacks, default_root_dir=str(out),
                           enable_checkpointing=False)
     if not secondary_process():
         print(f"  {model_line(module)}", file=sys.stderr)  # not a "difflab-train:" line: those are events and errors
-    if not (out / "config.yaml").exists():
+    # rank 0 only: a secondary process (torchrun's node 1 starts at the same time) that wrote it
+    # first would make rank 0's own check above refuse the run as "already holds a training run"
+    if not secondary_process() and (restart or not (out / "config.yaml").exists()):
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     start_run(logger, OmegaConf.to_container(cfg, resolve=True), module)
     metrics = None
