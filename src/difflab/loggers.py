@@ -47,8 +47,12 @@ def wandb_logger(project: str = "difflab", entity=None, name=None, tags=(), offl
         os.environ["WANDB_MODE"] = "offline"
     id_file = Path(save_dir) / "wandb_run_id"
     run_id = os.environ.get("WANDB_RUN_ID") or (id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4))
-    id_file.parent.mkdir(parents=True, exist_ok=True)
-    id_file.write_text(run_id + "\n")
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # rank 0 only: torchrun/SLURM start every rank at once, and another
+        # rank's fresh random id written over rank 0's would make a resume continue the wrong W&B run
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run_id + "\n")
     return WandbLogger(project=project, entity=entity, name=name, tags=list(tags or []), offline=bool(offline), group=group,
                        save_dir=str(save_dir), id=run_id, resume="allow", **kwargs)
 
