@@ -1,10 +1,19 @@
-"""A 2-job sweep (gmm recipe, a few steps) through hydra-submitit-launcher: locally
-(hydra/launcher=submitit_local) and on a real one-node SLURM (hydra/launcher=slurm). Each job
-trains in its own directory, named after its overrides, and difflab-report reads them. On that
-SLURM, `scontrol requeue` of a running job resumes it from its own last.ckpt, and it ends
-bit-identical to an uninterrupted run."""
+"""Sweeps through hydra-submitit-launcher (difflab's subclass, hydra_plugins/difflab_launchers),
+locally (hydra/launcher=submitit_local) and on a real one-node SLURM (hydra/launcher=slurm).
+
+A 3-job sweep (gmm recipe, a few steps) over optim.lr = 1e-3, 1e30, 2e-3, where lr = 1e30 makes
+the loss inf at step 1 (a real divergence, refused by difflab-train): each job trains in its own
+directory named after its override; the other two keep their metrics.json; the sweep ends with a
+non-zero status and one line naming the failed job; difflab-report shows it as a row with its
+state; the same command again touches only the failed job (mtimes). A job killed with SIGKILL is
+recorded as failed by the launcher and the others finish; fail_fast=true cancels the rest at the
+first failure; on SLURM, wait=false returns at once with the jobs queued or running, and the
+report made after they end equals the waited-for sweep's. On that SLURM, `scontrol requeue` of a
+running job resumes it from its own last.ckpt, and it ends bit-identical to an uninterrupted run."""
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,9 +27,17 @@ from cluster import Cluster, sinfo_ok, unavailable_reason
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 ROOT = Path(__file__).resolve().parents[2]
-SWEEP = ["experiment=gmm", "process=continuous_snr", "schedule=linear,cosine", "weighting=elbo,simple", "trainer.max_steps=4", "trainer.val_check_interval=2",
-         "trainer.log_every_n_steps=1", "checkpoint_every=0", "logger=csv", "eval_at_end=[swd]", "evaluation.num_samples=64",
-         "evaluation.num_reference=256", "sampler.steps=4"]
+COMMON = ["experiment=gmm", "process=continuous_snr", "schedule=cosine", "weighting=simple", "trainer.max_steps=4",
+          "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "checkpoint_every=0", "logger=csv", "eval_at_end=[swd]",
+          "evaluation.num_samples=64", "evaluation.num_reference=256", "sampler.steps=4"]
+SWEEP = ["optim.lr=1e-3,1e30,2e-3", *COMMON]
+
+
+def common(**changed) -> list[str]:
+    """COMMON with some values changed (trainer.max_steps -> trainer__max_steps=...)."""
+    changed = {k.replace("__", "."): v for k, v in changed.items()}
+    return [o if o.split("=")[0] not in changed else f"{o.split('=')[0]}={changed[o.split('=')[0]]}" for o in COMMON]
+NAMES = {"0.001": "done", "1e+30": "failed", "0.002": "done"}  # Hydra writes the swept floats back like this
 
 
 @pytest.fixture(scope="session")
@@ -38,33 +55,82 @@ def slurm():
             cluster.stop()
 
 
-def run_sweep(out: Path, launcher: list[str], env=None):
-    """The 2×2 study (schedule × weighting on continuous-SNR) through `launcher`: every job in its own
-    directory with its metrics.json, the report from them; the same command again skips every job
-    (its checkpoint and metrics.json stay as they were)."""
-    env = dict(env or os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
-    cmd = [sys.executable, "-m", "difflab.cli.train", "-m", *launcher, *SWEEP, f"output={out}"]
+def _env(env=None):
+    return dict(env or os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
+
+
+def _cmd(out: Path, launcher: list[str], sweep=SWEEP):
+    return [sys.executable, "-m", "difflab.cli.train", "-m", *launcher, *sweep, f"output={out}"]
+
+
+def _mtimes(job: Path) -> dict[str, int]:
+    return {p.relative_to(job).as_posix(): p.stat().st_mtime_ns for p in sorted(job.rglob("*")) if p.is_file()}
+
+
+def _failed_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("difflab-train: failed: ")]
+
+
+def report_rows(out: Path, env) -> list[str]:
+    """difflab-report's table rows (the lines that start with '| ' below the header) of a sweep."""
+    r = subprocess.run([sys.executable, "-m", "difflab.cli.report", str(out)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = (out / "report.md").read_text().splitlines()
+    return [line for line in lines if line.startswith("| ") and not line.startswith("| optim.lr")]
+
+
+def run_sweep(out: Path, launcher: list[str], env=None) -> list[str]:
+    """The 3-job sweep with its failing job (module docstring); returns the report's rows."""
+    env = _env(env)
+    cmd = _cmd(out, launcher)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    names = [f"schedule={s},weighting={w}" for s in ("cosine", "linear") for w in ("elbo", "simple")]
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["multirun.yaml", *names]
-    jobs, written = {}, {}
-    for name in names:
-        job = out / name  # named after its swept overrides only
-        assert (job / "checkpoints" / "last.ckpt").is_file(), sorted(p.name for p in out.iterdir())
-        assert "swd" in yaml.safe_load((job / "metrics.json").read_text())  # each job ends with its numbers
-        jobs[name] = yaml.safe_load((job / "config.yaml").read_text())
-        written[name] = {f: (job / f).stat().st_mtime_ns for f in ("metrics.json", "checkpoints/last.ckpt")}
-    for name, cfg in jobs.items():
-        sched, weighting = (kv.split("=")[1] for kv in name.split(","))
-        assert cfg["process"]["schedule"] == sched and cfg["weighting"]["weighting"] == weighting
-    subprocess.run([sys.executable, "-m", "difflab.cli.report", str(out)], check=True, env=env, capture_output=True)
-    table = (out / "report.md").read_text()
-    assert "| schedule | weighting |" in table and "| cosine | simple |" in table and (out / "loss_curves.png").is_file()
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-3000:]
+    names = [f"optim.lr={lr}" for lr in NAMES]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(["multirun.yaml", *names])
+    failed = out / "optim.lr=1e+30"
+    error = json.loads((failed / "failed.json").read_text())["error"]
+    assert "training loss is inf" in error
+    assert _failed_lines(r.stderr) == [f"difflab-train: failed: {failed}: {error}"], r.stderr[-3000:]
+    written = {}
+    for lr, state in NAMES.items():
+        job = out / f"optim.lr={lr}"
+        cfg = yaml.safe_load((job / "config.yaml").read_text())
+        assert float(cfg["optim"]["lr"]) == float(lr)  # named after its override
+        if state == "done":
+            assert (job / "checkpoints" / "last.ckpt").is_file()
+            assert "swd" in json.loads((job / "metrics.json").read_text())  # each job ends with its numbers
+        written[lr] = _mtimes(job)
+    rows = report_rows(out, env)
+    assert [row.split(" | ")[:2] for row in rows] == [["| 0.001", "done"], ["| 0.002", "done"], ["| 1e+30", "failed"]], rows
+    assert (out / "loss_curves.png").is_file()
+    time.sleep(0.05)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert again.returncode == 0, again.stderr[-3000:]
-    for name in names:  # every job skipped: nothing rewritten
-        assert {f: (out / name / f).stat().st_mtime_ns for f in written[name]} == written[name], name
+    assert again.returncode == 1 and _failed_lines(again.stderr) == _failed_lines(r.stderr), again.stderr[-3000:]
+    for lr in ("0.001", "0.002"):  # finished: nothing rewritten
+        assert _mtimes(out / f"optim.lr={lr}") == written[lr], lr
+    assert _mtimes(failed)["failed.json"] > written["1e+30"]["failed.json"]  # the failed job ran again
+    return rows
+
+
+def _lock_holder(job: Path) -> int | None:
+    """The pid that holds a running job's `.lock` (its flock, read from /proc/locks): the job's own process."""
+    try:
+        inode = (job / ".lock").stat().st_ino
+        locks = Path("/proc/locks").read_text()
+    except FileNotFoundError:
+        return None
+    m = re.search(rf"FLOCK\s+ADVISORY\s+WRITE\s+(\d+)\s+\S+:{inode}\s", locks)
+    return int(m.group(1)) if m else None
+
+
+def _wait(what, predicate, timeout: float, proc=None):
+    t0 = time.time()
+    while not (value := predicate()):
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep ended while waiting for {what}: {proc.stderr.read()[-3000:]}")
+        assert time.time() - t0 < timeout, f"no {what} after {timeout:.0f} s"
+        time.sleep(0.2)
+    return value
 
 
 @pytest.mark.slow
@@ -73,9 +139,67 @@ def test_sweep_through_submitit_local(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_killed_job_and_fail_fast_through_submitit_local(tmp_path):
+    """SIGKILL of one job's process (no word from it): the launcher records it as failed and the
+    other jobs finish. Then fail_fast=true: the first job fails at step 1 and the second, still
+    training, is cancelled."""
+    env = _env()
+    out = tmp_path / "killed"
+    sweep = subprocess.Popen(_cmd(out, ["hydra/launcher=submitit_local"], common(trainer__max_steps="4,100000,5")),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    long_job = out / "trainer.max_steps=100000"
+    try:
+        pid = _wait("the long job's process", lambda: _lock_holder(long_job), 180, sweep)
+        _wait("the long job's training", lambda: (long_job / "logs" / "metrics.csv").is_file(), 120, sweep)
+        os.kill(pid, signal.SIGKILL)
+        _, err = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 1, err[-3000:]
+    record = json.loads((long_job / "failed.json").read_text())
+    assert record["error"].startswith("the job ended without a result (killed, out of memory or past its time limit)")
+    assert _failed_lines(err) == [f"difflab-train: failed: {long_job}: {record['error']}"]
+    for steps in (4, 5):
+        assert (out / f"trainer.max_steps={steps}" / "metrics.json").is_file()
+
+    out = tmp_path / "fail_fast"
+    t0 = time.time()
+    r = subprocess.run(_cmd(out, ["hydra/launcher=submitit_local"], ["optim.lr=1e30,1e-3", *common(trainer__max_steps=100000), "fail_fast=true"]),
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 1 and "fail_fast=true: the sweep stopped at its first failed job" in r.stderr, r.stderr[-3000:]
+    assert len(_failed_lines(r.stderr)) == 1 and "optim.lr=1e+30" in _failed_lines(r.stderr)[0]
+    assert not (out / "optim.lr=0.001" / "metrics.json").exists()  # cancelled long before its 100,000 steps
+    assert time.time() - t0 < 240
+    time.sleep(2)
+    assert _lock_holder(out / "optim.lr=0.001") is None  # and its process is gone
+
+
+@pytest.mark.slow
 def test_sweep_through_slurm(tmp_path, slurm):
-    run_sweep(tmp_path / "sweep", ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"],
-              env=slurm.env)
+    """The failing 3-job sweep on SLURM; and the same sweep with wait=false, submitted first: it
+    returns in under 10 s with its jobs queued or running, and its report, once they end, has the
+    waited-for sweep's rows."""
+    launcher = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"]
+    env = _env(slurm.env)
+    nowait = tmp_path / "nowait"
+    t0 = time.time()
+    r = subprocess.run(_cmd(nowait, [*launcher, "hydra.launcher.wait=false"]), capture_output=True, text=True, timeout=120, env=env)
+    took = time.time() - t0
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m = re.search(r"submitted 3 jobs \(([\d_ ]+)\) without waiting", r.stdout)
+    assert m and str(nowait) in r.stdout, r.stdout[-2000:]
+    # it did not wait: every job is still queued or running, none has its results (each takes ~10 s
+    # here; the command itself took `took` s, ~5-10 s of it Python, torch and Hydra starting up)
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %t"], capture_output=True, text=True, env=slurm.env).stdout.split("\n")
+    array = m.group(1).split()[0].split("_")[0]  # one job array; squeue may fold pending tasks into 12_[1-2]
+    assert any(line.startswith(array + "_") for line in queue), (m.group(1), queue, f"{took:.1f} s")
+    assert not list(nowait.glob("*/metrics.json")), f"a job finished before wait=false returned ({took:.1f} s)"
+
+    rows = run_sweep(tmp_path / "sweep", launcher, env=slurm.env)  # queued behind the wait=false jobs
+    _wait("the wait=false jobs to end", lambda: not subprocess.run(["squeue", "-h"], capture_output=True, text=True,
+                                                                   env=slurm.env).stdout.strip(), 300)
+    assert report_rows(nowait, env) == rows
 
 
 # a small gmm run (tests/reliability's criterion: bit-identical final state after STEPS steps)
@@ -87,16 +211,6 @@ REQUEUE_STEPS = 1500
 def _job_state(job_id: str, env) -> dict[str, str]:
     text = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, env=env).stdout
     return dict(re.findall(r"(\w+)=(\S+)", text))
-
-
-def _wait(what, predicate, timeout: float, proc=None):
-    t0 = time.time()
-    while not (value := predicate()):
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the sweep ended while waiting for {what}: {proc.stderr.read()[-3000:]}")
-        assert time.time() - t0 < timeout, f"no {what} after {timeout:.0f} s"
-        time.sleep(0.2)
-    return value
 
 
 def _job_folder(submitit: Path):

@@ -56,6 +56,7 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         def _hydra_main(cfg) -> None:
             if "stderr" in captured:  # composition succeeded: the real stderr again
                 sys.stderr = captured.pop("stderr")
+            quiet_console()  # again in a job that submitit or SLURM started in a process of its own
             out = output_dir(cfg)
             multirun = in_multirun()
             if multirun:  # a job of a -m sweep: starting again, it is no longer failed

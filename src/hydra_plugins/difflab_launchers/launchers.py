@@ -61,7 +61,7 @@ class _Launcher(BaseSubmititLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         global LAST_SWEEP
-        from difflab.runs import failure, last_line, record_failure
+        from difflab.runs import failure, record_failure
 
         assert self.config is not None and len(job_overrides) > 0
         executor = self._executor()
@@ -88,8 +88,8 @@ class _Launcher(BaseSubmititLauncher):
             try:
                 ret = job.results()[0]
             except Exception as e:  # noqa: BLE001 - the job died (killed, timed out, out of memory): record it, go on
-                record_failure(out, f"{type(e).__name__}: {last_line(str(e))}", str(e))
-                print(f"job {job.job_id} ({out.name}) died: {last_line(str(e))}", file=sys.stderr, flush=True)
+                record_failure(out, died(e), str(e))
+                print(f"job {job.job_id} ({out.name}): {died(e)}", file=sys.stderr, flush=True)
                 ret = JobReturn(overrides=list(job_overrides[k]), status=JobStatus.COMPLETED)
             results.append(ret)
             if fail_fast and failure(out) is not None:
@@ -99,6 +99,20 @@ class _Launcher(BaseSubmititLauncher):
 
                 raise StopSweep(str(out))
         return results
+
+
+def died(error: Exception) -> str:
+    """What to say of a job that ended without a result, from submitit's error: an
+    UncompletedJobError is a job that left no result (killed, out of memory, past its time limit);
+    a FailedJobError carries the job's traceback between two dashed lines, whose last line is the error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    name = type(error).__name__
+    if name == "UncompletedJobError" or not lines:
+        return ("the job ended without a result (killed, out of memory or past its time limit); submitit: "
+                + (" ".join(lines[:2]) if lines else name))
+    dashes = [i for i, line in enumerate(lines) if line.startswith("---")]
+    trace = lines[dashes[0] + 1:dashes[1]] if len(dashes) >= 2 else lines
+    return f"{name}: {(trace or lines)[-1]}"
 
 
 class LocalLauncher(_Launcher):
@@ -125,13 +139,15 @@ class DifflabSlurmConf(SlurmQueueConf):
 
 def register() -> None:
     """Store the subclasses' configs under the plugin's own names (`hydra/launcher=submitit_local`,
-    `submitit_slurm`, which conf/hydra/launcher/slurm.yaml extends). Hydra's plugin scan executes
+    `submitit_slurm`) and under names of their own (`difflab_slurm`, which conf/hydra/launcher/slurm.yaml
+    extends, so it is difflab's whoever composes it). Hydra's plugin scan executes
     every module of hydra_plugins once, in an order that depends on sys.path, so the plugin's own
     entries may land after these: difflab's console scripts call this again once the scan is done
     (difflab.cli.entry)."""
     store = ConfigStore.instance()
-    store.store(group="hydra/launcher", name="submitit_local", node=DifflabLocalConf, provider="difflab")
-    store.store(group="hydra/launcher", name="submitit_slurm", node=DifflabSlurmConf, provider="difflab")
+    for name, node in (("local", DifflabLocalConf), ("slurm", DifflabSlurmConf)):
+        store.store(group="hydra/launcher", name=f"submitit_{name}", node=node, provider="difflab")
+        store.store(group="hydra/launcher", name=f"difflab_{name}", node=node, provider="difflab")  # ours under any scan order
 
 
 register()
