@@ -144,3 +144,36 @@ def test_signal_to_the_whole_process_group_with_loader_workers(tmp_path, referen
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resuming {out} from step {step} " in r.stderr, r.stderr[-2000:]
     assert_same_state(final_state(out), final_state(reference_workers), steps=400)
+
+
+def test_timeout_of_the_training_command_with_loader_workers(tmp_path, reference_workers):
+    """`timeout -s TERM <limit> difflab-train ...`: GNU timeout runs the command in a process group of
+    its own and, at the limit, signals that whole group (DataLoader workers included). A signal that
+    timeout itself receives takes the same path (its handler sends the signal to the command and to
+    the group), so the test signals timeout at a step it picks instead of guessing a wall-clock limit
+    on a loaded machine. The run saves at that step, exits 143 through timeout, and resumes exactly."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import MODULES, ROOT, env
+
+    assert shutil.which("timeout"), "GNU coreutils' timeout is needed"
+    out = tmp_path / "run"
+    kill_at = random.Random(15).randrange(50, 300)
+    proc = subprocess.Popen(["timeout", "-s", "TERM", "900", sys.executable, "-m", f"difflab.cli.{MODULES['train']}", *WORKERS,
+                             f"output={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    wait_for(out / "checkpoints" / "last.ckpt", proc)
+    wait_for_step(out / "checkpoints" / "last.ckpt", proc, kill_at)
+    assert proc.poll() is None, "the run ended before the signal"
+    os.kill(proc.pid, signal.SIGTERM)  # to timeout, which signals the command's whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "killed by signal" not in err and "Traceback" not in err, err[-2000:]
+    step = saved_step(out / "checkpoints" / "last.ckpt")
+    assert kill_at <= step < 400 and f"resume={out}" in err
+    r = cli("train", f"resume={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming {out} from step {step} " in r.stderr, r.stderr[-2000:]
+    assert_same_state(final_state(out), final_state(reference_workers), steps=400)
