@@ -86,11 +86,27 @@ class SaveLast(Callback):
         and loses nothing."""
         realign_logging_step(trainer)  # a resumed run logs the same steps under the same numbers
         self._check_divergence(trainer)
+        self._agree_on_interrupt(trainer)
         if self.interrupted_by is not None:
             self._save(trainer)
             raise Interrupted(self.interrupted_by, trainer.global_step)
         if self.every and trainer.global_step and trainer.global_step % self.every == 0:
             self._save(trainer)
+
+    def _agree_on_interrupt(self, trainer) -> None:
+        """DDP: every rank stops at the same step. SLURM signals each task of a job on its own
+        (scancel --signal, scontrol requeue), so one rank may see the signal a step before another;
+        alone, it would wait in `_save`'s barrier while the other waits in the step's gradient
+        all-reduce (a hang until SIGKILL). The ranks share the signal here, between steps (one
+        tiny all-reduce, as Lightning's own per-step SIGTERM broadcast)."""
+        if trainer.world_size <= 1:
+            return
+        import torch
+
+        mine = torch.tensor([self.interrupted_by or 0], device=trainer.strategy.root_device)
+        signum = int(trainer.strategy.reduce(mine, reduce_op="max"))
+        if signum and self.interrupted_by is None:
+            self.interrupted_by = signum
 
     def _check_divergence(self, trainer) -> None:
         if self.divergence is not None:

@@ -1,0 +1,208 @@
+"""DDP under SLURM tasks (issue #33) on the one-node SLURM the tests start (tests/slurm/cluster.py):
+`difflab-train -m hydra/launcher=slurm hydra.launcher.tasks_per_node=2 hydra.launcher.cpus_per_task=1
+trainer=ddp trainer.accelerator=cpu trainer.devices=2 ...` is one SLURM job whose 2 tasks (srun,
+gloo on CPU) train one model; Lightning reads each task's rank from SLURM's environment
+(SLURMEnvironment), and difflab-train's secondary_process() (SLURM_PROCID > 0) keeps task 1 from
+checking, locking or writing the run directory.
+
+1. The 2-task job trains the 1-process model: the config and criteria of tests/test_ddp_torchrun.py
+   (batch 8 in one process = 4 per task, per_sample_noise=true): final weights and EMA within atol
+   1e-5 — each example's (t, eps) depends only on (seed, step, dataset index) and the step-indexed
+   sampler gives task r the items r, r+2, ... of the same permutation, so only float32 summation
+   order differs (two local means + all-reduce vs one mean; a wrong assignment moves a weight by
+   ~lr = 1e-2 per step) — eval_at_end's numbers equal, samples within 1e-5 of their scale, and
+   exactly one copy of each output file (rank 0's), no `.lock`, nothing in the working directory.
+2. `scontrol requeue` of the running 2-task job: both tasks get SIGTERM, save last.ckpt at one step
+   (SaveLast shares the signal between ranks), the requeued job resumes from it, and it ends
+   bit-identical to an uninterrupted 2-task job of the same config (also through SLURM).
+3. `scancel --signal=USR1` (SLURM's pre-timeout warning signal) of a job training the digits recipe
+   with 2 DataLoader workers: last.ckpt at the signal's step, the job requeues itself (SaveLast),
+   resumes from that step and ends bit-identical to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_launchers import _env, _job_folder, _job_state, _wait, slurm  # noqa: F401  (slurm: the session fixture)
+
+from reliability.test_interrupts import WORKERS, assert_same_state, rows  # tests/ is on sys.path (tests/conftest.py)
+from test_ddp_torchrun import COMMON, ONE_PROCESS, _ckpt, _files
+
+pytestmark = pytest.mark.slow
+TIMEOUT = 300
+TRAIN = [sys.executable, "-m", "difflab.cli.train"]
+TWO_TASKS = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=4"]
+
+
+def launcher(tasks: int = 2, cpus: int = 1) -> list[str]:
+    return ["hydra/launcher=slurm", f"hydra.launcher.tasks_per_node={tasks}", f"hydra.launcher.cpus_per_task={cpus}",
+            "hydra.launcher.timeout_min=10"]
+
+
+def _popen(cmd: list[str], env, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+
+
+def _finish(procs: dict[str, subprocess.Popen], timeout: float = TIMEOUT) -> None:
+    for name, p in procs.items():
+        _, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, f"{name} exited {p.returncode}: {err[-3000:]}"
+
+
+def _cancel(procs, job_ids, env) -> None:
+    """Its commands killed if still running and its SLURM jobs cancelled (a finished job: a no-op)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for job_id in job_ids:
+        if job_id:
+            subprocess.run(["scancel", job_id], env=env, timeout=30, capture_output=True)
+
+
+def _job_logs(job_dir: Path, job_id: str) -> dict[int, str]:
+    """Each task's stderr (submitit: <id>_<task>_log.err)."""
+    logs = sorted((job_dir / ".submitit" / job_id).glob(f"{job_id}_*_log.err"))
+    return {int(p.name.split("_")[1]): p.read_text() for p in logs}
+
+
+def _run_files(job_dir: Path) -> set[str]:
+    """The run's own files: a job's directory less the launcher's (multirun.yaml, .submitit/)."""
+    return {f for f in _files(job_dir) if f != "multirun.yaml" and not f.startswith(".submitit/")}
+
+
+def test_two_slurm_tasks_equal_one_process(tmp_path, slurm):  # noqa: F811
+    env = _env(slurm.env)
+    one, two, cwd = tmp_path / "one", tmp_path / "two", tmp_path / "cwd"
+    cwd.mkdir()
+    procs = {"2-task SLURM job": _popen([*TRAIN, "-m", *launcher(), *COMMON, *TWO_TASKS, f"output={two}"], env, cwd),
+             "1 process": _popen([*TRAIN, *COMMON, *ONE_PROCESS, f"output={one}"], env, cwd)}
+    job_id = None
+    try:
+        job_id = _wait("SLURM job", lambda: _job_folder(two / ".submitit"), 120, procs["2-task SLURM job"])
+        _finish(procs)
+    finally:
+        _cancel(procs.values(), [job_id], slurm.env)
+    state = _job_state(job_id, slurm.env)
+    assert (state.get("JobState"), state.get("NumTasks"), state.get("Restarts")) == ("COMPLETED", "2", "0"), state
+    logs = _job_logs(two, job_id)
+    assert sorted(logs) == [0, 1]
+    assert "Starting with 2 processes" in logs[0] and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1]  # one 2-process group
+    assert "model:" in logs[0] and "model:" not in logs[1]  # task 1 says nothing of its own
+
+    # the same weights
+    step1, sd1, ema1 = _ckpt(one)
+    step2, sd2, ema2 = _ckpt(two)
+    assert step1 == step2 == 3 and ema1["num_updates"] == ema2["num_updates"] == 3
+    for k, v in sd1.items():
+        torch.testing.assert_close(sd2[k], v, rtol=0, atol=1e-5, msg=f"raw weight {k}")
+    for k, v in ema1["shadow"].items():
+        torch.testing.assert_close(ema2["shadow"][k], v, rtol=0, atol=1e-5, msg=f"EMA weight {k}")
+
+    # the same evaluation from the same seed (tests/test_ddp_torchrun.py's tolerances)
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    for key in ("swd_floor", "nfe", "num_samples", "num_real_floor", "data_shape"):
+        assert m1[key] == m2[key], key
+    assert m2["swd"] == pytest.approx(m1["swd"], rel=1e-5)
+    s1, s2 = (np.load(d / "samples.npz") for d in (one, two))
+    assert s1["samples"].shape == s2["samples"].shape == (64, 2) and int(s1["nfe"]) == int(s2["nfe"])
+    np.testing.assert_allclose(s2["samples"], s1["samples"], rtol=0, atol=1e-5 * float(np.abs(s1["samples"]).max()))
+
+    # one copy of each file, rank 0's: no second config, no .lock, no lightning_logs/, no checkpoint temporary
+    expected = {"config.yaml", "checkpoints/last.ckpt", "metrics.json", "samples.npz", "logs/hparams.yaml", "logs/metrics.csv"}
+    assert _run_files(two) == _files(one) == expected
+    assert not (two / ".lock").exists() and list(cwd.iterdir()) == []
+    lines = [(two / "logs" / "metrics.csv").read_text().splitlines(), (one / "logs" / "metrics.csv").read_text().splitlines()]
+    assert len(lines[0]) == len(lines[1]) and lines[0][0] == lines[1][0]  # one writer: one header, one row per logged step
+
+
+# a small gmm run of a few hundred DDP steps (tests/reliability's criterion: bit-identical final state)
+REQUEUE_RUN = ["experiment=gmm", "model.hidden=16", "model.depth=1", "callbacks=none", "threads=1", "checkpoint_every=10",
+               "+trainer.enable_progress_bar=false", "trainer.log_every_n_steps=5", "trainer.val_check_interval=100000",
+               "trainer.limit_val_batches=0"]
+REQUEUE_STEPS = 600
+
+
+def _pending(job_id: str, env, proc) -> None:
+    _wait("pending requeued job", lambda: _job_state(job_id, env).get("JobState") == "PENDING", 90, proc)
+
+
+def _start_now(job_id: str, env) -> None:
+    """A requeued job waits for a begin time ~2 min ahead: let it start now."""
+    subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, env=env, timeout=30)
+
+
+def test_scontrol_requeue_of_two_tasks_resumes_exactly(tmp_path, slurm):  # noqa: F811
+    env = _env(slurm.env)
+    run = [*REQUEUE_RUN, *TWO_TASKS[:-1], "data.batch_size=16", f"trainer.max_steps={REQUEUE_STEPS}"]
+    out, ref = tmp_path / "requeued", tmp_path / "reference"
+    # the requeued job first; the reference job (2 more CPUs than the node has) waits in the queue
+    sweep = _popen([*TRAIN, "-m", *launcher(), *run, f"output={out}"], env, tmp_path)
+    job_id = ref_id = None
+    reference = None
+    try:
+        job_id = _wait("SLURM job", lambda: _job_folder(out / ".submitit"), 120, sweep)
+        reference = _popen([*TRAIN, "-m", *launcher(), *run, f"output={ref}"], env, tmp_path)
+        ckpt = _wait("last.ckpt", lambda: next(out.glob("checkpoints/last.ckpt"), None), 180, sweep)
+        assert _job_state(job_id, slurm.env).get("JobState") == "RUNNING"
+        r = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, env=slurm.env, timeout=30)
+        assert r.returncode == 0, r.stderr
+        _pending(job_id, slurm.env, sweep)
+        _start_now(job_id, slurm.env)
+        ref_id = _wait("reference job", lambda: _job_folder(ref / ".submitit"), 120, reference)
+        _finish({"requeued job": sweep, "reference job": reference}, timeout=400)
+    finally:
+        _cancel([p for p in (sweep, reference) if p], [job_id, ref_id], slurm.env)
+    assert _job_state(job_id, slurm.env).get("Restarts") == "1"
+    logs = _job_logs(out, job_id)
+    stopped = [re.search(r"SIGTERM at step (\d+)", logs[task]) for task in (0, 1)]
+    resumed = re.search(rf"resuming {re.escape(str(out))} from step (\d+) \({re.escape(str(ckpt))}\)", logs[0])
+    assert stopped[0] and resumed, logs[0][-3000:]
+    # both tasks stopped at the same step (or task 1 died first, its log silent), mid-run, and the
+    # requeued job resumed from that step's last.ckpt
+    assert stopped[1] is None or stopped[1].group(1) == stopped[0].group(1), logs[1][-2000:]
+    assert 0 < int(stopped[0].group(1)) == int(resumed.group(1)) < REQUEUE_STEPS
+    final = {d: torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (out, ref)}
+    assert_same_state(final[out], final[ref], steps=REQUEUE_STEPS)
+    assert rows(out) == rows(ref)  # every logged row once, none lost, none repeated
+    assert _run_files(out) == _run_files(ref) and not (out / ".lock").exists()
+
+
+DIGITS_STEPS = 400  # WORKERS' trainer.max_steps (tests/reliability/test_interrupts.py)
+
+
+def test_scancel_usr1_with_loader_workers_requeues_and_resumes_exactly(tmp_path, slurm):  # noqa: F811
+    env = _env(slurm.env)
+    out, ref = tmp_path / "signalled", tmp_path / "reference"
+    sweep = _popen([*TRAIN, "-m", *launcher(tasks=1, cpus=1), *WORKERS, f"output={out}"], env, tmp_path)
+    reference = _popen([*TRAIN, *WORKERS, f"output={ref}"], env, tmp_path)  # uninterrupted, beside SLURM
+    job_id = None
+    try:
+        job_id = _wait("SLURM job", lambda: _job_folder(out / ".submitit"), 120, sweep)
+        last = _wait("last.ckpt", lambda: next(out.glob("checkpoints/last.ckpt"), None), 180, sweep)
+        assert _job_state(job_id, slurm.env).get("JobState") == "RUNNING"
+        r = subprocess.run(["scancel", "--signal=USR1", job_id], capture_output=True, text=True, env=slurm.env, timeout=30)
+        assert r.returncode == 0, r.stderr
+        _pending(job_id, slurm.env, sweep)  # SaveLast requeued the job itself
+        saved = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])  # before it starts again
+        _start_now(job_id, slurm.env)
+        _finish({"signalled job": sweep, "reference": reference}, timeout=400)
+    finally:
+        _cancel([sweep, reference], [job_id], slurm.env)
+    assert _job_state(job_id, slurm.env).get("Restarts") == "1"
+    log = _job_logs(out, job_id)[0]
+    assert "killed by signal" not in log, log[-3000:]  # the loader workers got USR1 too, and did not die of it
+    stopped = re.search(r"SIGUSR1 at step (\d+)", log)
+    resumed = re.search(rf"resuming {re.escape(str(out))} from step (\d+) ", log)
+    assert stopped and resumed, log[-3000:]
+    assert 0 < saved == int(stopped.group(1)) == int(resumed.group(1)) < DIGITS_STEPS
+    assert_same_state(torch.load(last, weights_only=True), torch.load(ref / "checkpoints" / "last.ckpt", weights_only=True),
+                      steps=DIGITS_STEPS)
