@@ -112,3 +112,36 @@ def test_mnist_recipe_trains_samples_and_is_scored_by_the_protocol(mnist_root, t
     # a bound on 8-bit data (no dequantisation: the discretised decoder) from 4 steps of training cannot beat
     # the independent per-pixel histogram's 1.69 bits per MNIST pixel
     assert m["bpd_elbo"] > 1.69 and m["bpd_elbo_se"] > 0
+
+
+@pytest.mark.slow
+def test_eval_callback_on_mnist_logs_fid_and_bits_per_dim_curves_with_their_cost(mnist_root, tmp_path):
+    """`callbacks=eval` during MNIST training (the protocol: classifier features against the test set,
+    discretised-decoder ELBO per 28x28 pixel): every evaluation logs FID, bits/dim ± SE and its cost
+    (eval/seconds) to the CSV log, and difflab-report draws the curves (eval_curves.png) and states
+    the mean cost. Epochs cut to 4 steps (trainer.limit_train_batches) so 8 steps give 2 evaluations."""
+    import csv
+
+    run = tmp_path / "run"
+    _cli("train", "experiment=mnist", f"data.root={mnist_root}", f"output={run}", "trainer.max_steps=8",
+         "+trainer.limit_train_batches=4", "model.ch=8", "data.batch_size=16", "trainer.val_check_interval=4",
+         "trainer.limit_val_batches=1", "callbacks=eval", "callbacks.eval.metrics=[fid,bpd_elbo]",
+         "callbacks.eval.features=classifier", "callbacks.eval.reference_split=val", "callbacks.eval.num_samples=32",
+         "callbacks.eval.num_reference=256", "callbacks.eval.likelihood.num_eval=16", "callbacks.eval.likelihood.mc_samples=32",
+         "callbacks.eval.likelihood.mc_batch_size=32", "callbacks.eval.likelihood.elbo.decoder=discretized",
+         "sampler=ddim", "sampler.steps=3")
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    logged = {}
+    for r in rows:
+        for k in ("eval/fid_classifier_n32", "eval/bpd_elbo", "eval/bpd_elbo_se", "eval/seconds"):
+            if r.get(k):
+                logged.setdefault(k, []).append((int(r["step"]), float(r[k])))
+    assert sorted(logged) == ["eval/bpd_elbo", "eval/bpd_elbo_se", "eval/fid_classifier_n32", "eval/seconds"], rows[-1].keys()
+    assert all(len(v) == 2 for v in logged.values()), logged  # two evaluations, each logging every key
+    assert all(v > 1.69 for _, v in logged["eval/bpd_elbo"])  # per MNIST pixel; 8 steps cannot beat the histogram
+    assert all(v > 0 for _, v in logged["eval/seconds"])
+    _cli("report", str(run))
+    report = (run / "report.md").read_text()
+    assert (run / "eval_curves.png").is_file() and "eval_curves.png" in report
+    assert "eval/seconds (mean)" in report and "eval/bpd_elbo (last)" in report

@@ -30,7 +30,7 @@ from .progress import Progress
 from .runs import FAILED, job_state
 from .utils import write_text
 from .report_common import Job, data_metric, header, label, plotted, slug, varies
-from .report_plots import plot_losses, plot_vs_nfe, plot_vs_weighting
+from .report_plots import plot_eval_curves, plot_losses, plot_vs_nfe, plot_vs_weighting
 
 __all__ = ["Job", "SKIP_KEYS", "add_last_validation", "expand_lists", "label", "load_study", "metric_names", "plotted",
            "slug", "split_overrides", "study", "table", "varies", "write_report", "write_study"]
@@ -82,7 +82,8 @@ def find_jobs(root: Path) -> list[Path]:
 
 
 def read_curves(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
-    """Lightning CSVLogger rows → {column: [(step, value), ...]} for every loss-like column."""
+    """Lightning CSVLogger rows → {column: [(step, value), ...]} for every loss-like column and every
+    `eval/` column (the EvalCallback's metrics during training and `eval/seconds`, each evaluation's cost)."""
     curves: dict[str, list[tuple[int, float]]] = {}
     if not csv_path.is_file():
         return curves
@@ -92,7 +93,7 @@ def read_curves(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
             if not step:
                 continue
             for k, v in row.items():
-                if k in ("epoch", "step") or not v or "loss" not in k:
+                if k in ("epoch", "step") or not v or ("loss" not in k and not k.startswith("eval/")):
                     continue
                 try:
                     curves.setdefault(k, []).append((int(float(step)), float(v)))
@@ -139,9 +140,14 @@ def load_job(path: Path, root: Path) -> Job:
 
 
 def add_last_validation(job: Job) -> None:
-    """Each validation curve's last value as a metric (`val/loss (last)`)."""
+    """Each validation curve's and EvalCallback metric's last value as a metric (`val/loss (last)`,
+    `eval/fid_classifier_n1000 (last)`), and the mean cost of an evaluation (`eval/seconds (mean)`)."""
     for k, pts in job.curves.items():
-        if k.startswith("val/") and pts:
+        if not pts:
+            continue
+        if k == "eval/seconds":
+            job.metrics.setdefault(f"{k} (mean)", sum(v for _, v in pts) / len(pts))
+        elif k.startswith(("val/", "eval/")) and not k.endswith("_se") and "num_" not in k:
             job.metrics.setdefault(f"{k} (last)", pts[-1][1])
 
 
@@ -306,7 +312,8 @@ def write_study(loaded: tuple[list[Job], list[str], dict[str, str]], out: Path, 
     jobs, swept, fixed = loaded
     metrics = metric_names(jobs)
     with Progress(f"plots of {len(jobs)} jobs"):
-        pngs = plot_vs_nfe(jobs, swept, metrics, out) + plot_vs_weighting(jobs, swept, metrics, out) + plot_losses(jobs, swept, out)
+        pngs = (plot_vs_nfe(jobs, swept, metrics, out) + plot_vs_weighting(jobs, swept, metrics, out) + plot_losses(jobs, swept, out)
+                + plot_eval_curves(jobs, swept, out))
     lines = [f"# Study: {title}", "", f"{len(jobs)} jobs {source}."]
     if fixed:
         lines += ["", "Fixed: " + ", ".join(f"`{k}={v}`" for k, v in fixed.items())]

@@ -112,3 +112,32 @@ def plot_losses(jobs, swept, out: Path) -> list[Path]:
     ax.set(xlabel="step", ylabel="loss", yscale="log", title="loss curves")
     ax.legend(fontsize=6)
     return [_save(fig, out / "loss_curves.png")]
+
+
+def plot_eval_curves(jobs, swept, out: Path) -> list[Path]:
+    """The EvalCallback's metrics against the training step (`eval/<metric>` columns of the CSV log),
+    one panel per metric, every job a line; ± its standard error where the callback logged one."""
+    names = sorted({k for j in jobs for k in j.curves if k.startswith("eval/") and k != "eval/seconds"
+                    and not k.endswith(("_se", "_floor")) and "num_" not in k})
+    if not names:
+        return []
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for i, j in enumerate(jobs):
+            pts = j.curves.get(name)
+            if not pts:
+                continue
+            x, y = zip(*pts)
+            se = dict(j.curves.get(name + "_se", []))
+            ax.errorbar(x, y, yerr=[se.get(s, 0.0) for s in x] if se else None, marker="o", ms=3, lw=1, capsize=2,
+                        color=f"C{i % 10}", label=job_label(j, swept))
+            floor = j.curves.get(name + "_floor")
+            if floor:  # the real-vs-real floor under the same protocol, dashed
+                fx, fy = zip(*floor)
+                ax.plot(fx, fy, ls="--", lw=1, color=f"C{i % 10}", label=f"{job_label(j, swept)} floor (data)")
+        ax.set(xlabel="step", title=name[len("eval/"):])
+        if len(jobs) > 1:
+            ax.legend(fontsize=6)
+    fig.suptitle("evaluations during training (EvalCallback)", fontsize=9)
+    return [_save(fig, out / "eval_curves.png")]
