@@ -36,20 +36,38 @@ def check(kind, path):
         assert len(lines) == 5000 and len({ln.split(": ")[1] for ln in lines}) == 1
 
 
+def temporaries(directory, path):
+    """The temporary files of atomic writes to `path` (`.<name>.<random>.tmp` beside it)."""
+    return {p.name for p in directory.iterdir() if p.name.startswith(f".{path.name}.") and p.name.endswith(".tmp")}
+
+
 @pytest.mark.parametrize("kind", list(WRITER))
 def test_sigkill_during_writes_never_breaks_the_file(tmp_path, kind):
+    """Every counted kill lands mid-write: the writer is killed only once a temporary of its own exists
+    (a write in progress), and the kill counts when that write's temporary is left behind (SIGKILL
+    runs no cleanup; a write that had already been renamed into place leaves none, and the writer is
+    started again). After each kill the result is the previous complete version, or absent before
+    the first complete write — never a half-written file."""
     rng = random.Random(0)
     path = tmp_path / f"result.{kind}"
     code = f"P = {str(path)!r}\n" + WRITER[kind]
-    killed = 0
-    while killed < KILLS:
+    mid_write = attempts = 0
+    while mid_write < KILLS:
+        attempts += 1
+        assert attempts <= 5 * KILLS, f"only {mid_write} of {attempts} kills landed during a write"
+        before = temporaries(tmp_path, path)
         proc = subprocess.Popen([sys.executable, "-c", code], env=env(), cwd=ROOT)
-        while not path.exists() and proc.poll() is None:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.3))
+        t0 = time.time()
+        while not (temporaries(tmp_path, path) - before) and proc.poll() is None:  # this writer's first write has begun
+            assert time.time() - t0 < 120, "the writer never started a write"
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.05))  # into this write, or a later one
         proc.kill()
         proc.wait()
-        killed += 1
-        check(kind, path)  # the previous complete version, never a half-written one
+        if temporaries(tmp_path, path) - before:
+            mid_write += 1  # the write in progress was cut: its temporary is left
+        if path.exists():
+            check(kind, path)  # the previous complete version, never a half-written one
+    assert path.exists()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != path.name]
-    assert all(n.endswith(".tmp") for n in leftovers)  # only a killed writer's temporary, never the result
+    assert all(n.endswith(".tmp") for n in leftovers)  # only killed writers' temporaries, never the result
