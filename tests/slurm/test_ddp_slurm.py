@@ -11,7 +11,8 @@ checking, locking or writing the run directory.
    sampler gives task r the items r, r+2, ... of the same permutation, so only float32 summation
    order differs (two local means + all-reduce vs one mean; a wrong assignment moves a weight by
    ~lr = 1e-2 per step) — eval_at_end's numbers equal, samples within 1e-5 of their scale, and
-   exactly one copy of each output file (rank 0's), no `.lock`, nothing in the working directory.
+   exactly one copy of each output file (rank 0's), no `.lock`, nothing in the working directory;
+   with logger=wandb (offline), exactly one W&B run.
 2. `scontrol requeue` of the running 2-task job: both tasks get SIGTERM, save last.ckpt at one step
    (SaveLast shares the signal between ranks), the requeued job resumes from it, and it ends
    bit-identical to an uninterrupted 2-task job of the same config (also through SLURM).
@@ -124,11 +125,41 @@ def test_two_slurm_tasks_equal_one_process(tmp_path, slurm):  # noqa: F811
     assert len(lines[0]) == len(lines[1]) and lines[0][0] == lines[1][0]  # one writer: one header, one row per logged step
 
 
+def test_two_slurm_tasks_log_one_wandb_run(tmp_path, slurm):  # noqa: F811
+    """logger=wandb, offline (WANDB_MODE=offline), in the 2-task job: one W&B run, rank 0's, the one
+    `wandb_run_id` names, finished, with one history row per logged step (not one per task) and
+    eval_at_end's swd in its summary; task 1 opens none (tests/test_studies_wandb.py reads the run)."""
+    pytest.importorskip("wandb")
+    from test_studies_wandb import read_run
+
+    env = {k: v for k, v in _env(slurm.env).items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", HOME=str(tmp_path))  # no key, no ~/.netrc: offline files only
+    two, cwd = tmp_path / "two", tmp_path / "cwd"
+    cwd.mkdir()
+    proc = _popen([*TRAIN, "-m", *launcher(), *COMMON, *TWO_TASKS, "logger=wandb", f"output={two}"], env, cwd)
+    job_id = None
+    try:
+        job_id = _wait("SLURM job", lambda: _job_folder(two / ".submitit"), 120, proc)
+        _finish({"2-task SLURM job": proc})
+    finally:
+        _cancel([proc], [job_id], slurm.env)
+    runs = list(tmp_path.rglob("run-*.wandb"))
+    assert len(runs) == 1 and runs[0].is_relative_to(two / "wandb"), runs  # one run, in the job's directory
+    run = read_run(runs[0])
+    assert run["run_id"] == (two / "wandb_run_id").read_text().strip() and run["exited"]
+    steps = [row["trainer/global_step"] for row in run["history"] if "train/loss" in row]
+    assert steps == [0, 1, 2], steps  # log_every_n_steps=1: each step once, from rank 0 only
+    assert run["summary"]["swd"] == json.loads((two / "metrics.json").read_text())["swd"]
+    assert {f for f in _run_files(two) if not f.startswith("wandb/")} == {
+        "config.yaml", "checkpoints/last.ckpt", "metrics.json", "samples.npz", "wandb_run_id"}
+    assert list(cwd.iterdir()) == []
+
+
 # a small gmm run of a few hundred DDP steps (tests/reliability's criterion: bit-identical final state)
 REQUEUE_RUN = ["experiment=gmm", "model.hidden=16", "model.depth=1", "callbacks=none", "threads=1", "checkpoint_every=10",
                "+trainer.enable_progress_bar=false", "trainer.log_every_n_steps=5", "trainer.val_check_interval=100000",
                "trainer.limit_val_batches=0"]
-REQUEUE_STEPS = 600
+REQUEUE_STEPS = 300
 
 
 def _pending(job_id: str, env, proc) -> None:
@@ -199,7 +230,7 @@ def test_scancel_usr1_with_loader_workers_requeues_and_resumes_exactly(tmp_path,
         _cancel([sweep, reference], [job_id], slurm.env)
     assert _job_state(job_id, slurm.env).get("Restarts") == "1"
     log = _job_logs(out, job_id)[0]
-    assert "killed by signal" not in log, log[-3000:]  # the loader workers got USR1 too, and did not die of it
+    assert "killed by signal" not in log and "Traceback" not in log, log[-3000:]  # the loader workers got USR1 too, and did not die of it
     stopped = re.search(r"SIGUSR1 at step (\d+)", log)
     resumed = re.search(rf"resuming {re.escape(str(out))} from step (\d+) ", log)
     assert stopped and resumed, log[-3000:]
