@@ -205,5 +205,3 @@ def test_bpd_from_estimate_uses_the_one_conversion():
     assert bpd == pytest.approx(8.0) and se == pytest.approx(1.0)
     bpd, se = bpd_from_estimate(Estimate(d * math.log(256.0), 0.0, 10, d), discrete_decoder=True)
     assert bpd == pytest.approx(8.0) and se == 0.0
-    est = Estimate(3.0, 0.5, 10, d)
-    assert est.bits_per_dim(7.0) == pytest.approx(bpd_from_estimate(est))  # the kept method agrees

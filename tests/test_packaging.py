@@ -1,6 +1,6 @@
 """The declared ranges (pyproject.toml), the tested set (constraints.txt) and the floors
 (`make floors`, installed by `make test-floor`) agree with each other and with torchvision's
-compatibility table (PITFALLS.md: a mismatched torch/torchvision pair fails to load the
+compatibility table (docs/pitfalls.md: a mismatched torch/torchvision pair fails to load the
 operators FID needs)."""
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ class Denoiser(nn.Module):
 
     The network may run under autocast (bf16/fp16); its output is cast to float32 (or
     float64 if z is float64) and the conversion to x0/eps/score is done with autocast
-    off, so mixed precision never leaks into the prediction (STYLE.md).
+    off, so mixed precision never leaks into the prediction (docs/architecture.md, "Precision").
     """
 
     def __init__(self, model: nn.Module, process: Process, parameterization: Parameterization,

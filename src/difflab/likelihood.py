@@ -40,7 +40,6 @@ offset (`data_range = 2^bits`). This conversion is written once, in `bits_per_di
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -70,13 +69,6 @@ class Estimate:
     def per_dim(self) -> tuple[float, float]:
         """(mean, se) in nats/dim."""
         return self.mean / self.dim, self.se / self.dim
-
-    def bits_per_dim(self, offset_bits: float = 7.0) -> tuple[float, float]:
-        """(mean, se) in bits/dim given the offset log2(2^bits / data_range) (7 for 8-bit data
-        in [−1, 1), 0 for a discretised decoder). Kept for callers; prefer `bpd_from_estimate`."""
-        # offset_bits = log2(2^offset_bits / 1): `bits_per_dim` with bits=offset_bits, data_range=1
-        return bits_per_dim(self.mean, self.dim, offset_bits, 1.0), bits_per_dim(self.se, self.dim, 0, 1.0)
-
 
 def estimate_from_values(values: Tensor, dim: int, keep_values: bool = True) -> Estimate:
     """Mean and standard error std/√n of per-draw values (nats)."""
@@ -318,16 +310,3 @@ def bpd_from_estimate(est: Estimate, discrete_decoder: bool = False, bits: int =
     `bits_per_dim`; no offset when the decoder is discretised (it scores integer bins directly)."""
     data_range = 2.0**bits if discrete_decoder else 2.0
     return bits_per_dim(est.mean, est.dim, bits, data_range), bits_per_dim(est.se, est.dim, bits, 2.0**bits)
-
-
-def warn_if_not_dequantized(x: Tensor, bits: int = 8) -> None:
-    """Continuous likelihoods of undequantised 8-bit data are meaningless (they diverge;
-    score_sde#24): warn when every value sits on the 8-bit grid."""
-    levels = 2**bits - 1
-    k = (x + 1) * levels / 2
-    if x.numel() and float((k - k.round()).abs().max()) < 1e-4:
-        warnings.warn(
-            f"the data lie on the {bits}-bit grid: dequantise them (difflab.likelihood.dequantize) "
-            "before computing bits/dim, or the density can grow without bound",
-            stacklevel=2,
-        )

@@ -8,8 +8,8 @@ optimiser and EMA settings; the data shape and data config), so
 without the Hydra config that produced it. Beside the raw `state_dict` the checkpoint
 holds `ema` = {decay, warmup, num_updates, shadow} (see `difflab.ema`).
 
-The training loss is the per-example loss of `difflab.losses.DiffusionLoss` (DESIGN.md,
-"Losses and weightings"), averaged over the batch:
+The training loss is the per-example loss of `difflab.losses.DiffusionLoss` (docs/objectives.md,
+"One weighted loss"), averaged over the batch:
     L = ½ E_t [ w(λ_t) · (−dλ/dt) · ‖ε − ε̂‖² ]   (+ prior and reconstruction terms for the ELBO).
 """
 from __future__ import annotations

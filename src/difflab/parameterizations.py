@@ -1,4 +1,4 @@
-"""What the network predicts: ε, x₀, the score, or v (DESIGN.md).
+"""What the network predicts: ε, x₀, the score, v, flow matching's velocity u, or EDM's F (docs/concepts.md).
 
 Every conversion is written in α and σ alone, never by branching on the process:
 
@@ -241,18 +241,7 @@ class EDM(X0):
         return f"EDM(sigma_data={self.sigma_data:g})"
 
 
-PARAMETERIZATIONS = {"eps": Epsilon, "epsilon": Epsilon, "x0": X0, "score": Score, "v": V, "flow_velocity": FlowVelocity,
-                     "edm": EDM}
-
-
 def input_scale_of(parameterization, alpha: Tensor, sigma: Tensor) -> Tensor | None:
     """The factor a parameterization applies to the network input (EDM's c_in/α), or None."""
     fn = getattr(parameterization, "input_scale", None)
     return None if fn is None else fn(alpha, sigma)
-
-
-def get_parameterization(name: str) -> Parameterization:
-    try:
-        return PARAMETERIZATIONS[name]()
-    except KeyError:
-        raise ValueError(f"unknown parameterization {name!r}; choose one of {sorted(set(PARAMETERIZATIONS))}") from None

@@ -176,7 +176,7 @@ class BaseDataModule(L.LightningDataModule):
     seed_for_shuffle: int = 0
 
     def __init__(self, batch_size: int = 128, num_workers: int = 0, shuffle: bool = True,
-                 drop_last: bool = True, val_batch_size: int | None = None, pin_memory: bool = False,
+                 val_batch_size: int | None = None, pin_memory: bool = False,
                  device_resident: bool | None = None):
         super().__init__()
         self.device_resident = device_resident  # None: on for data held as one tensor
@@ -188,7 +188,6 @@ class BaseDataModule(L.LightningDataModule):
         # gets DataLoader's over-subscription warning and slower training)
         self.num_workers = min(int(num_workers), usable_cores())
         self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
         self.pin_memory = bool(pin_memory)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -292,11 +291,3 @@ class BaseDataModule(L.LightningDataModule):
         self.setup("fit")
         n = len(self.train_set) if n is None else min(n, len(self.train_set))
         return torch.stack([self.train_set[i][0] for i in range(n)])
-
-
-def as_float_tensor(x, name: str) -> Tensor:
-    t = torch.as_tensor(x, dtype=torch.float32)
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return t
-

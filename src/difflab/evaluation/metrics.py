@@ -1,7 +1,7 @@
 """Likelihood and sample-quality metrics of an `EvalTarget`, the same numbers from every
 entry point (difflab-eval, EvalCallback, eval_at_end).
 
-Names (metrics.json, DESIGN.md): nll_ode / nll_elbo in nats/dim, bpd_ode / bpd_elbo in bits/dim
+Names (metrics.json, docs/evaluation.md): nll_ode / nll_elbo in nats/dim, bpd_ode / bpd_elbo in bits/dim
 of 8-bit data, each with `<name>_se`; swd / mmd (+ swd_floor, two real sets) for low-dimensional
 data; FID / KID / IS named by protocol (`fid_<features>_n<N>`) with the real-vs-real floor; `nfe`;
 for a Gaussian mixture the exact `nll`, the paired gap `nll_ode_gap`, and (metric `weights`) the

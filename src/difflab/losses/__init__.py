@@ -1,4 +1,4 @@
-"""Training objectives and likelihood bounds (DESIGN.md "Losses and weightings").
+"""Training objectives and likelihood bounds (docs/objectives.md).
 
 One concept per module:
 

@@ -88,7 +88,8 @@ def log_normal_density(log_sigma: Tensor, p_mean: float, p_std: float) -> Tensor
 
 def weight_of_log_snr(name: str, log_snr: Tensor, dlog_snr_dt: Tensor, span: float = 1.0, gamma: float = 5.0,
                       **options) -> Tensor:
-    """w(λ) itself, in DESIGN.md's form L = ½ E_t[w(λ)(−dλ/dt)‖ε − ε̂‖²]."""
+    """w(λ) itself, the weight of L_w = ½ ∫ w(λ_t)(−dλ/dt)‖ε − ε̂‖² dt (Kingma & Gao 2023; module doc):
+    2 · `weighting_factor` / (−dλ/dt), e.g. to compare weightings as functions of λ."""
     return 2.0 * weighting_factor(name, log_snr, dlog_snr_dt, span, gamma, **options) / -dlog_snr_dt
 
 
