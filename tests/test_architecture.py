@@ -23,7 +23,7 @@ LAYERS = [
     ("cli",),
 ]
 # import cycles allowed for now, each one exactly this set of modules
-KNOWN_CYCLES: list[set[str]] = []  # none left: report / report_plots share the leaf report_common (issue 30)
+KNOWN_CYCLES: list[set[str]] = []  # none left: report / report_plots share the leaf report_common
 
 
 def layer_of(module: str) -> int:
@@ -377,7 +377,7 @@ def test_no_private_api_outside_compat(name, path):
                      "tests/test_compat.py):\n" + "\n".join(hits)
 
 
-PRIVATE_USES = {  # the private uses issue 30 moved into compat.py, and others it must catch
+PRIVATE_USES = {  # private uses allowed in compat.py only: those moved there, and others the check must catch
     "trainer._logger_connector.should_update_logs": "def f(trainer):\n    return trainer._logger_connector.should_update_logs",
     "self.trainer._logger_connector": "import lightning as L\nclass M(L.LightningModule):\n"
                                       "    def f(self):\n        return self.trainer._logger_connector",

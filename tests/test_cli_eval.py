@@ -133,7 +133,7 @@ def test_floors_of_a_finite_data_set_come_from_its_validation_split():
     """A finite data set's floors are scored from real examples outside the reference: its
     validation split (digits: 197 examples), never the reference's own first rows (which gave
     swd_floor = 0). Fewer held-out examples than samples is said, with the number, and no floor
-    is reported then (issue #31): swd_floor is None and swd_floor_unavailable says why."""
+    is reported then: swd_floor is None and swd_floor_unavailable says why."""
     from omegaconf import OmegaConf
 
     from difflab.evaluation import EvalTarget, real_examples, sample_metrics

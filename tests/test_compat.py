@@ -2,7 +2,7 @@
 still exists and still does what difflab relies on. A failure here after an upgrade names the
 function to rewrite (see its comment for the public alternative it waits for); nothing else in
 difflab touches these attributes (tests/test_architecture.py). Also pinned: the public APIs that
-replaced private ones in issue 30 do the same job (Hydra's sweep expansion, the CSV logger
+replaced private ones do the same job (Hydra's sweep expansion, the CSV logger
 append, hyper-parameters kept from the logger)."""
 import copy
 import csv

@@ -1,4 +1,4 @@
-"""A newcomer's console (issue #31): default train / sample / eval runs print no warning, no
+"""A newcomer's console: default train / sample / eval runs print no warning, no
 advertisement and no deprecation notice; the model summary is one line; `--help` names the command.
 
 The commands are the defaults with small sizes only (steps, sample counts, Monte Carlo draws).

@@ -97,7 +97,7 @@ def test_demo_refuses_bad_input_and_keeps_a_finished_report(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_tuned_10_nfe_grid_scores_at_least_the_demo_s_ddim_50(digits_demo, tmp_path):
-    """Issue 16: difflab-tune-grid fits UniPC-2's 10-step grid (10 NFE) to the demo's checkpoint, on prior
+    """difflab-tune-grid fits UniPC-2's 10-step grid (10 NFE) to the demo's checkpoint, on prior
     draws (seed 1000) disjoint from those scored; on the demo's own metric (classifier_confident, its
     classifier) over 6000 samples (difflab-sample seeds 0-5, seed 0 = the demo's own samples) the tuned
     grid scores at least the demo's untuned DDIM-50 (50 NFE). Control: the same sampler on its default
@@ -119,8 +119,9 @@ def test_tuned_10_nfe_grid_scores_at_least_the_demo_s_ddim_50(digits_demo, tmp_p
 
 @pytest.mark.slow
 def test_difflab_eval_reproduces_the_demo_s_swd_and_fid(tmp_path, monkeypatch):
-    """Issue #31: the demo reported SWD 0.0646 (floor 0.053) where difflab-eval on the same checkpoint
-    reported 0.026 (floor 0.071, from 197 held-out digits), each by its own code. The demo now runs
+    """The demo's SWD and FID are difflab-eval's: computed each by its own code, the demo once reported
+    SWD 0.0646 (floor 0.053) where difflab-eval on the same checkpoint reported 0.026 (floor 0.071,
+    from 197 held-out digits). The demo now runs
     difflab-eval's code with the settings it prints; that command, run afresh (another process,
     another feature-net cache), gives the report's SWD and FID and their floors to the printed digits.
     The floors score as many real digits as there are samples; difflab-eval's default protocol on the

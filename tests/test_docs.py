@@ -86,7 +86,7 @@ def test_links_resolve(doc):
     assert not missing, f"{doc} points at paths that do not exist: {sorted(set(missing))}"
 
 
-#: A time, disk or test-count figure in the README's text (issue #31: three stale suite times and counts).
+#: A time, disk or test-count figure in the README's text (one place to update, so no stale copy stays behind).
 FIGURES = {"test count": r"\b\d[\d,]*\s+(?:tests|passed|skipped)\b",
            "time": r"\b\d+(?:\.\d+)?\s*(?:min|minutes?|s|sec|seconds?|h|hours?)\b",
            "disk": r"\b\d+(?:\.\d+)?\s*[KMGT]i?B\b"}
@@ -112,7 +112,7 @@ def test_readme_states_its_time_disk_and_test_count_figures_once():
 
 
 def test_the_studies_benchmarks_and_speed_live_in_docs():
-    """The long sections moved out of the README (issue #31) are in docs/, which the README links
+    """The README's long sections (studies, benchmarks, speed) are in docs/, which the README links
     beside its one short table of each."""
     readme = (ROOT / "README.md").read_text()
     studies = (ROOT / "docs" / "studies.md").read_text()

@@ -1,4 +1,4 @@
-"""Issue 16: flow matching as a process and EDM as a recipe, against theory.
+"""Flow matching as a process and EDM as a recipe, against theory.
 
 Flow (Lipman et al. 2023; Liu et al. 2023): α = 1 − t, σ = t; the flow-matching velocity u = ε − x is
 dz/dt; the exact GMM oracle sampled on it reaches the sampling-noise floor like on VP.

@@ -1,6 +1,6 @@
 """difflab-eval's `samples=` finds a sweep's job directory whatever the order or quoting of its k=v
-overrides (issue #31: `samples=runs/nfe/sampler=ddim,sampler.steps=10` named a directory that Hydra
-had written as `sampler.steps=10,sampler=ddim`)."""
+overrides (`samples=runs/nfe/sampler=ddim,sampler.steps=10` names the directory that Hydra
+wrote as `sampler.steps=10,sampler=ddim`)."""
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir

@@ -142,7 +142,7 @@ def test_metric_modules_stay_out_of_checkpoints(tmp_path):
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
     m = make_module()
     bad = torch.utils.data.TensorDataset(torch.full((8, 2), float("nan")), torch.arange(8))
-    # NaN data: the message names the data, not the learning rate (issue 14; a finite batch whose
+    # NaN data: the message names the data, not the learning rate (a finite batch whose
     # loss explodes is named after optim.lr, tests/reliability/test_divergence.py)
     with pytest.raises(FloatingPointError, match="training data contain NaN"):
         trainer(tmp_path, 2).fit(m, torch.utils.data.DataLoader(bad, batch_size=4))

@@ -154,8 +154,8 @@ def test_fid_floor_is_a_perfect_models_fid_under_the_same_protocol():
 def test_fid_floor_without_held_out_data_holds_out_part_of_the_reference():
     """Without held-out examples the last k = min(n, N // 2) reference vectors stand in for them
     (the rest is the floor's reference); fewer than n is said, with the number, and no floor is
-    reported then (issue #31: a floor from fewer examples sits above a perfect model's FID, yet
-    was printed beside the metric as if usable): `<key>_floor` is None and `<key>_floor_unavailable`
+    reported then (a floor from fewer examples sits above a perfect model's FID, so beside the metric
+    it would mislead): `<key>_floor` is None and `<key>_floor_unavailable`
     gives the reason."""
     draw = _gaussian_draws(torch.Generator().manual_seed(0))
     ref, fake = draw(1000), draw(200)

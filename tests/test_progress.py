@@ -1,4 +1,4 @@
-"""No long step in silence (issue #31): `difflab.progress.Progress` says what a step is doing once it
+"""No long step in silence: `difflab.progress.Progress` says what a step is doing once it
 runs past a few seconds, then at intervals, and how long it took; a short step says nothing.
 Lines are plain, start with two spaces (never a command's own `difflab-eval: ...` message line)
 and fit 80 columns, in a terminal and in a log file alike."""
@@ -119,7 +119,7 @@ def test_difflab_eval_says_what_each_step_does(tmp_path, monkeypatch, capsys, ev
 
 
 def test_tune_grid_says_what_it_is_doing(capsys, every_step_reports):
-    """The reference solve and the search of `difflab-tune-grid` (silent for 50 s in issue #31)."""
+    """The reference solve and the search of `difflab-tune-grid` (once silent for 50 s)."""
     from difflab.evaluation import tuning
     from difflab.models import GMMOracle
     from difflab.processes import VPSDE

@@ -1,4 +1,4 @@
-"""Provenance (issue #31): sample.json and every metrics.json say which checkpoint (path, SHA-256,
+"""Provenance: sample.json and every metrics.json say which checkpoint (path, SHA-256,
 its hyper-parameters), which resolved config, which difflab version and which git commit made
 them; a sample directory has its config.yaml."""
 import hashlib

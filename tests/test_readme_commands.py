@@ -1,4 +1,4 @@
-"""Every command of README.md runs as written (issue #31: a command there failed as printed).
+"""Every command of README.md runs as written.
 
 Each command of the README's ```bash blocks is run, in README order, in one temporary directory
 (later commands read what earlier ones wrote: runs/digits/checkpoints/last.ckpt, runs/nfe/...), with

@@ -1,4 +1,4 @@
-"""RunLock (issue #31): a run removes its `.lock` however it ends, and two processes still never
+"""RunLock: a run removes its `.lock` however it ends, and two processes still never
 hold the lock of one directory at once (also when one of them locks a `.lock` just removed)."""
 import multiprocessing
 import os

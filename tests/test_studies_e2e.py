@@ -1,4 +1,4 @@
-"""A study end to end (issue 13): a 2x2 multirun over schedule x weighting on continuous-SNR
+"""A study end to end: a 2x2 multirun over schedule x weighting on continuous-SNR
 (the gmm recipe, a few hundred steps) with eval_at_end; every job has its own directory named
 after its overrides and its metrics.json; difflab-report builds the table and plots; rerunning
 the same command skips every finished job without building a trainer or recomputing a metric."""

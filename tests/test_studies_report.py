@@ -194,7 +194,7 @@ def test_nfe_plot_series_and_the_floor_line(tmp_path):
 
 
 def test_columns_say_whose_number_they_are(tmp_path):
-    """Issue #31: the `nll` column is the data's exact NLL (a Gaussian mixture's), easily read as the
+    """The `nll` column is the data's exact NLL (a Gaussian mixture's), easily read as the
     model's. The table marks the data's columns `(data)` (the exact nll, the real-vs-real floors and
     their count) and says under it what they are; the model's columns keep their plain names. A
     floor that is unavailable (null, with `<metric>_floor_unavailable`) is a dash, never a number."""
@@ -214,7 +214,7 @@ def test_columns_say_whose_number_they_are(tmp_path):
 
 
 def test_report_plots_import_no_private_name_of_report():
-    """Issue #30: report ↔ report_plots was an import cycle (report_plots took report's private
+    """report ↔ report_plots was once an import cycle (report_plots took report's private
     `_label` / `_slug`); both now import the leaf module report_common, and report_plots never report."""
     import ast
     from pathlib import Path

@@ -1,4 +1,4 @@
-"""W&B offline (issue 13): a 2-job sweep with logger=wandb and no key leaves one finished offline
+"""W&B offline: a 2-job sweep with logger=wandb and no key leaves one finished offline
 run per job, under the job's own directory, grouped under the sweep's name, with the job's
 resolved config as the run config and its eval_at_end metrics in the run summary. The runs are
 read back from W&B's own record file (`run-<id>.wandb`, a LevelDB-style log of protobuf records)."""

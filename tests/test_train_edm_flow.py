@@ -1,4 +1,4 @@
-"""Issue 16 Must-show, through the whole platform (Hydra config → DiffusionModule → Lightning Trainer →
+"""Through the whole platform (Hydra config → DiffusionModule → Lightning Trainer →
 EMA denoiser → sampler): the CPU recipes `experiment=edm_gmm` (EDM's preconditioning, loss weight and
 log-normal noise levels, Karras et al. 2022) and `experiment=flow_gmm` (rectified flow / flow matching,
 Lipman et al. 2023) each train on the 2-D mixture of data=gmm in about a minute on one core and sample

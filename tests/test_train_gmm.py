@@ -1,4 +1,4 @@
-"""Issue 5 Must-show, through the whole platform (Hydra config → DiffusionModule → Lightning
+"""Through the whole platform (Hydra config → DiffusionModule → Lightning
 Trainer → EMA denoiser → sampler): the `experiment=gmm` recipe trained for well under a minute
 per run on CPU with each parameterization samples the 2-D mixture within 2× of the sliced
 Wasserstein distance that the exact GMM oracle reaches with the same sampler and NFE, and the

@@ -92,7 +92,7 @@ def test_non_finite_steps_never_move_weights_or_ema(tmp_path, device, fused):
                 snap["w"] = {k: v.detach().cpu() for k, v in pl_module.net.state_dict().items()}
                 snap["ema"] = {k: v.cpu() for k, v in pl_module.ema.shadow.items()}
 
-    # the batches are NaN, so the error names the data (issue 14), not the learning rate
+    # the batches are NaN, so the error names the data, not the learning rate
     with pytest.raises(FloatingPointError, match="training data contain NaN"):
         fit(tmp_path, m, nan_batches(2, 4), 6, device, log_every_n_steps=3, callbacks=[Snapshot()])
     assert m.global_step == (3 if deferred else 2)  # the fused run took (and skipped) step 3 before the check
