@@ -1,4 +1,4 @@
-"""Multi-node DDP through torchrun (issue #33): two `torchrun --nnodes 2 --node-rank {0,1}
+"""Multi-node DDP through torchrun: two `torchrun --nnodes 2 --node-rank {0,1}
 --nproc-per-node 1` invocations on this machine (gloo on CPU, one process per "node", both with
 the same output=) train one model with `trainer=ddp trainer.num_nodes=2 trainer.devices=1`, and
 give what the 1-process run of the same command gives:

@@ -1,4 +1,4 @@
-"""A -m sweep survives a failed job (issue 33) on Hydra's basic launcher; tests/slurm/test_launchers.py
+"""A -m sweep survives a failed job on Hydra's basic launcher; tests/slurm/test_launchers.py
 runs the same sweep through submitit_local and SLURM, and a killed job there.
 
 The sweep: 3 jobs of the gmm recipe (8 steps, eval_at_end=[swd]) over optim.lr = 1e-3, 1e30, 2e-3.

@@ -1,4 +1,4 @@
-"""No `.lock` is left in a run directory after a finished, a failed or an interrupted run (issue #31)."""
+"""No `.lock` is left in a run directory after a finished, a failed or an interrupted run."""
 import signal
 
 import pytest
