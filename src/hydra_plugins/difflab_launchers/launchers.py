@@ -1,5 +1,5 @@
-"""hydra-submitit-launcher, with what a sweep of training jobs needs on a cluster (Hydra issues
-#2479, #2824, #1892):
+"""hydra-submitit-launcher, with what a sweep of training jobs needs on a cluster (the threads
+facebookresearch/hydra#2479, #2824 and #1892):
 
 - **A failed job does not stop or lose the others.** The plugin waits on its jobs in order and
   raises at the first one that died (killed, out of memory, timed out), leaving the rest
