@@ -16,6 +16,8 @@ checking, locking or writing the run directory.
 2. `scontrol requeue` of the running 2-task job: both tasks get SIGTERM, save last.ckpt at one step
    (SaveLast shares the signal between ranks), the requeued job resumes from it, and it ends
    bit-identical to an uninterrupted 2-task job of the same config (also through SLURM).
+   A signal that reaches one rank only (the others a step later, or never) stops every rank at one
+   step too: the last test, without SLURM (trainer=ddp's own launcher, SIGTERM to rank 1 alone).
 3. `scancel --signal=USR1` (SLURM's pre-timeout warning signal) of a job training the digits recipe
    with 2 DataLoader workers: last.ckpt at the signal's step, the job requeues itself (SaveLast),
    resumes from that step and ends bit-identical to an uninterrupted run.
@@ -23,10 +25,11 @@ checking, locking or writing the run directory.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,7 @@ from test_ddp_torchrun import COMMON, ONE_PROCESS, _ckpt, _files
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 300
+SUBMIT = 180  # s until a -m command has submitted its job (Python, torch, Hydra start-up on a loaded 2-core machine)
 TRAIN = [sys.executable, "-m", "difflab.cli.train"]
 TWO_TASKS = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=4"]
 
@@ -88,7 +92,7 @@ def test_two_slurm_tasks_equal_one_process(tmp_path, slurm):  # noqa: F811
              "1 process": _popen([*TRAIN, *COMMON, *ONE_PROCESS, f"output={one}"], env, cwd)}
     job_id = None
     try:
-        job_id = _wait("SLURM job", lambda: _job_folder(two / ".submitit"), 120, procs["2-task SLURM job"])
+        job_id = _wait("SLURM job", lambda: _job_folder(two / ".submitit"), SUBMIT, procs["2-task SLURM job"])
         _finish(procs)
     finally:
         _cancel(procs.values(), [job_id], slurm.env)
@@ -133,13 +137,14 @@ def test_two_slurm_tasks_log_one_wandb_run(tmp_path, slurm):  # noqa: F811
     from test_studies_wandb import read_run
 
     env = {k: v for k, v in _env(slurm.env).items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", HOME=str(tmp_path))  # no key, no ~/.netrc: offline files only
+    env["WANDB_MODE"] = "offline"  # with logger.offline=true: offline files only, whatever key there is
     two, cwd = tmp_path / "two", tmp_path / "cwd"
     cwd.mkdir()
-    proc = _popen([*TRAIN, "-m", *launcher(), *COMMON, *TWO_TASKS, "logger=wandb", f"output={two}"], env, cwd)
+    proc = _popen([*TRAIN, "-m", *launcher(), *COMMON, *TWO_TASKS, "logger=wandb", "logger.offline=true",
+                        f"output={two}"], env, cwd)
     job_id = None
     try:
-        job_id = _wait("SLURM job", lambda: _job_folder(two / ".submitit"), 120, proc)
+        job_id = _wait("SLURM job", lambda: _job_folder(two / ".submitit"), SUBMIT, proc)
         _finish({"2-task SLURM job": proc})
     finally:
         _cancel([proc], [job_id], slurm.env)
@@ -180,7 +185,7 @@ def test_scontrol_requeue_of_two_tasks_resumes_exactly(tmp_path, slurm):  # noqa
     job_id = ref_id = None
     reference = None
     try:
-        job_id = _wait("SLURM job", lambda: _job_folder(out / ".submitit"), 120, sweep)
+        job_id = _wait("SLURM job", lambda: _job_folder(out / ".submitit"), SUBMIT, sweep)
         reference = _popen([*TRAIN, "-m", *launcher(), *run, f"output={ref}"], env, tmp_path)
         ckpt = _wait("last.ckpt", lambda: next(out.glob("checkpoints/last.ckpt"), None), 180, sweep)
         assert _job_state(job_id, slurm.env).get("JobState") == "RUNNING"
@@ -188,7 +193,7 @@ def test_scontrol_requeue_of_two_tasks_resumes_exactly(tmp_path, slurm):  # noqa
         assert r.returncode == 0, r.stderr
         _pending(job_id, slurm.env, sweep)
         _start_now(job_id, slurm.env)
-        ref_id = _wait("reference job", lambda: _job_folder(ref / ".submitit"), 120, reference)
+        ref_id = _wait("reference job", lambda: _job_folder(ref / ".submitit"), SUBMIT, reference)
         _finish({"requeued job": sweep, "reference job": reference}, timeout=400)
     finally:
         _cancel([p for p in (sweep, reference) if p], [job_id, ref_id], slurm.env)
@@ -217,7 +222,7 @@ def test_scancel_usr1_with_loader_workers_requeues_and_resumes_exactly(tmp_path,
     reference = _popen([*TRAIN, *WORKERS, f"output={ref}"], env, tmp_path)  # uninterrupted, beside SLURM
     job_id = None
     try:
-        job_id = _wait("SLURM job", lambda: _job_folder(out / ".submitit"), 120, sweep)
+        job_id = _wait("SLURM job", lambda: _job_folder(out / ".submitit"), SUBMIT, sweep)
         last = _wait("last.ckpt", lambda: next(out.glob("checkpoints/last.ckpt"), None), 180, sweep)
         assert _job_state(job_id, slurm.env).get("JobState") == "RUNNING"
         r = subprocess.run(["scancel", "--signal=USR1", job_id], capture_output=True, text=True, env=slurm.env, timeout=30)
@@ -237,3 +242,34 @@ def test_scancel_usr1_with_loader_workers_requeues_and_resumes_exactly(tmp_path,
     assert 0 < saved == int(stopped.group(1)) == int(resumed.group(1)) < DIGITS_STEPS
     assert_same_state(torch.load(last, weights_only=True), torch.load(ref / "checkpoints" / "last.ckpt", weights_only=True),
                       steps=DIGITS_STEPS)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_signal_to_one_ddp_rank_stops_every_rank_at_one_step(tmp_path):
+    """SIGTERM to rank 1 alone (Lightning's ddp launcher: rank 1 is rank 0's child process): SaveLast
+    shares the signal between the ranks before each step, so both save last.ckpt at one step and
+    exit 128 + 15. Unshared, rank 1 would wait in the checkpoint's barrier while rank 0 waits in the
+    next step's gradient all-reduce (a hang until killed)."""
+    out = tmp_path / "run"
+    env = {k: v for k, v in _env().items() if not k.startswith("SLURM_")}  # not a SLURM task: Lightning starts rank 1
+    run = [*REQUEUE_RUN, *TWO_TASKS[:-1], "data.batch_size=16", "trainer.max_steps=100000", f"output={out}"]
+    proc = subprocess.Popen([*TRAIN, *run], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        _wait("last.ckpt", lambda: (out / "checkpoints" / "last.ckpt").is_file(), 180, proc)
+        rank1 = [c for c in _children(proc.pid) if "difflab.cli.train" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert len(rank1) == 1, rank1
+        os.kill(rank1[0], signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            for pid in [*_children(proc.pid), proc.pid]:
+                os.kill(pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    stopped = re.findall(r"SIGTERM at step (\d+)", err)  # each rank's line (rank 1 writes to rank 0's stderr)
+    ck = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert len(stopped) == 2 and {int(s) for s in stopped} == {ck["global_step"]}, err[-3000:]  # both, at one step
+    assert ck["ema"]["num_updates"] == ck["global_step"] > 0
