@@ -1,4 +1,4 @@
-"""DDP under SLURM tasks (issue #33) on the one-node SLURM the tests start (tests/slurm/cluster.py):
+"""DDP under SLURM tasks on the one-node SLURM the tests start (tests/slurm/cluster.py):
 `difflab-train -m hydra/launcher=slurm hydra.launcher.tasks_per_node=2 hydra.launcher.cpus_per_task=1
 trainer=ddp trainer.accelerator=cpu trainer.devices=2 ...` is one SLURM job whose 2 tasks (srun,
 gloo on CPU) train one model; Lightning reads each task's rank from SLURM's environment
