@@ -86,27 +86,39 @@ class SaveLast(Callback):
         and loses nothing."""
         realign_logging_step(trainer)  # a resumed run logs the same steps under the same numbers
         self._check_divergence(trainer)
-        self._agree_on_interrupt(trainer)
-        if self.interrupted_by is not None:
+        signum = self._agreed_interrupt(trainer)
+        if signum is not None:
             self._save(trainer)
-            raise Interrupted(self.interrupted_by, trainer.global_step)
+            raise Interrupted(signum, trainer.global_step)
         if self.every and trainer.global_step and trainer.global_step % self.every == 0:
             self._save(trainer)
 
-    def _agree_on_interrupt(self, trainer) -> None:
-        """DDP: every rank stops at the same step. SLURM signals each task of a job on its own
-        (scancel --signal, scontrol requeue), so one rank may see the signal a step before another;
-        alone, it would wait in `_save`'s barrier while the other waits in the step's gradient
-        all-reduce (a hang until SIGKILL). The ranks share the signal here, between steps (one
-        tiny all-reduce, as Lightning's own per-step SIGTERM broadcast)."""
+    #: DDP: the steps at which the ranks compare signals (global_step a multiple of this)
+    AGREE_EVERY = 10
+
+    def _agreed_interrupt(self, trainer) -> int | None:
+        """The signal to stop on now, or None. One process: the signal it received. DDP: every rank
+        stops at the same step. SLURM signals each task of a job on its own (scancel --signal,
+        scontrol requeue), so one rank may see the signal a step before another; stopping alone, it
+        would wait in `_save`'s barrier while the other waits in the step's gradient all-reduce (a
+        hang until SIGKILL). So the ranks share what they received (one tiny all-reduce of the
+        signal number, max) every `AGREE_EVERY` steps — the same step on every rank — and all stop
+        there: a rank that was signalled trains on until then (at most AGREE_EVERY - 1 steps, well
+        inside SLURM's grace time), and on a GPU the all-reduce's host sync costs one step in ten,
+        not every step."""
         if getattr(trainer, "world_size", 1) <= 1:  # one process (or a trainer stand-in without one)
-            return
+            return self.interrupted_by
+        if trainer.global_step % self.AGREE_EVERY:
+            return None
         import torch
 
         mine = torch.tensor([self.interrupted_by or 0], device=trainer.strategy.root_device)
         signum = int(trainer.strategy.reduce(mine, reduce_op="max"))
-        if signum and self.interrupted_by is None:
+        if not signum:
+            return None
+        if self.interrupted_by is None:
             self.interrupted_by = signum
+        return signum
 
     def _check_divergence(self, trainer) -> None:
         if self.divergence is not None:
