@@ -92,6 +92,13 @@ def second_node(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     for key, value in SECOND_NODE.items():
         monkeypatch.setenv(key, value)
+    # Lightning's SLURMEnvironment writes MASTER_ADDR (node1, from SLURM_NODELIST) and MASTER_PORT into
+    # os.environ when asked for them: recorded here so they are put back. Left behind, every later DDP
+    # run of this pytest process would rendezvous at the unreachable host node1 and hang.
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(key, os.environ.get(key, "recorded"))
+        if key not in SECOND_NODE and os.environ.get(key) == "recorded":
+            monkeypatch.delenv(key)
 
 
 def test_lightning_slurm_environment_of_the_second_node(second_node):

@@ -96,7 +96,8 @@ def test_two_slurm_tasks_equal_one_process(tmp_path, slurm):  # noqa: F811
         _finish(procs)
     finally:
         _cancel(procs.values(), [job_id], slurm.env)
-    state = _job_state(job_id, slurm.env)
+    # the sweep returns once the tasks' results are in; SLURM may still show the job COMPLETING a moment
+    state = _wait("the job's end", lambda: (s := _job_state(job_id, slurm.env)).get("JobState") != "COMPLETING" and s, 60)
     assert (state.get("JobState"), state.get("NumTasks"), state.get("Restarts")) == ("COMPLETED", "2", "0"), state
     logs = _job_logs(two, job_id)
     assert sorted(logs) == [0, 1]

@@ -4,6 +4,7 @@ status 2 (`common`). The top of the cli package: it imports both, neither import
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 import traceback
@@ -59,8 +60,11 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
             quiet_console()  # again in a job that submitit or SLURM started in a process of its own
             out = output_dir(cfg)
             multirun = in_multirun()
+            # a job run by this process's own sweep (basic launcher), not by submitit/SLURM elsewhere
+            here = multirun and sweep.get("pid") == os.getpid()
             if multirun:  # a job of a -m sweep: starting again, it is no longer failed
                 sweep.setdefault("dir", sweep_dir())
+                sweep["jobs"] = sweep.get("jobs", 0) + 1
                 clear_failure(out)
             try:
                 check_override_types(cfg, config_name)
@@ -68,7 +72,8 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
             except (UsageError, ValueError, InstantiationException, FileNotFoundError) as e:
                 msg = str(e).strip().splitlines()
                 text = next((m for m in reversed(msg) if m.strip()), type(e).__name__) if isinstance(e, InstantiationException) else " ".join(msg)
-                print(f"{prog}: error: {text}", file=sys.stderr)
+                if not here:  # in this process's own sweep, the summary at its end says it
+                    print(f"{prog}: error: {text}", file=sys.stderr)
                 if not multirun:
                     _remove_if_empty(out)
                     sys.exit(2)
@@ -96,6 +101,7 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
 
             use_difflab_launchers()
             sweep.clear()  # a main() called again in one process (tests) starts a new sweep
+            sweep["pid"] = os.getpid()
 
             # a -m sweep whose jobs would repeat each other is refused before any job; the job
             # directories are named after the swept overrides only
@@ -125,7 +131,13 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
                 if "stderr" in captured:
                     text, sys.stderr = sys.stderr.getvalue(), captured.pop("stderr")
                     sys.stderr.write(text)
-            if _summarise(prog, sweep.get("dir") or launched_sweep(), started):
+            directory = sweep.get("dir") or launched_sweep()
+            failed = failed_jobs(directory, since=started) if directory is not None else []
+            if failed and len(failed) == sweep.get("jobs") and len({error for _, error in failed}) == 1:
+                # every job of the sweep failed the same way: the command is wrong, as a single run says
+                print(f"{prog}: error: {failed[0][1]}", file=sys.stderr)
+                sys.exit(2)
+            if _summarise(prog, directory, started):
                 sys.exit(1)
 
         return main
