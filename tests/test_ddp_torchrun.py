@@ -89,6 +89,27 @@ def _finish(procs: dict[str, subprocess.Popen]) -> dict[str, str]:
     return out
 
 
+def assert_same_run(one, two) -> None:
+    """A DDP run `two` against the 1-process run `one` (module docstring's tolerances): the same
+    weights and EMA within 1e-5, the same evaluation from the same seed (exact fields equal, swd
+    within 1e-5 relative, samples within 1e-5 of their scale)."""
+    step1, sd1, ema1 = _ckpt(one)
+    step2, sd2, ema2 = _ckpt(two)
+    assert step1 == step2 == 3 and ema1["num_updates"] == ema2["num_updates"] == 3
+    for k, v in sd1.items():
+        torch.testing.assert_close(sd2[k], v, rtol=0, atol=1e-5, msg=f"raw weight {k}")
+    for k, v in ema1["shadow"].items():
+        torch.testing.assert_close(ema2["shadow"][k], v, rtol=0, atol=1e-5, msg=f"EMA weight {k}")
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    for key in ("swd_floor", "nfe", "num_samples", "num_real_floor", "data_shape"):
+        assert m1[key] == m2[key], key
+    assert m2["swd"] == pytest.approx(m1["swd"], rel=1e-5)
+    s1, s2 = (np.load(d / "samples.npz") for d in (one, two))
+    assert s1["samples"].shape == s2["samples"].shape == (64, 2) and int(s1["nfe"]) == int(s2["nfe"])
+    scale = float(np.abs(s1["samples"]).max())
+    np.testing.assert_allclose(s2["samples"], s1["samples"], rtol=0, atol=1e-5 * scale)
+
+
 def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
@@ -115,24 +136,7 @@ def test_torchrun_two_nodes_equal_one_process(tmp_path):
     assert "Starting with 2 processes" in logs["torchrun node 0"]
     assert "model:" not in logs["torchrun node 1"]  # rank 1 prints nothing of its own
 
-    # the same weights
-    step1, sd1, ema1 = _ckpt(one)
-    step2, sd2, ema2 = _ckpt(two)
-    assert step1 == step2 == 3 and ema1["num_updates"] == ema2["num_updates"] == 3
-    for k, v in sd1.items():
-        torch.testing.assert_close(sd2[k], v, rtol=0, atol=1e-5, msg=f"raw weight {k}")
-    for k, v in ema1["shadow"].items():
-        torch.testing.assert_close(ema2["shadow"][k], v, rtol=0, atol=1e-5, msg=f"EMA weight {k}")
-
-    # the same evaluation from the same seed
-    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
-    for key in ("swd_floor", "nfe", "num_samples", "num_real_floor", "data_shape"):
-        assert m1[key] == m2[key], key
-    assert m2["swd"] == pytest.approx(m1["swd"], rel=1e-5)
-    s1, s2 = (np.load(d / "samples.npz") for d in (one, two))
-    assert s1["samples"].shape == s2["samples"].shape == (64, 2) and int(s1["nfe"]) == int(s2["nfe"])
-    scale = float(np.abs(s1["samples"]).max())
-    np.testing.assert_allclose(s2["samples"], s1["samples"], rtol=0, atol=1e-5 * scale)
+    assert_same_run(one, two)
 
     # one copy of each file, rank 0's; no lock left; nothing written beside the run directory
     expected = {"config.yaml", "checkpoints/last.ckpt", "metrics.json", "samples.npz", "logs/hparams.yaml", "logs/metrics.csv"}

@@ -32,13 +32,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from test_launchers import _env, _job_folder, _job_state, _wait, slurm  # noqa: F401  (slurm: the session fixture)
 
 from reliability.test_interrupts import WORKERS, assert_same_state, rows  # tests/ is on sys.path (tests/conftest.py)
-from test_ddp_torchrun import COMMON, ONE_PROCESS, _ckpt, _files
+from test_ddp_torchrun import COMMON, ONE_PROCESS, _files, assert_same_run
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 300
@@ -104,23 +103,7 @@ def test_two_slurm_tasks_equal_one_process(tmp_path, slurm):  # noqa: F811
     assert "Starting with 2 processes" in logs[0] and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1]  # one 2-process group
     assert "model:" in logs[0] and "model:" not in logs[1]  # task 1 says nothing of its own
 
-    # the same weights
-    step1, sd1, ema1 = _ckpt(one)
-    step2, sd2, ema2 = _ckpt(two)
-    assert step1 == step2 == 3 and ema1["num_updates"] == ema2["num_updates"] == 3
-    for k, v in sd1.items():
-        torch.testing.assert_close(sd2[k], v, rtol=0, atol=1e-5, msg=f"raw weight {k}")
-    for k, v in ema1["shadow"].items():
-        torch.testing.assert_close(ema2["shadow"][k], v, rtol=0, atol=1e-5, msg=f"EMA weight {k}")
-
-    # the same evaluation from the same seed (tests/test_ddp_torchrun.py's tolerances)
-    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
-    for key in ("swd_floor", "nfe", "num_samples", "num_real_floor", "data_shape"):
-        assert m1[key] == m2[key], key
-    assert m2["swd"] == pytest.approx(m1["swd"], rel=1e-5)
-    s1, s2 = (np.load(d / "samples.npz") for d in (one, two))
-    assert s1["samples"].shape == s2["samples"].shape == (64, 2) and int(s1["nfe"]) == int(s2["nfe"])
-    np.testing.assert_allclose(s2["samples"], s1["samples"], rtol=0, atol=1e-5 * float(np.abs(s1["samples"]).max()))
+    assert_same_run(one, two)  # the weights, EMA and evaluation of tests/test_ddp_torchrun.py's tolerances
 
     # one copy of each file, rank 0's: no second config, no .lock, no lightning_logs/, no checkpoint temporary
     expected = {"config.yaml", "checkpoints/last.ckpt", "metrics.json", "samples.npz", "logs/hparams.yaml", "logs/metrics.csv"}

@@ -117,7 +117,7 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
             try:
                 _hydra_main()
             except StopSweep:
-                _summarise(prog, sweep.get("dir") or launched_sweep(), started, stopped=True)
+                _summarise(prog, _failed_in(sweep.get("dir") or launched_sweep(), started), stopped=True)
                 sys.exit(1)
             except SystemExit as e:  # Hydra exits 1 on config errors; ours is 2
                 if "stderr" in captured:
@@ -131,13 +131,12 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
                 if "stderr" in captured:
                     text, sys.stderr = sys.stderr.getvalue(), captured.pop("stderr")
                     sys.stderr.write(text)
-            directory = sweep.get("dir") or launched_sweep()
-            failed = failed_jobs(directory, since=started) if directory is not None else []
+            failed = _failed_in(sweep.get("dir") or launched_sweep(), started)
             if failed and len(failed) == sweep.get("jobs") and len({error for _, error in failed}) == 1:
                 # every job of the sweep failed the same way: the command is wrong, as a single run says
                 print(f"{prog}: error: {failed[0][1]}", file=sys.stderr)
                 sys.exit(2)
-            if _summarise(prog, directory, started):
+            if _summarise(prog, failed):
                 sys.exit(1)
 
         return main
@@ -166,11 +165,13 @@ def launched_sweep() -> Path | None:
     return getattr(mod, "LAST_SWEEP", None) if mod else None
 
 
-def _summarise(prog: str, directory, started: float, stopped: bool = False) -> bool:
+def _failed_in(directory, started: float) -> list[tuple[Path, str]]:
+    """(job directory, error) of the jobs of the sweep in `directory` that failed since `started`."""
+    return failed_jobs(directory, since=started) if directory is not None else []
+
+
+def _summarise(prog: str, failed: list[tuple[Path, str]], stopped: bool = False) -> bool:
     """After a -m sweep: one line per job that failed in it; True if any did."""
-    if directory is None:
-        return False
-    failed = failed_jobs(directory, since=started)
     lines = summary_lines(prog, failed)
     if stopped:
         lines.insert(0, f"{prog}: fail_fast=true: the sweep stopped at its first failed job")
