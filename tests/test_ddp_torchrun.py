@@ -1,19 +1,13 @@
 """Multi-node DDP through torchrun: two `torchrun --nnodes 2 --node-rank {0,1}
 --nproc-per-node 1` invocations on this machine (gloo on CPU, one process per "node", both with
 the same output=) train one model with `trainer=ddp trainer.num_nodes=2 trainer.devices=1`, and
-give what the 1-process run of the same command gives:
+give what the 1-process runs of the same command give (tests/helpers/ddp.py):
 
-- final weights (raw and EMA) within atol 1e-5, the tolerance of tests/test_ddp.py and for the
-  same reason (same config: per_sample_noise=true, batch 8 in one process = 4 per rank, Adam
-  with optim.eps=1e-4): each example's (t, eps) depends only on (seed, step, dataset index), the
-  step-indexed sampler gives rank r the items r, r+2, ... of the same permutation, so only the
-  float32 summation order differs (two local means then the all-reduce vs one mean). A wrong
-  example or noise assignment moves a weight by ~lr = 1e-2 per step; measured: 6e-8;
-- the same eval_at_end results from the same seed: the data's floor (swd_floor), nfe and the
-  sample count exactly; the samples and swd agree to 1e-5 relative (to the samples' scale),
-  i.e. only the weights' last-bit differences carried through the sampler (measured: 1.7e-6 of
-  max|x| = 4 float32 ulps, swd 2.4e-8 relative), where another seed or sample noise would
-  change them by O(1);
+- the 1-process run that accumulates 2 micro-batches of 4 (`trainer.accumulate_grad_batches=2`):
+  the same final weights, EMA, samples.npz and metrics.json, bit for bit;
+- the 1-process run with batch 8: weights and EMA within atol 1e-5 (the tolerance of
+  tests/test_ddp.py: only the float32 summation order of the gradient's mean differs; measured
+  6e-8), eval_at_end's exact fields equal, samples and swd within 1e-5 of their scale;
 - exactly one copy of each output file, all written by rank 0: the run directory holds the same
   files as the 1-process run's (config.yaml, checkpoints/last.ckpt, metrics.json, samples.npz,
   logs/), no second config, no `.lock` left and no stray file (lightning_logs/, a checkpoint's
@@ -27,7 +21,6 @@ check that classification, the ranks Lightning reads from torchrun's environment
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -35,25 +28,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
+from helpers.ddp import ACCUMULATED, COMMON, ONE_PROCESS, RUN_FILES, TWO_NODES, assert_identical_run, assert_same_run, files
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
-
-COMMON = [
-    "data=gmm", "data.num_train=64", "data.num_val=0", "+data.shuffle=true",
-    "model=mlp", "model.dim=2", "model.hidden=32", "model.depth=2", "optim.eps=1e-4", "weighting=simple",
-    "process=vp", "parameterization=eps", "logger=csv", "callbacks=none",
-    "per_sample_noise=true", "optim.lr=1e-2", "ema.decay=0.5", "ema.warmup=false", "checkpoint_every=2",
-    "trainer.max_steps=3", "trainer.limit_val_batches=0", "trainer.log_every_n_steps=1",
-    "+trainer.enable_progress_bar=false",
-    "eval_at_end=[swd]", "evaluation.num_samples=64", "evaluation.num_reference=64", "sampler.steps=4",
-]
-ONE_PROCESS = ["trainer=cpu", "data.batch_size=8"]
-TWO_NODES = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2", "data.batch_size=4"]
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -89,43 +68,14 @@ def _finish(procs: dict[str, subprocess.Popen]) -> dict[str, str]:
     return out
 
 
-def assert_same_run(one, two) -> None:
-    """A DDP run `two` against the 1-process run `one` (module docstring's tolerances): the same
-    weights and EMA within 1e-5, the same evaluation from the same seed (exact fields equal, swd
-    within 1e-5 relative, samples within 1e-5 of their scale)."""
-    step1, sd1, ema1 = _ckpt(one)
-    step2, sd2, ema2 = _ckpt(two)
-    assert step1 == step2 == 3 and ema1["num_updates"] == ema2["num_updates"] == 3
-    for k, v in sd1.items():
-        torch.testing.assert_close(sd2[k], v, rtol=0, atol=1e-5, msg=f"raw weight {k}")
-    for k, v in ema1["shadow"].items():
-        torch.testing.assert_close(ema2["shadow"][k], v, rtol=0, atol=1e-5, msg=f"EMA weight {k}")
-    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
-    for key in ("swd_floor", "nfe", "num_samples", "num_real_floor", "data_shape"):
-        assert m1[key] == m2[key], key
-    assert m2["swd"] == pytest.approx(m1["swd"], rel=1e-5)
-    s1, s2 = (np.load(d / "samples.npz") for d in (one, two))
-    assert s1["samples"].shape == s2["samples"].shape == (64, 2) and int(s1["nfe"]) == int(s2["nfe"])
-    scale = float(np.abs(s1["samples"]).max())
-    np.testing.assert_allclose(s2["samples"], s1["samples"], rtol=0, atol=1e-5 * scale)
-
-
-def _files(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
-
-
-def _ckpt(out: Path):
-    ck = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    return ck["global_step"], ck["state_dict"], ck["ema"]
-
-
 @pytest.mark.slow
 def test_torchrun_two_nodes_equal_one_process(tmp_path):
-    one, two, cwd = tmp_path / "one", tmp_path / "two", tmp_path / "cwd"
+    one, acc, two, cwd = tmp_path / "one", tmp_path / "acc", tmp_path / "two", tmp_path / "cwd"
     cwd.mkdir()
     port = _free_port()
     train = ["-m", "difflab.cli.train"]
-    procs = {"1 process": _start([*train, f"output={one}", *COMMON, *ONE_PROCESS], cwd)}
+    procs = {"1 process": _start([*train, f"output={one}", *COMMON, *ONE_PROCESS], cwd),
+             "1 process, 2 micro-batches": _start([*train, f"output={acc}", *COMMON, *ACCUMULATED], cwd)}
     for rank in (0, 1):
         procs[f"torchrun node {rank}"] = _start(
             ["-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
@@ -136,11 +86,11 @@ def test_torchrun_two_nodes_equal_one_process(tmp_path):
     assert "Starting with 2 processes" in logs["torchrun node 0"]
     assert "model:" not in logs["torchrun node 1"]  # rank 1 prints nothing of its own
 
+    assert_identical_run(acc, two)
     assert_same_run(one, two)
 
     # one copy of each file, rank 0's; no lock left; nothing written beside the run directory
-    expected = {"config.yaml", "checkpoints/last.ckpt", "metrics.json", "samples.npz", "logs/hparams.yaml", "logs/metrics.csv"}
-    assert _files(two) == _files(one) == expected
+    assert files(two) == files(one) == files(acc) == RUN_FILES
     assert not (two / ".lock").exists() and not (one / ".lock").exists()
     assert list(cwd.iterdir()) == []
     steps = [line.split(",") for line in (two / "logs" / "metrics.csv").read_text().splitlines()]

@@ -5,13 +5,15 @@ to an uninterrupted run: weights, EMA with its update count, optimiser, LR sched
 the logged rows. Kill points are drawn uniformly over the whole run (the signal is sent once
 the run's own checkpoint has passed the drawn step), and the resume must start from the step the
 interrupted run saved; DIFFLAB_FAULT_REPEATS sets how many per signal."""
-import csv
 import random
 import signal
 import time
 
 import pytest
 import torch
+
+from helpers import checkpoints
+from helpers.checkpoints import WORKERS, rows
 
 from .conftest import REPEATS, TINY, cli, start, wait_for
 
@@ -26,25 +28,7 @@ def final_state(run):
 
 
 def assert_same_state(a, b, steps=STEPS):
-    """Two last.ckpt dicts hold the same state after `steps` optimiser steps, bit for bit."""
-    assert a["global_step"] == b["global_step"] == steps
-    for k, v in a["state_dict"].items():
-        assert torch.equal(v, b["state_dict"][k]), k
-    assert a["ema"]["num_updates"] == b["ema"]["num_updates"] == steps
-    for k, v in a["ema"]["shadow"].items():
-        assert torch.equal(v, b["ema"]["shadow"][k]), f"ema {k}"
-    sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
-    for i in sa:
-        for k in sa[i]:
-            assert torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])), f"optimizer {i}.{k}"
-    assert a["lr_schedulers"] == b["lr_schedulers"]
-
-
-def rows(run):
-    """(step, train loss) of every logged training row (the epoch counter of a run stopped mid-epoch
-    restarts at the next epoch on resume; the steps, and the data of each step, do not change)."""
-    with open(run / "logs" / "metrics.csv") as f:
-        return [(int(r["step"]), r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    checkpoints.assert_same_state(a, b, steps)
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +84,6 @@ def interrupt_and_resume(tmp_path, reference, sig, seed):
 def test_interrupt_then_resume_is_exact(tmp_path, reference, sig):
     steps = [interrupt_and_resume(tmp_path, reference, sig, seed) for seed in range(REPEATS)]
     assert any(s is not None and 0 < s < STEPS for s in steps), steps  # at least one real interruption
-
-
-# an image recipe with DataLoader workers (digits, 8x8: with workers the batches come from 2 loader processes)
-WORKERS = ["experiment=digits", "data.num_workers=2", "data.batch_size=32", "model.hidden=32",
-           "model.depth=1", "model.emb_dim=16", "callbacks=none", "threads=1", "trainer.val_check_interval=100000",
-           "trainer.log_every_n_steps=5", "+trainer.enable_progress_bar=false", "checkpoint_every=50", "trainer.max_steps=400"]
 
 
 @pytest.fixture(scope="module")

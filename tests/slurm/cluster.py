@@ -8,12 +8,16 @@ If `sinfo` already answers, the running SLURM is used and nothing is started or 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 CONF = """ClusterName=difflab
 SlurmctldHost={host}
@@ -139,3 +143,55 @@ class Cluster:
         self.pids.clear()
         if os.environ.get("SLURM_CONF") == self.env.get("SLURM_CONF"):
             os.environ.pop("SLURM_CONF", None)
+
+
+# helpers of the tests that submit to this SLURM ---------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def job_env(env=None) -> dict:
+    """The environment of a command that submits difflab jobs: the checkout's src/, one thread, no W&B."""
+    return dict(env or os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
+
+
+def wait_until(what, predicate, timeout: float, proc=None):
+    """predicate()'s first true value, polled every 0.2 s; fails after `timeout` s or when `proc` ends first."""
+    t0 = time.time()
+    while not (value := predicate()):
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep ended while waiting for {what}: {proc.stderr.read()[-3000:]}")
+        assert time.time() - t0 < timeout, f"no {what} after {timeout:.0f} s"
+        time.sleep(0.2)
+    return value
+
+
+def job_state(job_id: str, env) -> dict[str, str]:
+    """`scontrol show job`'s fields (JobState, Restarts, ...)."""
+    text = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, env=env).stdout
+    return dict(re.findall(r"(\w+)=(\S+)", text))
+
+
+def job_folder(submitit: Path):
+    """The job id, once submitit has made the job's folder (named by the id; array tasks "id_k").
+    Its pickled jobs (`<uuid>.pkl`) appear first, and a uuid may start with a digit too."""
+    if not submitit.is_dir():
+        return None
+    return next((p.name for p in submitit.iterdir() if p.is_dir() and re.fullmatch(r"\d+(_\d+)?", p.name)), None)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A one-node SLURM: the running one, else started here (as root) and stopped afterwards. Under
+    CI=true a SLURM that cannot be started fails the test (tests/conftest.py turns skips into failures).
+    A test module takes it with `from cluster import slurm` (a conftest.py here would replace
+    tests/conftest.py as the module `conftest` that other test files import)."""
+    if not sinfo_ok():
+        why = unavailable_reason()
+        if why:
+            pytest.skip(f"no SLURM: {why}")
+    with tempfile.TemporaryDirectory(prefix="difflab-slurm-") as d:
+        cluster = Cluster(d).start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()

@@ -5,14 +5,13 @@ gloo on CPU) train one model; Lightning reads each task's rank from SLURM's envi
 (SLURMEnvironment), and difflab-train's secondary_process() (SLURM_PROCID > 0) keeps task 1 from
 checking, locking or writing the run directory.
 
-1. The 2-task job trains the 1-process model: the config and criteria of tests/test_ddp_torchrun.py
-   (batch 8 in one process = 4 per task, per_sample_noise=true): final weights and EMA within atol
-   1e-5 — each example's (t, eps) depends only on (seed, step, dataset index) and the step-indexed
-   sampler gives task r the items r, r+2, ... of the same permutation, so only float32 summation
-   order differs (two local means + all-reduce vs one mean; a wrong assignment moves a weight by
-   ~lr = 1e-2 per step) — eval_at_end's numbers equal, samples within 1e-5 of their scale, and
-   exactly one copy of each output file (rank 0's), no `.lock`, nothing in the working directory;
-   with logger=wandb (offline), exactly one W&B run.
+1. The 2-task job trains the 1-process model (the config and criteria of tests/helpers/ddp.py,
+   per_sample_noise=true, 4 items per task): the 1-process run that accumulates 2 micro-batches
+   of 4 gives the same weights, EMA, samples and metrics bit for bit; the 1-process run with batch
+   8 the same weights and EMA within atol 1e-5 (only float32 summation order differs; a wrong
+   example or noise assignment moves a weight by ~lr = 1e-2 per step) and the same evaluation
+   within 1e-5 of its scale. Exactly one copy of each output file (rank 0's), no `.lock`, nothing
+   in the working directory; with logger=wandb (offline), exactly one W&B run.
 2. `scontrol requeue` of the running 2-task job: both tasks get SIGTERM, save last.ckpt at one step
    (SaveLast shares the signal between ranks), the requeued job resumes from it, and it ends
    bit-identical to an uninterrupted 2-task job of the same config (also through SLURM).
@@ -34,10 +33,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_launchers import _env, _job_folder, _job_state, _wait, slurm  # noqa: F401  (slurm: the session fixture)
-
-from reliability.test_interrupts import WORKERS, assert_same_state, rows  # tests/ is on sys.path (tests/conftest.py)
-from test_ddp_torchrun import COMMON, ONE_PROCESS, _files, assert_same_run
+from cluster import job_env, job_folder, job_state, slurm, wait_until  # noqa: F401  (slurm: the session fixture)
+from helpers.checkpoints import WORKERS, assert_same_state, rows
+from helpers.ddp import ACCUMULATED, COMMON, ONE_PROCESS, RUN_FILES, assert_identical_run, assert_same_run, files
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 300
@@ -61,14 +59,17 @@ def _finish(procs: dict[str, subprocess.Popen], timeout: float = TIMEOUT) -> Non
         assert p.returncode == 0, f"{name} exited {p.returncode}: {err[-3000:]}"
 
 
+LIVE = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING")
+
+
 def _cancel(procs, job_ids, env) -> None:
     """Its commands killed if still running and its SLURM jobs cancelled (a finished job: a no-op)."""
     for p in procs:
         if p.poll() is None:
             p.kill()
             p.wait()
-    for job_id in job_ids:
-        if job_id:
+    for job_id in job_ids:  # only a job still queued or running: scancel of a COMPLETING job makes it CANCELLED
+        if job_id and job_state(job_id, env).get("JobState") in LIVE:
             subprocess.run(["scancel", job_id], env=env, timeout=30, capture_output=True)
 
 
@@ -80,34 +81,36 @@ def _job_logs(job_dir: Path, job_id: str) -> dict[int, str]:
 
 def _run_files(job_dir: Path) -> set[str]:
     """The run's own files: a job's directory less the launcher's (multirun.yaml, .submitit/)."""
-    return {f for f in _files(job_dir) if f != "multirun.yaml" and not f.startswith(".submitit/")}
+    return {f for f in files(job_dir) if f != "multirun.yaml" and not f.startswith(".submitit/")}
 
 
 def test_two_slurm_tasks_equal_one_process(tmp_path, slurm):  # noqa: F811
-    env = _env(slurm.env)
-    one, two, cwd = tmp_path / "one", tmp_path / "two", tmp_path / "cwd"
+    env = job_env(slurm.env)
+    one, acc, two, cwd = tmp_path / "one", tmp_path / "acc", tmp_path / "two", tmp_path / "cwd"
     cwd.mkdir()
     procs = {"2-task SLURM job": _popen([*TRAIN, "-m", *launcher(), *COMMON, *TWO_TASKS, f"output={two}"], env, cwd),
-             "1 process": _popen([*TRAIN, *COMMON, *ONE_PROCESS, f"output={one}"], env, cwd)}
+             "1 process": _popen([*TRAIN, *COMMON, *ONE_PROCESS, f"output={one}"], env, cwd),
+             "1 process, 2 micro-batches": _popen([*TRAIN, *COMMON, *ACCUMULATED, f"output={acc}"], env, cwd)}
     job_id = None
     try:
-        job_id = _wait("SLURM job", lambda: _job_folder(two / ".submitit"), SUBMIT, procs["2-task SLURM job"])
+        job_id = wait_until("SLURM job", lambda: job_folder(two / ".submitit"), SUBMIT, procs["2-task SLURM job"])
         _finish(procs)
-    finally:
+    except BaseException:  # a failed or timed-out wait: nothing left running (a finished job is left alone)
         _cancel(procs.values(), [job_id], slurm.env)
-    # the sweep returns once the tasks' results are in; SLURM may still show the job COMPLETING a moment
-    state = _wait("the job's end", lambda: (s := _job_state(job_id, slurm.env)).get("JobState") != "COMPLETING" and s, 60)
+        raise
+    # the sweep returns once the tasks' results are in; SLURM may still show the job RUNNING or COMPLETING a moment
+    state = wait_until("the job's end", lambda: (s := job_state(job_id, slurm.env)).get("JobState") not in (*LIVE, "COMPLETING") and s, 60)
     assert (state.get("JobState"), state.get("NumTasks"), state.get("Restarts")) == ("COMPLETED", "2", "0"), state
     logs = _job_logs(two, job_id)
     assert sorted(logs) == [0, 1]
     assert "Starting with 2 processes" in logs[0] and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1]  # one 2-process group
     assert "model:" in logs[0] and "model:" not in logs[1]  # task 1 says nothing of its own
 
-    assert_same_run(one, two)  # the weights, EMA and evaluation of tests/test_ddp_torchrun.py's tolerances
+    assert_identical_run(acc, two)  # bit for bit: the 1-process run that accumulates the 2 tasks' micro-batches
+    assert_same_run(one, two)  # batch 8 in one process: tests/helpers/ddp.py's tolerances
 
     # one copy of each file, rank 0's: no second config, no .lock, no lightning_logs/, no checkpoint temporary
-    expected = {"config.yaml", "checkpoints/last.ckpt", "metrics.json", "samples.npz", "logs/hparams.yaml", "logs/metrics.csv"}
-    assert _run_files(two) == _files(one) == expected
+    assert _run_files(two) == files(one) == files(acc) == RUN_FILES
     assert not (two / ".lock").exists() and list(cwd.iterdir()) == []
     lines = [(two / "logs" / "metrics.csv").read_text().splitlines(), (one / "logs" / "metrics.csv").read_text().splitlines()]
     assert len(lines[0]) == len(lines[1]) and lines[0][0] == lines[1][0]  # one writer: one header, one row per logged step
@@ -120,7 +123,7 @@ def test_two_slurm_tasks_log_one_wandb_run(tmp_path, slurm):  # noqa: F811
     pytest.importorskip("wandb")
     from test_studies_wandb import read_run
 
-    env = {k: v for k, v in _env(slurm.env).items() if not k.startswith("WANDB_")}
+    env = {k: v for k, v in job_env(slurm.env).items() if not k.startswith("WANDB_")}
     env["WANDB_MODE"] = "offline"  # with logger.offline=true: offline files only, whatever key there is
     two, cwd = tmp_path / "two", tmp_path / "cwd"
     cwd.mkdir()
@@ -128,10 +131,11 @@ def test_two_slurm_tasks_log_one_wandb_run(tmp_path, slurm):  # noqa: F811
                         f"output={two}"], env, cwd)
     job_id = None
     try:
-        job_id = _wait("SLURM job", lambda: _job_folder(two / ".submitit"), SUBMIT, proc)
+        job_id = wait_until("SLURM job", lambda: job_folder(two / ".submitit"), SUBMIT, proc)
         _finish({"2-task SLURM job": proc})
-    finally:
+    except BaseException:  # a failed or timed-out wait: nothing left running (a finished job is left alone)
         _cancel([proc], [job_id], slurm.env)
+        raise
     runs = list(tmp_path.rglob("run-*.wandb"))
     assert len(runs) == 1 and runs[0].is_relative_to(two / "wandb"), runs  # one run, in the job's directory
     run = read_run(runs[0])
@@ -152,7 +156,7 @@ REQUEUE_STEPS = 300
 
 
 def _pending(job_id: str, env, proc) -> None:
-    _wait("pending requeued job", lambda: _job_state(job_id, env).get("JobState") == "PENDING", 90, proc)
+    wait_until("pending requeued job", lambda: job_state(job_id, env).get("JobState") == "PENDING", 90, proc)
 
 
 def _start_now(job_id: str, env) -> None:
@@ -161,7 +165,7 @@ def _start_now(job_id: str, env) -> None:
 
 
 def test_scontrol_requeue_of_two_tasks_resumes_exactly(tmp_path, slurm):  # noqa: F811
-    env = _env(slurm.env)
+    env = job_env(slurm.env)
     run = [*REQUEUE_RUN, *TWO_TASKS[:-1], "data.batch_size=16", f"trainer.max_steps={REQUEUE_STEPS}"]
     out, ref = tmp_path / "requeued", tmp_path / "reference"
     # the requeued job first; the reference job (2 more CPUs than the node has) waits in the queue
@@ -169,19 +173,20 @@ def test_scontrol_requeue_of_two_tasks_resumes_exactly(tmp_path, slurm):  # noqa
     job_id = ref_id = None
     reference = None
     try:
-        job_id = _wait("SLURM job", lambda: _job_folder(out / ".submitit"), SUBMIT, sweep)
+        job_id = wait_until("SLURM job", lambda: job_folder(out / ".submitit"), SUBMIT, sweep)
         reference = _popen([*TRAIN, "-m", *launcher(), *run, f"output={ref}"], env, tmp_path)
-        ckpt = _wait("last.ckpt", lambda: next(out.glob("checkpoints/last.ckpt"), None), 180, sweep)
-        assert _job_state(job_id, slurm.env).get("JobState") == "RUNNING"
+        ckpt = wait_until("last.ckpt", lambda: next(out.glob("checkpoints/last.ckpt"), None), 180, sweep)
+        assert job_state(job_id, slurm.env).get("JobState") == "RUNNING"
         r = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, env=slurm.env, timeout=30)
         assert r.returncode == 0, r.stderr
         _pending(job_id, slurm.env, sweep)
         _start_now(job_id, slurm.env)
-        ref_id = _wait("reference job", lambda: _job_folder(ref / ".submitit"), SUBMIT, reference)
+        ref_id = wait_until("reference job", lambda: job_folder(ref / ".submitit"), SUBMIT, reference)
         _finish({"requeued job": sweep, "reference job": reference}, timeout=400)
-    finally:
+    except BaseException:  # a failed or timed-out wait: nothing left running (a finished job is left alone)
         _cancel([p for p in (sweep, reference) if p], [job_id, ref_id], slurm.env)
-    assert _job_state(job_id, slurm.env).get("Restarts") == "1"
+        raise
+    assert job_state(job_id, slurm.env).get("Restarts") == "1"
     logs = _job_logs(out, job_id)
     stopped = [re.search(r"SIGTERM at step (\d+)", logs[task]) for task in (0, 1)]
     resumed = re.search(rf"resuming {re.escape(str(out))} from step (\d+) \({re.escape(str(ckpt))}\)", logs[0])
@@ -200,24 +205,25 @@ DIGITS_STEPS = 400  # WORKERS' trainer.max_steps (tests/reliability/test_interru
 
 
 def test_scancel_usr1_with_loader_workers_requeues_and_resumes_exactly(tmp_path, slurm):  # noqa: F811
-    env = _env(slurm.env)
+    env = job_env(slurm.env)
     out, ref = tmp_path / "signalled", tmp_path / "reference"
     sweep = _popen([*TRAIN, "-m", *launcher(tasks=1, cpus=1), *WORKERS, f"output={out}"], env, tmp_path)
     reference = _popen([*TRAIN, *WORKERS, f"output={ref}"], env, tmp_path)  # uninterrupted, beside SLURM
     job_id = None
     try:
-        job_id = _wait("SLURM job", lambda: _job_folder(out / ".submitit"), SUBMIT, sweep)
-        last = _wait("last.ckpt", lambda: next(out.glob("checkpoints/last.ckpt"), None), 180, sweep)
-        assert _job_state(job_id, slurm.env).get("JobState") == "RUNNING"
+        job_id = wait_until("SLURM job", lambda: job_folder(out / ".submitit"), SUBMIT, sweep)
+        last = wait_until("last.ckpt", lambda: next(out.glob("checkpoints/last.ckpt"), None), 180, sweep)
+        assert job_state(job_id, slurm.env).get("JobState") == "RUNNING"
         r = subprocess.run(["scancel", "--signal=USR1", job_id], capture_output=True, text=True, env=slurm.env, timeout=30)
         assert r.returncode == 0, r.stderr
         _pending(job_id, slurm.env, sweep)  # SaveLast requeued the job itself
         saved = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])  # before it starts again
         _start_now(job_id, slurm.env)
         _finish({"signalled job": sweep, "reference": reference}, timeout=400)
-    finally:
+    except BaseException:  # a failed or timed-out wait: nothing left running (a finished job is left alone)
         _cancel([sweep, reference], [job_id], slurm.env)
-    assert _job_state(job_id, slurm.env).get("Restarts") == "1"
+        raise
+    assert job_state(job_id, slurm.env).get("Restarts") == "1"
     log = _job_logs(out, job_id)[0]
     assert "killed by signal" not in log and "Traceback" not in log, log[-3000:]  # the loader workers got USR1 too, and did not die of it
     stopped = re.search(r"SIGUSR1 at step (\d+)", log)
@@ -238,11 +244,11 @@ def test_a_signal_to_one_ddp_rank_stops_every_rank_at_one_step(tmp_path):
     exit 128 + 15. Unshared, rank 1 would wait in the checkpoint's barrier while rank 0 waits in the
     next step's gradient all-reduce (a hang until killed)."""
     out = tmp_path / "run"
-    env = {k: v for k, v in _env().items() if not k.startswith("SLURM_")}  # not a SLURM task: Lightning starts rank 1
+    env = {k: v for k, v in job_env().items() if not k.startswith("SLURM_")}  # not a SLURM task: Lightning starts rank 1
     run = [*REQUEUE_RUN, *TWO_TASKS[:-1], "data.batch_size=16", "trainer.max_steps=100000", f"output={out}"]
     proc = subprocess.Popen([*TRAIN, *run], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
-        _wait("last.ckpt", lambda: (out / "checkpoints" / "last.ckpt").is_file(), 180, proc)
+        wait_until("last.ckpt", lambda: (out / "checkpoints" / "last.ckpt").is_file(), 180, proc)
         rank1 = [c for c in _children(proc.pid) if "difflab.cli.train" in Path(f"/proc/{c}/cmdline").read_text()]
         assert len(rank1) == 1, rank1
         os.kill(rank1[0], signal.SIGTERM)

@@ -16,14 +16,13 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from cluster import Cluster, sinfo_ok, unavailable_reason
+from cluster import job_env, job_folder, job_state, slurm, wait_until  # noqa: F401  (slurm: the session fixture)
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,25 +37,6 @@ def common(**changed) -> list[str]:
     changed = {k.replace("__", "."): v for k, v in changed.items()}
     return [o if o.split("=")[0] not in changed else f"{o.split('=')[0]}={changed[o.split('=')[0]]}" for o in COMMON]
 NAMES = {"0.001": "done", "1e+30": "failed", "0.002": "done"}  # Hydra writes the swept floats back like this
-
-
-@pytest.fixture(scope="session")
-def slurm():
-    """A one-node SLURM: the running one, else started here (as root) and stopped afterwards."""
-    if not sinfo_ok():
-        why = unavailable_reason()
-        if why:
-            pytest.skip(f"no SLURM: {why}")
-    with tempfile.TemporaryDirectory(prefix="difflab-slurm-") as d:
-        cluster = Cluster(d).start()
-        try:
-            yield cluster
-        finally:
-            cluster.stop()
-
-
-def _env(env=None):
-    return dict(env or os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
 
 
 def _cmd(out: Path, launcher: list[str], sweep=SWEEP):
@@ -81,7 +61,7 @@ def report_rows(out: Path, env) -> list[str]:
 
 def run_sweep(out: Path, launcher: list[str], env=None) -> list[str]:
     """The 3-job sweep with its failing job (module docstring); returns the report's rows."""
-    env = _env(env)
+    env = job_env(env)
     cmd = _cmd(out, launcher)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-3000:]
@@ -123,16 +103,6 @@ def _lock_holder(job: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _wait(what, predicate, timeout: float, proc=None):
-    t0 = time.time()
-    while not (value := predicate()):
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the sweep ended while waiting for {what}: {proc.stderr.read()[-3000:]}")
-        assert time.time() - t0 < timeout, f"no {what} after {timeout:.0f} s"
-        time.sleep(0.2)
-    return value
-
-
 @pytest.mark.slow
 def test_sweep_through_submitit_local(tmp_path):
     run_sweep(tmp_path / "sweep", ["hydra/launcher=submitit_local"])
@@ -143,14 +113,14 @@ def test_a_killed_job_and_fail_fast_through_submitit_local(tmp_path):
     """SIGKILL of one job's process (no word from it): the launcher records it as failed and the
     other jobs finish. Then fail_fast=true: the first job fails at step 1 and the second, still
     training, is cancelled."""
-    env = _env()
+    env = job_env()
     out = tmp_path / "killed"
     sweep = subprocess.Popen(_cmd(out, ["hydra/launcher=submitit_local"], common(trainer__max_steps="4,100000,5")),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     long_job = out / "trainer.max_steps=100000"
     try:
-        pid = _wait("the long job's process", lambda: _lock_holder(long_job), 180, sweep)
-        _wait("the long job's training", lambda: (long_job / "logs" / "metrics.csv").is_file(), 120, sweep)
+        pid = wait_until("the long job's process", lambda: _lock_holder(long_job), 180, sweep)
+        wait_until("the long job's training", lambda: (long_job / "logs" / "metrics.csv").is_file(), 120, sweep)
         os.kill(pid, signal.SIGKILL)
         _, err = sweep.communicate(timeout=300)
     finally:
@@ -181,7 +151,7 @@ def test_sweep_through_slurm(tmp_path, slurm):
     returns in under 10 s with its jobs queued or running, and its report, once they end, has the
     waited-for sweep's rows."""
     launcher = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"]
-    env = _env(slurm.env)
+    env = job_env(slurm.env)
     nowait = tmp_path / "nowait"
     t0 = time.time()
     r = subprocess.run(_cmd(nowait, [*launcher, "hydra.launcher.wait=false"]), capture_output=True, text=True, timeout=120, env=env)
@@ -197,7 +167,7 @@ def test_sweep_through_slurm(tmp_path, slurm):
     assert not list(nowait.glob("*/metrics.json")), f"a job finished before wait=false returned ({took:.1f} s)"
 
     rows = run_sweep(tmp_path / "sweep", launcher, env=slurm.env)  # queued behind the wait=false jobs
-    _wait("the wait=false jobs to end", lambda: not subprocess.run(["squeue", "-h"], capture_output=True, text=True,
+    wait_until("the wait=false jobs to end", lambda: not subprocess.run(["squeue", "-h"], capture_output=True, text=True,
                                                                    env=slurm.env).stdout.strip(), 300)
     assert report_rows(nowait, env) == rows
 
@@ -208,26 +178,13 @@ REQUEUE_RUN = ["experiment=gmm", "model.hidden=16", "model.depth=1", "callbacks=
 REQUEUE_STEPS = 1500
 
 
-def _job_state(job_id: str, env) -> dict[str, str]:
-    text = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, env=env).stdout
-    return dict(re.findall(r"(\w+)=(\S+)", text))
-
-
-def _job_folder(submitit: Path):
-    """The job id, once submitit has made the job's folder (named by the id; array tasks "id_k").
-    Its pickled jobs (`<uuid>.pkl`) appear first, and a uuid may start with a digit too."""
-    if not submitit.is_dir():
-        return None
-    return next((p.name for p in submitit.iterdir() if p.is_dir() and re.fullmatch(r"\d+(_\d+)?", p.name)), None)
-
-
 @pytest.mark.slow
 def test_scontrol_requeue_resumes_from_last_ckpt(tmp_path, slurm):
     """`scontrol requeue` kills the running job (SIGTERM, then SIGKILL after KillWait) and queues it
     again with SLURM_RESTART_COUNT=1; the job's SaveLast writes last.ckpt at the current step on
     SIGTERM, and the requeued job resumes from it in its own directory. Resume is exact, so the final
     weights, EMA, optimiser state and logged rows equal an uninterrupted run's bit for bit."""
-    from reliability.test_interrupts import assert_same_state, rows  # tests/ is on sys.path (tests/conftest.py)
+    from helpers.checkpoints import assert_same_state, rows
 
     env = dict(slurm.env, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
     run = [*REQUEUE_RUN, f"trainer.max_steps={REQUEUE_STEPS}"]
@@ -238,15 +195,15 @@ def test_scontrol_requeue_resumes_from_last_ckpt(tmp_path, slurm):
     reference = subprocess.Popen([*train, *run, f"output={ref}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     job_id = None
     try:
-        job_id = _wait("SLURM job", lambda: _job_folder(out / ".submitit"), 120, sweep)
-        ckpt = _wait("last.ckpt", lambda: next(out.glob("**/checkpoints/last.ckpt"), None), 180, sweep)
+        job_id = wait_until("SLURM job", lambda: job_folder(out / ".submitit"), 120, sweep)
+        ckpt = wait_until("last.ckpt", lambda: next(out.glob("**/checkpoints/last.ckpt"), None), 180, sweep)
         job = ckpt.parents[1]
         time.sleep(1.0)
-        assert _job_state(job_id, slurm.env).get("JobState") == "RUNNING"
+        assert job_state(job_id, slurm.env).get("JobState") == "RUNNING"
         r = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, env=slurm.env)
         assert r.returncode == 0, r.stderr
         # a requeued job waits for a begin time ~2 min ahead; let it start now
-        _wait("pending requeued job", lambda: _job_state(job_id, slurm.env).get("JobState") == "PENDING", 90, sweep)
+        wait_until("pending requeued job", lambda: job_state(job_id, slurm.env).get("JobState") == "PENDING", 90, sweep)
         subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, env=slurm.env)
         _, err = sweep.communicate(timeout=400)
         assert sweep.returncode == 0, err[-3000:]
@@ -258,7 +215,7 @@ def test_scontrol_requeue_resumes_from_last_ckpt(tmp_path, slurm):
                 p.kill()
         if job_id and sweep.returncode != 0:
             subprocess.run(["scancel", job_id], env=slurm.env)
-    assert _job_state(job_id, slurm.env).get("Restarts") == "1"
+    assert job_state(job_id, slurm.env).get("Restarts") == "1"
     log = "".join(p.read_text() for p in (out / ".submitit" / job_id).glob("*_log.err"))
     stopped = re.search(r"SIGTERM at step (\d+)", log)
     resumed = re.search(rf"resuming {re.escape(str(job))} from step (\d+) \({re.escape(str(ckpt))}\)", log)

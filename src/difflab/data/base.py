@@ -62,32 +62,41 @@ class StepSampler(Sampler[int]):
     """Training indices as a function of the number of batches already consumed.
 
     Epoch e is the permutation `randperm(N, seed + e)` (identity without shuffle), cut to a
-    whole number of global batches of `world · batch_size`; global batch k holds items
-    k·W·B … (k+1)·W·B − 1 of it, and rank r takes every W-th of those (r, r+W, …). So
-    W processes with batch B make exactly the global batches of one process with batch W·B
-    (DistributedSampler's layout), and `__iter__` starts where `batches_done()` says the
-    run is: a resumed run reads the batches an uninterrupted one would have read.
+    whole number of optimiser steps of `G = accumulate · world · batch_size` items. Step k's
+    items are k·G … (k+1)·G − 1 of it, dealt to `accumulate · world` micro-batches: micro-batch
+    m of rank r is the *virtual rank* v = m·W + r and takes every (A·W)-th item from v on.
+    So W processes with batch B make exactly the global batches of one process with batch
+    W·B (DistributedSampler's layout), and one process accumulating A micro-batches of B
+    reads, in micro-batch m, exactly what rank m of A processes reads: with the per-rank
+    gradients summed as DDP sums them (each halved, then added), 1 process × A = A processes
+    to the bit. `__iter__` starts where `batches_done()` (micro-batches) says the run is: a
+    resumed run reads the batches an uninterrupted one would have read.
     """
 
     def __init__(self, n: int, batch_size: int, world: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0,
-                 batches_done=None):
+                 batches_done=None, accumulate: int = 1):
         self.n, self.batch_size, self.world, self.rank = n, batch_size, world, rank
-        self.shuffle, self.seed, self.batches_done = shuffle, seed, batches_done
-        self.batches_per_epoch = n // (world * batch_size)
+        self.shuffle, self.seed, self.batches_done, self.accumulate = shuffle, seed, batches_done, int(accumulate)
+        self.steps_per_epoch = n // (self.accumulate * world * batch_size)
+        self.batches_per_epoch = self.steps_per_epoch * self.accumulate  # this rank's micro-batches
 
     def __len__(self) -> int:
         return self.batches_per_epoch * self.batch_size
 
-    def __iter__(self):
-        done = int(self.batches_done()) if self.batches_done is not None else 0
-        epoch, offset = divmod(done, self.batches_per_epoch)
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """This rank's items of epoch `epoch`, micro-batch after micro-batch."""
         if self.shuffle:
             perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
         else:
             perm = torch.arange(self.n)
-        perm = perm[: self.batches_per_epoch * self.world * self.batch_size]
-        mine = perm[self.rank::self.world]  # global batch k → local items k·B … (k+1)·B − 1
-        return iter(mine[offset * self.batch_size:].tolist())
+        a, w, b = self.accumulate, self.world, self.batch_size
+        steps = perm[: self.steps_per_epoch * a * w * b].view(self.steps_per_epoch, b, a * w)  # [k, j, v]: item k·G + j·A·W + v
+        return steps[:, :, self.rank::w].transpose(1, 2).reshape(-1)  # virtual ranks r, W + r, ...: micro-batches m = 0 … A−1
+
+    def __iter__(self):
+        done = int(self.batches_done()) if self.batches_done is not None else 0
+        epoch, offset = divmod(done, self.batches_per_epoch)
+        return iter(self.epoch_order(epoch)[offset * self.batch_size:].tolist())
 
 
 _UNIT_LUT: dict[torch.device, Tensor] = {}
@@ -113,8 +122,10 @@ class DeviceBatches:
     """Training batches `(x, index)` cut from one tensor on the device, in `StepSampler` order.
 
     data: [N, ...] float (model space) or uint8 images (→ x/255·2 − 1, as ToTensor then the
-    [-1, 1] scaling); flip: random horizontal flips (probability ½, drawn on the device from
-    a generator seeded by (seed, epoch), so a resumed run flips as an uninterrupted one).
+    [-1, 1] scaling); flip: random horizontal flips (probability ½ per item and epoch, drawn on the
+    device from a generator seeded by (seed, epoch) and looked up by the item's index, so a resumed
+    run, and any number of processes or accumulated micro-batches, flip each item as one
+    uninterrupted process does).
     """
 
     def __init__(self, data: Tensor, sampler: "StepSampler", flip: bool = False, seed: int = 0):
@@ -130,14 +141,14 @@ class DeviceBatches:
         order = torch.as_tensor(list(iter(s)), dtype=torch.long).to(self.data.device, non_blocking=True)
         if self.flip:  # a generator on the data's device, wherever the data were moved
             g = torch.Generator(device=self.data.device).manual_seed(self.seed * 1_000_003 + epoch)
-            flips = torch.rand(s.batches_per_epoch, b, 1, 1, 1, generator=g, device=self.data.device) < 0.5
+            flips = torch.rand(self.data.shape[0], generator=g, device=self.data.device) < 0.5
         for k in range(order.numel() // b):
             index = order[k * b:(k + 1) * b]
             x = self.data[index]
             if x.dtype == torch.uint8:
                 x = uint8_to_model_space(x)
             if self.flip:
-                x = torch.where(flips[offset + k], x.flip(-1), x)
+                x = torch.where(flips[index].view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
             yield x, index
 
 
@@ -264,11 +275,13 @@ class BaseDataModule(L.LightningDataModule):
         self.setup("fit")
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if len(self.train_set) < world * self.batch_size:
+        accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1) if trainer is not None else 1
+        if len(self.train_set) < accumulate * world * self.batch_size:
             raise ValueError(f"the training set ({len(self.train_set)} items) is smaller than one global batch "
-                             f"({world} processes x data.batch_size={self.batch_size}); lower data.batch_size")
+                             f"({world} processes x {accumulate} accumulated x data.batch_size={self.batch_size}); "
+                             "lower data.batch_size")
         sampler = StepSampler(len(self.train_set), self.batch_size, world, rank, self.shuffle, self.seed_for_shuffle,
-                              self._batches_done)
+                              self._batches_done, accumulate)
         fast = self._device_batches(sampler)
         if fast is not None:
             return fast
