@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "difflab"
 
 # lower layers never import higher ones (a module may import its own layer and below)
 LAYERS = [
-    ("utils", "compat", "progress", "processes", "parameterizations", "denoiser"),
+    ("utils", "compat", "progress", "processes", "parameterizations", "denoiser", "registry"),
     ("models", "data", "losses", "samplers", "likelihood", "metrics", "plotting", "loggers", "ema", "fused"),
     ("lit_module", "checkpoints", "runs"),
     ("evaluation",),
