@@ -6,6 +6,7 @@ computed in float32 (the network under the caller's autocast, see `eps_error`).
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import torch
@@ -15,7 +16,7 @@ from ..parameterizations import Parameterization
 from ..processes.base import Process
 from .eps_error import at_least_f32, eps_error_at, float32_outside_network, noise_like, parameterization_of
 from .time_sampling import TimeDraw, TimeSampler, aligned_bins, grid_span, sample_times
-from .weighting import READS_DLOG_SNR, READS_LOG_SNR, WEIGHTINGS, dlog_snr_spread, weighting_factor
+from .weighting import dlog_snr_spread, options_of, reads, weighting_factor
 
 
 @float32_outside_network
@@ -30,7 +31,7 @@ def weighted_diffusion_loss(denoiser, process: Process, x: Tensor, time_sampler:
     of `num_steps` times when given). Given times are scored as if drawn uniformly (1/p = span).
     With weighting="elbo" this is the continuous-time ELBO's diffusion term (Kingma et al. 2021,
     Eq. 17). `parameterization` defaults to the denoiser's own (ε form for a plain callable).
-    weighting_options: EDM's sigma_data, p_mean, p_std (`weighting_factor`).
+    weighting_options: the weighting's own (EDM's sigma_data, p_mean, p_std; `weighting_factor`).
     """
     x = at_least_f32(x)
     span = grid_span(process, num_steps)
@@ -43,8 +44,9 @@ def weighted_diffusion_loss(denoiser, process: Process, x: Tensor, time_sampler:
         inv_p = torch.full((x.shape[0],), span, dtype=x.dtype, device=x.device)
     noise = noise_like(x, generator) if noise is None else at_least_f32(noise)
     sq = eps_error_at(denoiser, process, x, t, noise, parameterization or parameterization_of(denoiser))
-    factor = weighting_factor(weighting, process.log_snr(t) if weighting in READS_LOG_SNR else None,
-                              process.dlog_snr_dt(t) if weighting in READS_DLOG_SNR else None, span, gamma, like=t,
+    needs = reads(weighting)
+    factor = weighting_factor(weighting, process.log_snr(t) if "log_snr" in needs else None,
+                              process.dlog_snr_dt(t) if "dlog_snr_dt" in needs else None, span, gamma, like=t,
                               **weighting_options)
     return (factor * inv_p).to(sq.dtype) * sq, draw  # ∫ f dt ≈ f(t) / p(t)
 
@@ -56,7 +58,9 @@ class DiffusionLoss(nn.Module):
       process, parameterization: as in `Denoiser` (the denoiser passed to `loss` must use
         the same process; the parameterization decides how ‖ε − ε̂‖² is formed exactly,
         `Parameterization.eps_error`).
-      weighting: one of `WEIGHTINGS`; gamma: Min-SNR's γ.
+      weighting: a registered name of `WEIGHTINGS` or a dotted path to a weighting function
+        (`register_weighting`); gamma: Min-SNR's γ; weighting_options: a user weighting's own
+        options (keyword parameters of its function).
       time_sampling: one of `TIME_SAMPLINGS` (see `TimeSampler`); num_bins, uniform_mix: the
         importance histogram's options.
       discrete: sample t on a grid of `num_steps` times instead of continuously; None (auto)
@@ -73,10 +77,15 @@ class DiffusionLoss(nn.Module):
     def __init__(self, process: Process, parameterization, weighting: str = "simple", time_sampling: str = "uniform",
                  gamma: float = 5.0, reduce_dims: str = "mean", discrete: bool | None = None, num_steps: int | None = None,
                  num_bins: int = 50, uniform_mix: float = 0.1, sigma_data: float | None = None, p_mean: float = -1.2,
-                 p_std: float = 1.2):
+                 p_std: float = 1.2, **weighting_options):
         super().__init__()
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        takes = options_of(weighting)  # ValueError listing the registered weightings for an unknown name
+        unknown = sorted(set(weighting_options) - set(takes))
+        if unknown:
+            common = [p for p in inspect.signature(DiffusionLoss).parameters
+                      if p not in ("process", "parameterization", "weighting_options")]
+            raise ValueError(f"weighting {weighting} has no option weighting.{unknown[0]} (set by the recipe or an override); "
+                             f"it takes {', '.join(common + [p for p in takes if p not in common])}")
         if reduce_dims not in ("mean", "sum"):
             raise ValueError(f"reduce_dims must be 'mean' or 'sum', got {reduce_dims!r}")
         if not gamma > 0:
@@ -88,14 +97,15 @@ class DiffusionLoss(nn.Module):
         sigma_data = getattr(parameterization, "sigma_data", 0.5) if sigma_data is None else sigma_data
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        self.weighting_options = dict(sigma_data=float(sigma_data), p_mean=float(p_mean), p_std=float(p_std))
+        self.weighting_options = dict(sigma_data=float(sigma_data), p_mean=float(p_mean), p_std=float(p_std), **weighting_options)
         steps = num_steps if num_steps is not None else getattr(process, "num_steps", None)
         self.num_steps = int(steps) if (discrete or (discrete is None and steps is not None)) and steps is not None else None
         if discrete and self.num_steps is None:
             raise ValueError("discrete=True needs num_steps (the process has no num_steps of its own)")
         self.time_sampler = TimeSampler(time_sampling, num_bins=num_bins if self.num_steps is None else aligned_bins(num_bins, self.num_steps),
                                         uniform_mix=uniform_mix, p_mean=p_mean, p_std=p_std)
-        if weighting in ("elbo", "likelihood") and self.num_steps is None and self.time_sampler.kind in ("uniform", "antithetic"):
+        # a factor of t through −λ'(t) alone (elbo, likelihood) varies as much as −λ' does
+        if reads(weighting) == {"dlog_snr_dt"} and self.num_steps is None and self.time_sampler.kind in ("uniform", "antithetic"):
             spread = dlog_snr_spread(process)
             if spread > 100:
                 warnings.warn(f"weighting={weighting} with time_sampling={time_sampling}: -dλ/dt varies {spread:.0f}x over "
@@ -125,4 +135,5 @@ class DiffusionLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"weighting={self.weighting!r}, time_sampling={self.time_sampling!r}, gamma={self.gamma:g}, "
                 f"reduce_dims={self.reduce_dims!r}, num_steps={self.num_steps}"
-                + ("".join(f", {k}={v:g}" for k, v in self.weighting_options.items()) if self.weighting == "edm" else ""))
+                + "".join(f", {k}={v:g}" for k, v in self.weighting_options.items() if k in options_of(self.weighting)
+                          and isinstance(v, (int, float))))

@@ -30,55 +30,116 @@ Because w depends on λ alone, ε, x₀, v and score networks train on the *same
 
 (the "uniform-t" weightings are functions of λ through t(λ): w(λ) = 2ω(λ)/((t_max−t_min)(−λ'(t(λ))))
 with ω their per-unit-time weight.)
+
+Each is one function registered by `register_weighting` in the registry `WEIGHTINGS`; a user's
+weighting is one such function (registered, or named by its dotted path) plus one
+`weighting/<name>.yaml` in the user's config directory (docs/objectives.md, "Adding a weighting").
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ..processes.base import Process
+from ..registry import Registry
 
-WEIGHTINGS = ("elbo", "simple", "snr", "min_snr", "likelihood", "sigma2", "flow_matching", "edm")
-#: what each weighting's factor reads: λ(t), λ'(t) (a training step computes only those)
-READS_LOG_SNR = frozenset({"snr", "min_snr", "flow_matching", "edm"})
-READS_DLOG_SNR = frozenset({"elbo", "likelihood", "flow_matching", "edm"})
+#: every weighting by name (a live tuple of the registered names; `register_weighting` adds one)
+WEIGHTINGS = Registry("weighting")
+#: what a weighting's factor may read, by parameter name (a training step computes only those it names)
+READS = ("log_snr", "dlog_snr_dt")
+
+
+def register_weighting(name: str) -> Callable[[Callable], Callable]:
+    """Decorator: register a function as the weighting `name` (selected by `weighting: <name>` in
+    a `weighting/*.yaml`; an undecorated function is selected by its dotted path instead).
+
+    The function returns ½ w(λ)(−dλ/dt), the factor of ‖ε − ε̂‖² per unit of time in L_w (module
+    doc), and takes, by name, what it reads of: `log_snr` (λ(t)), `dlog_snr_dt` (λ'(t)), `span`
+    (t_max − t_min), `like` (a tensor of the result's shape, dtype and device, e.g. t) and its own
+    options (e.g. min_snr's `gamma`), which `DiffusionLoss` takes from the YAML."""
+    return WEIGHTINGS.decorator(name)
+
+
+def reads(name: str) -> frozenset[str]:
+    """Which of λ(t), λ'(t) (`READS`) the weighting's factor reads."""
+    return frozenset(READS).intersection(WEIGHTINGS.get(name).parameters)
+
+
+def options_of(name: str) -> tuple[str, ...]:
+    """The options a weighting takes (its parameters besides λ, λ', span and like)."""
+    return tuple(p for p in WEIGHTINGS.get(name).parameters if p not in (*READS, "span", "like"))
+
+
+@register_weighting("elbo")
+def elbo(dlog_snr_dt: Tensor) -> Tensor:
+    """w(λ) = 1: VDM's continuous-time ELBO (Kingma et al. 2021, Eq. 17)."""
+    return 0.5 * -dlog_snr_dt
+
+
+@register_weighting("simple")
+def simple(span: float, like: Tensor) -> Tensor:
+    """DDPM's L_simple = E_{t~U} ‖ε − ε̂‖² (Ho et al. 2020, Eq. 14)."""
+    return torch.ones_like(like) / span
+
+
+@register_weighting("snr")
+def snr(log_snr: Tensor, span: float) -> Tensor:
+    """SNR · ‖x − x̂‖² = SNR · e^{−λ} ‖ε − ε̂‖² (Hang et al. 2023's baseline; exactly 1 · ‖ε − ε̂‖², written out)."""
+    return torch.exp(log_snr) * torch.exp(-log_snr) / span
+
+
+@register_weighting("min_snr")
+def min_snr(log_snr: Tensor, span: float, gamma: float = 5.0) -> Tensor:
+    """Min-SNR-γ (Hang et al. 2023): min(SNR, γ) ‖x − x̂‖² = min(1, γ e^{−λ}) ‖ε − ε̂‖²."""
+    return torch.clamp(gamma * torch.exp(-log_snr), max=1.0) / span
+
+
+@register_weighting("likelihood")
+def likelihood(dlog_snr_dt: Tensor) -> Tensor:
+    """λ(t) = g(t)² of score SDE (Song et al. 2021, Eq. 7): w(λ) = 1, as the ELBO."""
+    return 0.5 * -dlog_snr_dt
+
+
+@register_weighting("sigma2")
+def sigma2(span: float, like: Tensor) -> Tensor:
+    """NCSN's λ(σ) = σ² (Song & Ermon 2019, Eq. 6): E_{t~U} ½σ²‖ŝ − ∇log q‖² = ½ ‖ε − ε̂‖²."""
+    return torch.full_like(like, 0.5) / span
+
+
+@register_weighting("flow_matching")
+def flow_matching(log_snr: Tensor, dlog_snr_dt: Tensor) -> Tensor:
+    """w(λ) = e^{−λ/2}: conditional flow matching (Lipman et al. 2023, Eq. 9 and 23; Kingma & Gao 2023)."""
+    return 0.5 * torch.exp(-0.5 * log_snr) * -dlog_snr_dt
+
+
+@register_weighting("edm")
+def edm(log_snr: Tensor, dlog_snr_dt: Tensor, sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2) -> Tensor:
+    """p(ln σ̃) (−λ'/2) (σ̃² + σ_d²)/σ_d², σ̃ = e^{−λ/2}: EDM's loss (Karras et al. 2022, Eq. 2, 8, Table 1)."""
+    log_sigma = -0.5 * log_snr
+    density = log_normal_density(log_sigma, p_mean, p_std)  # of ln σ̃; d ln σ̃/dt = −λ'/2
+    return density * (0.5 * -dlog_snr_dt) * (torch.exp(2 * log_sigma) + sigma_data**2) / sigma_data**2
 
 
 def weighting_factor(name: str, log_snr: Tensor | None, dlog_snr_dt: Tensor | None, span: float, gamma: float = 5.0, *,
-                     sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2, like: Tensor | None = None) -> Tensor:
-    """½ w(λ) (−dλ/dt): the factor multiplying ‖ε − ε̂‖² per unit of time in L_w (module doc).
+                     like: Tensor | None = None, **options) -> Tensor:
+    """½ w(λ) (−dλ/dt): the factor multiplying ‖ε − ε̂‖² per unit of time in L_w (module doc), of
+    the registered weighting `name` (or a dotted path to a weighting function).
 
     `span` = t_max − t_min (the length of the time interval), which turns the textbook
-    "expectation over uniform t" weightings into integrals over t. sigma_data, p_mean, p_std: EDM's
-    σ_d and log-normal training distribution of σ̃ (weighting "edm" only). λ and λ' may be None
-    where the weighting does not read them (`READS_LOG_SNR`, `READS_DLOG_SNR`); `like` (e.g. t)
-    then gives the shape, dtype and device of the result.
+    "expectation over uniform t" weightings into integrals over t. options: the weighting's own
+    (EDM's sigma_data, p_mean, p_std: σ_d and the log-normal training distribution of σ̃); those it
+    does not take are ignored. λ and λ' may be None where the weighting does not read them
+    (`reads`); `like` (e.g. t) then gives the shape, dtype and device of the result.
     """
-    if name not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {name!r}")
-    if (name in READS_LOG_SNR and log_snr is None) or (name in READS_DLOG_SNR and dlog_snr_dt is None):
-        raise ValueError(f"weighting {name!r} needs {'λ(t)' if log_snr is None else 'dλ/dt'}")
+    entry = WEIGHTINGS.get(name)
+    needs = reads(name)
+    if ("log_snr" in needs and log_snr is None) or ("dlog_snr_dt" in needs and dlog_snr_dt is None):
+        raise ValueError(f"weighting {name!r} needs {'λ(t)' if log_snr is None and 'log_snr' in needs else 'dλ/dt'}")
     like = like if like is not None else log_snr if log_snr is not None else dlog_snr_dt
-    if name == "flow_matching":
-        return 0.5 * torch.exp(-0.5 * log_snr) * -dlog_snr_dt
-    if name == "edm":
-        log_sigma = -0.5 * log_snr
-        density = log_normal_density(log_sigma, p_mean, p_std)  # of ln σ̃; d ln σ̃/dt = −λ'/2
-        return density * (0.5 * -dlog_snr_dt) * (torch.exp(2 * log_sigma) + sigma_data**2) / sigma_data**2
-    if name in ("elbo", "likelihood"):
-        return 0.5 * -dlog_snr_dt
-    if name in ("simple", "snr"):
-        # snr: SNR · ‖x − x̂‖² = SNR · e^{−λ} ‖ε − ε̂‖² (exactly 1 · ‖ε − ε̂‖²; written out for clarity)
-        per_t = torch.ones_like(like) if name == "simple" else torch.exp(log_snr) * torch.exp(-log_snr)
-        return per_t / span
-    if name == "min_snr":
-        # min(SNR, γ) ‖x − x̂‖² = min(SNR, γ)/SNR ‖ε − ε̂‖² = min(1, γ e^{−λ}) ‖ε − ε̂‖²
-        return torch.clamp(gamma * torch.exp(-log_snr), max=1.0) / span
-    if name == "sigma2":
-        return torch.full_like(like, 0.5) / span
-    raise AssertionError(name)  # pragma: no cover - every name of WEIGHTINGS is handled above
+    return entry.call(dict(options, gamma=gamma), log_snr=log_snr, dlog_snr_dt=dlog_snr_dt, span=span, like=like)
 
 
 def log_normal_density(log_sigma: Tensor, p_mean: float, p_std: float) -> Tensor:
