@@ -1,6 +1,7 @@
-"""A user's extension, outside difflab: one Process class and one sampler function, each reached
-through a `_target_` in a YAML of the user's own config directory (added with
-`hydra.searchpath`). Nothing in difflab knows these names."""
+"""A user's extension, outside difflab: one Process class, one sampler, one weighting and one
+metric function, each reached through a YAML of the user's own config directory (added with
+`hydra.searchpath`): a `_target_` (process, sampler, metric) or the weighting's dotted path in
+`weighting:`. Nothing in difflab knows these names."""
 import math
 
 import torch
@@ -32,3 +33,14 @@ def toy_ddim(model, process, x, ts, callback=None, generator=None, squeeze: floa
         a, s = process.alpha_sigma(ts[i + 1].reshape(1).to(torch.float64))
         x = float(a) * pred.x0 + squeeze * float(s) * pred.eps
     return x
+
+
+def sigmoid_weighting(log_snr, dlog_snr_dt, bias: float = 0.0):
+    """Kingma & Gao 2023's sigmoid weighting w(λ) = sigmoid(b − λ), as the factor ½ w(λ)(−dλ/dt)
+    of ‖ε − ε̂‖² that difflab's weightings return. `bias` is an option set in the YAML."""
+    return 0.5 * torch.sigmoid(bias - log_snr) * -dlog_snr_dt
+
+
+def mean_radius(samples, scale: float = 1.0):
+    """A sample metric: `scale` × the mean Euclidean norm of the samples."""
+    return scale * float(samples.flatten(1).double().norm(dim=1).mean())

@@ -18,26 +18,89 @@ import torch
 from torch import Tensor
 
 from ..progress import Progress, count
+from ..registry import Registry
 from .target import real_examples
 
-LIKELIHOOD_METRICS = ("nll_ode", "nll_elbo", "bpd_ode", "bpd_elbo")
+#: every metric by name, each with its kind: "likelihood" (of the model, `likelihood_metrics`) or
+#: "sample" (of samples against real data, `score_samples`); a live tuple of the registered names
+METRICS = Registry("metric", defaults={"kind": "sample"})
+LIKELIHOOD_METRICS = METRICS.view(kind="likelihood")
+SAMPLE_METRICS = METRICS.view(kind="sample")
+#: groups of built-in metrics computed together (one function each, registered below)
 DISTANCE_METRICS = ("swd", "mmd")
 FEATURE_METRICS = ("fid", "kid", "is")
 MIXTURE_METRICS = ("weights",)
 #: labelled image data (data=mnist): `confidence` (the classifier's confident fraction and class
 #: coverage) and `copying` (nearest-training-image distances over those of unseen real images)
 CLASSIFIER_METRICS = ("confidence", "copying")
-SAMPLE_METRICS = DISTANCE_METRICS + FEATURE_METRICS + MIXTURE_METRICS + CLASSIFIER_METRICS
-METRICS = LIKELIHOOD_METRICS + SAMPLE_METRICS
 FEATURES = ("learned", "inception", "classifier")
 REFERENCE_SPLITS = ("train", "val")
+KINDS = ("likelihood", "sample")
+
+
+def register_metric(*names: str, kind: str = "sample"):
+    """Decorator: register a function as the metric(s) `names` of `kind` ("sample" or "likelihood").
+
+    The function takes, by name, what it needs: a sample metric any of `samples` (the samples
+    scored, on the CPU), `real` (the reference), `real_other` (real examples outside it, or None),
+    `seed`, `mixture` (the data's exact GMM or None), `datamodule`, `device`, `metrics` (those of
+    its names asked for); a likelihood metric any of `target` (the `EvalTarget`: denoiser, process,
+    real data), `seed`, `device`, `metrics` and the likelihood options (`num_eval`, `split`, ...).
+    It returns a number (the metric's value, under its name) or a dict (several numbers, merged
+    into metrics.json). Its warnings are recorded under `warnings`. A user's metric is one such
+    function plus `metric/<name>.yaml` (`_target_`, `kind`, options) in a config directory
+    (`discover_metrics`), or its dotted path in `metrics=[...]`."""
+    if kind not in KINDS:
+        raise ValueError(f"a metric's kind must be one of {KINDS}, got {kind!r}")
+    return METRICS.decorator(*names, kind=kind)
+
+
+def discover_metrics(config_dirs) -> list[str]:
+    """Register every `<dir>/metric/<name>.yaml` of the config directories (a user's, as
+    `hydra.searchpath` gives them): `_target_` the function, `kind`, the rest its options."""
+    added = METRICS.discover(config_dirs, "metric")
+    for name in added:
+        if METRICS.get(name).info["kind"] not in KINDS:
+            raise ValueError(f"metric/{name}.yaml: kind must be one of {KINDS}, got {METRICS.get(name).info['kind']!r}")
+    return added
 
 
 def check_metrics(metrics: Sequence[str], allowed: Sequence[str] = METRICS) -> tuple[str, ...]:
+    for m in metrics:
+        METRICS.find(m)  # a dotted path: imports (and so registers) its function
     unknown = sorted(set(metrics) - set(allowed))
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {list(allowed)}")
     return tuple(metrics)
+
+
+def compute(metrics: Sequence[str], kind: str, available: Mapping) -> dict:
+    """The registered metrics of `kind` among `metrics`, in registration order: each function
+    once, with the arguments it names from `available` and `metrics` = its names asked for. A
+    sample metric's warnings are recorded (returned under "warnings", once each)."""
+    for m in metrics:
+        METRICS.find(m)
+    out: dict = {}
+    warned: list[str] = []
+    done = set()
+    for name in METRICS.view(kind=kind):
+        entry = METRICS.get(name)
+        if name not in metrics or id(entry.fn) in done:
+            continue
+        done.add(id(entry.fn))
+        mine = [n for n in METRICS.view(kind=kind) if n in metrics and METRICS.get(n).fn is entry.fn]
+        with warnings.catch_warnings(record=kind == "sample") as caught:
+            if caught is not None:
+                warnings.simplefilter("always")
+            value = entry.call(available, metrics=mine)
+        warned += [str(w.message) for w in caught or ()]
+        if isinstance(value, Mapping):
+            out.update(value)
+        else:
+            out[name] = float(value)
+    if warned:
+        out["warnings"] = list(dict.fromkeys(warned))
+    return out
 
 
 def data_classifier(datamodule):
@@ -177,41 +240,12 @@ def score_samples(fake: Tensor, real: Tensor, metrics: Sequence[str], *, seed: i
     exact GMM (metric `weights`); `datamodule`: the labelled data of features=classifier and of the
     metrics confidence / copying (images unseen in training: `real` when it is the val split, else `real_other`)."""
     n = int(fake.shape[0])
-    out: dict = {"num_samples": n}
-    if "weights" in metrics:
-        out.update(mixture_weights(fake, mixture))
     held = real_other[:n] if real_other is not None and real_other.shape[0] else None  # as many as the samples, at most
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out.update(distances(fake, real[:n], metrics, seed=seed, num_projections=num_projections, real_other=held))
-    warned = [str(w.message) for w in caught]
-    if any(m in FEATURE_METRICS for m in metrics):
-        from ..metrics import extract, feature_id, reference_stats
-
-        name = features_name(features, net if net is not None else features)
-        if net is None:
-            with Progress(f"{name} feature network for FID/KID/IS"):
-                net = feature_network(features, real, seed, inception_weights, device, datamodule)
-        total = real.shape[0] + n * (2 if "is" in metrics else 1) + (held.shape[0] if held is not None else 0)
-        with Progress(f"{name} features", total, "examples") as bar:
-            real_f = extract(net, real, on_batch=bar.update)
-            stats = reference_stats(real_f, cache_name, reference_split, feature_id(net)) if cache_name else None
-            logits = extract(net, fake, logits=True, on_batch=bar.update) if "is" in metrics else None
-            fake_f = extract(net, fake, on_batch=bar.update)
-            held_f = extract(net, held, on_batch=bar.update) if held is not None else None
-        chosen = "/".join(m.upper() for m in metrics if m in FEATURE_METRICS)
-        with Progress(f"{chosen} of {n} samples"):
-            q, more = feature_metrics(fake_f, real_f, metrics, features=features_name(features, net), fake_logits=logits,
-                                      real_stats=stats, held_features=held_f)
-        out.update(q)
-        warned += more
-    if any(m in CLASSIFIER_METRICS for m in metrics):
-        clf = net if getattr(net, "name", None) == "classifier" else data_classifier(datamodule).to(device or "cpu")
-        unseen = real if reference_split == "val" else held
-        out.update(classifier_metrics(fake, metrics, clf, unseen=unseen, datamodule=datamodule))
-    if warned:
-        out["warnings"] = list(dict.fromkeys(warned))  # the floor's warning once, for swd and FID alike
-    return out
+    available = dict(samples=fake, real=real, real_other=held, seed=seed, num_projections=num_projections, features=features,
+                     inception_weights=inception_weights, net=net, cache_name=cache_name, device=device, mixture=mixture,
+                     datamodule=datamodule, reference_split=reference_split)
+    available["context"] = available  # what one metric leaves for the next (the feature net)
+    return {"num_samples": n, **compute(metrics, "sample", available)}
 
 
 def _bpd(est, discrete: bool, bits: int) -> tuple[float, float]:
@@ -239,12 +273,20 @@ def likelihood_metrics(target, metrics: Sequence[str], *, seed: int = 0, num_eva
     (x, t, ε) draws (fresh exact samples for a mixture), each with its standard error, and for
     a mixture the exact nll. `ode`: options of `likelihood.nll_ode` (+ batch_size); `elbo`:
     options of `likelihood.nll_elbo` (num_steps, time_sampling, decoder)."""
+    return compute(metrics, "likelihood", dict(target=target, seed=seed, num_eval=num_eval, split=split, mc_samples=mc_samples,
+                                               mc_batch_size=mc_batch_size, bits=bits, ode=ode, elbo=elbo, device=device))
+
+
+# ---- the built-in metrics, one function per group computed together, registered in this order
+@register_metric("nll_ode", "nll_elbo", "bpd_ode", "bpd_elbo", kind="likelihood")
+def _likelihoods(target, metrics: Sequence[str], seed: int, num_eval: int, split: str, mc_samples: int, mc_batch_size: int,
+                 bits: int, ode: Mapping | None, elbo: Mapping | None, device) -> dict:
+    """nll by the probability-flow ODE (Song et al. 2021, Sec. 4.3) and by the ELBO (Kingma et al.
+    2021, Eq. 17), in nats/dim or bits/dim (`likelihood_metrics`)."""
     from ..likelihood import estimate_from_values, nll_elbo, nll_ode
 
     out: dict = {}
-    wanted = [m for m in LIKELIHOOD_METRICS if m in metrics]
-    if not wanted:
-        return out
+    wanted = metrics
     device = torch.device(device or "cpu")
     if any(m.startswith("bpd") for m in wanted) and int((target.data_spec or {}).get("pad") or 0) > 0:
         raise ValueError(f"bits/dim of padded images (data.pad={target.data_spec['pad']}) would count the constant border "
@@ -300,3 +342,49 @@ def likelihood_metrics(target, metrics: Sequence[str], *, seed: int = 0, num_eva
         with Progress(f"nll: the data's exact NLL ({count(draws)} draws)"):
             out["nll"], out["nll_se"] = target.mixture.nll(num_samples=draws, seed=seed + 4)
     return out
+
+
+@register_metric("swd", "mmd")
+def _distances(samples: Tensor, real: Tensor, real_other: Tensor | None, metrics: Sequence[str], seed: int,
+               num_projections: int) -> dict:
+    return distances(samples, real[: samples.shape[0]], metrics, seed=seed, num_projections=num_projections, real_other=real_other)
+
+
+@register_metric("fid", "kid", "is")
+def _features(samples: Tensor, real: Tensor, real_other: Tensor | None, metrics: Sequence[str], seed: int, features,
+              inception_weights, net, cache_name, device, datamodule, reference_split: str, context: dict) -> dict:
+    """FID (Heusel et al. 2017), KID (Bińkowski et al. 2018), IS (Salimans et al. 2016) of the samples: the feature net (built once, left
+    in `context` for the classifier metrics), the features, the scores by protocol name."""
+    from ..metrics import extract, feature_id, reference_stats
+
+    n, held = samples.shape[0], real_other
+    name = features_name(features, net if net is not None else features)
+    if net is None:
+        with Progress(f"{name} feature network for FID/KID/IS"):
+            net = context["net"] = feature_network(features, real, seed, inception_weights, device, datamodule)
+    total = real.shape[0] + n * (2 if "is" in metrics else 1) + (held.shape[0] if held is not None else 0)
+    with Progress(f"{name} features", total, "examples") as bar:
+        real_f = extract(net, real, on_batch=bar.update)
+        stats = reference_stats(real_f, cache_name, reference_split, feature_id(net)) if cache_name else None
+        logits = extract(net, samples, logits=True, on_batch=bar.update) if "is" in metrics else None
+        fake_f = extract(net, samples, on_batch=bar.update)
+        held_f = extract(net, held, on_batch=bar.update) if held is not None else None
+    with Progress(f"{'/'.join(m.upper() for m in metrics)} of {n} samples"):
+        q, more = feature_metrics(fake_f, real_f, metrics, features=features_name(features, net), fake_logits=logits,
+                                  real_stats=stats, held_features=held_f)
+    for message in more:
+        warnings.warn(message)  # recorded under "warnings" by `compute`
+    return q
+
+
+@register_metric("weights")
+def _weights(samples: Tensor, mixture) -> dict:
+    return mixture_weights(samples, mixture)
+
+
+@register_metric("confidence", "copying")
+def _classifier(samples: Tensor, real: Tensor, real_other: Tensor | None, metrics: Sequence[str], net, device, datamodule,
+                reference_split: str) -> dict:
+    clf = net if getattr(net, "name", None) == "classifier" else data_classifier(datamodule).to(device or "cpu")
+    unseen = real if reference_split == "val" else real_other
+    return classifier_metrics(samples, metrics, clf, unseen=unseen, datamodule=datamodule)
