@@ -24,11 +24,13 @@ from .metrics import (
     REFERENCE_SPLITS,
     check_metrics,
     data_classifier,
+    discover_metrics,
     feature_metrics,
     feature_network,
     features_name,
     likelihood_metrics,
     mixture_weights,
+    register_metric,
     score_samples,
 )
 from .run import evaluate, generate, options, sample_metrics
@@ -41,7 +43,7 @@ __all__ = [
     "SamplerChoice", "PRECISIONS", "draw_samples", "draw_chunks", "assemble",
     "EvalTarget", "from_checkpoint", "from_exact_model", "from_module", "mixture_of", "real_examples", "held_out_examples",
     "METRICS", "LIKELIHOOD_METRICS", "SAMPLE_METRICS", "DISTANCE_METRICS", "FEATURE_METRICS", "MIXTURE_METRICS",
-    "check_metrics", "mixture_weights",
+    "check_metrics", "mixture_weights", "register_metric", "discover_metrics",
     "feature_network", "features_name", "feature_metrics", "score_samples", "likelihood_metrics",
     "evaluate", "generate", "options", "sample_metrics", "CLASSIFIER_METRICS", "REFERENCE_SPLITS", "data_classifier",
 ]
