@@ -139,3 +139,24 @@ def test_user_metric_through_difflab_eval(tmp_path, toy_ext):
     value = json.loads((out / "metrics.json").read_text())["toy_radius"]
     x = np.load(out / "samples.npz")["samples"].astype(np.float64)
     assert value == pytest.approx(2.0 * np.linalg.norm(x, axis=1).mean(), rel=1e-9)
+
+
+def test_registered_user_weighting_is_a_name_like_the_built_in_ones(toy_ext):
+    """`register_weighting` gives a user's function a short name: it joins WEIGHTINGS (and the
+    list an unknown name is refused with), and DiffusionLoss takes it and its options by name."""
+    import torch
+
+    from difflab.losses import WEIGHTINGS, DiffusionLoss, register_weighting, weighting_factor
+    from difflab.parameterizations import Epsilon
+    from difflab.processes import VPSDE
+
+    register_weighting("toy_sigmoid_fn")(toy_ext.sigmoid_weighting)
+    assert WEIGHTINGS[-1] == "toy_sigmoid_fn" and "edm" in WEIGHTINGS
+    loss = DiffusionLoss(VPSDE(), Epsilon(), weighting="toy_sigmoid_fn", bias=1.0)
+    assert loss.weighting_options["bias"] == 1.0 and "bias=1" in repr(loss)
+    lam, dlam = torch.linspace(-5, 5, 11), -torch.ones(11)
+    torch.testing.assert_close(weighting_factor("toy_sigmoid_fn", lam, dlam, 1.0, bias=1.0), 0.5 * torch.sigmoid(1.0 - lam))
+    with pytest.raises(ValueError, match="weighting must be one of .*'toy_sigmoid_fn'.*got 'nope'"):
+        DiffusionLoss(VPSDE(), Epsilon(), weighting="nope")
+    with pytest.raises(ValueError, match=r"has no option weighting.bais .*; it takes .*, bias$"):
+        DiffusionLoss(VPSDE(), Epsilon(), weighting="toy_sigmoid_fn", bais=1.0)
