@@ -2,7 +2,7 @@
 
 `difflab-tune-grid` fits the 10-step grid of UniPC (order 2, 10 NFE) to a `digits` demo checkpoint
 (`make demo`) on 1024 prior draws of seed 1000; then the demo's metric, classifier_confident (the
-fraction of samples its MLP classifier labels with p >= 0.9, `difflab.cli.demo`), is computed for
+fraction of samples its MLP classifier labels with p >= 0.9, `difflab.demo`), is computed for
 1000 samples of each of the seeds 0..S-1 (difflab-sample's seeding; seed 0 = the samples the demo
 reports) with: DDIM-50 on its default grid (the demo's sampler), the same UniPC-2 on its default grid,
 the tuned grid, and a 256-step Heun solve (the reference the grid is fitted to). Writes
@@ -40,7 +40,7 @@ def confidence(ckpt: Path, grid_file: Path, seeds: int, reference: bool = True) 
     import torch
     import yaml
 
-    from difflab.cli.demo import classifier_scores, demo_classifier
+    from difflab.demo import classifier_scores, demo_classifier
     from difflab.evaluation import SamplerChoice, draw_samples, from_checkpoint
 
     torch.set_num_threads(1)
@@ -72,7 +72,7 @@ def main() -> None:
     grid_file, command = tune(args.ckpt, args.work)
     tune_report = json.loads((grid_file.parent / "tune.json").read_text())
     scores = confidence(args.ckpt, grid_file, args.seeds)
-    result = {"command": " ".join(command), "checkpoint": str(args.ckpt), "metric": "classifier_confident (difflab.cli.demo)",
+    result = {"command": " ".join(command), "checkpoint": str(args.ckpt), "metric": "classifier_confident (difflab.demo)",
               "samples_per_seed": 1000, "seeds": list(range(args.seeds)), "scores": scores,
               "tuned_grid": tune_report["grid"], "distance": {"tuning": tune_report["distance_tuning"],
                                                              "heldout": tune_report["distance_heldout"]},

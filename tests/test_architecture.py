@@ -15,11 +15,12 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "difflab"
 
 # lower layers never import higher ones (a module may import its own layer and below)
 LAYERS = [
-    ("utils", "compat", "progress", "processes", "parameterizations", "denoiser", "registry"),
+    ("utils", "compat", "progress", "processes", "parameterizations", "denoiser", "config_check", "registry"),
     ("models", "data", "losses", "samplers", "likelihood", "metrics", "plotting", "loggers", "ema", "fused"),
     ("lit_module", "checkpoints", "runs"),
     ("evaluation",),
     ("callbacks", "report", "report_common", "report_plots", "report_wandb"),
+    ("training", "demo", "scoring", "studies"),  # each command's work, from a composed config
     ("cli",),
 ]
 # import cycles allowed for now, each one exactly this set of modules
@@ -38,6 +39,17 @@ def layer_of(module: str) -> int:
     return best
 
 
+def test_the_doc_shows_every_layer():
+    """docs/architecture.md's layer diagram lists each module of LAYERS on its own layer's line."""
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    lines = {int(m.group(1)): m.group(2) for m in re.finditer(r"^\s*layer (\d+)\s+(.*)$", doc, re.M)}
+    assert sorted(lines) == list(range(len(LAYERS))), f"the diagram's layers {sorted(lines)} are not LAYERS' 0..{len(LAYERS) - 1}"
+    for i, names in enumerate(LAYERS):
+        words = set(re.findall(r"[A-Za-z_]+", lines[i]))
+        missing = [n for n in names if n not in words]
+        assert not missing, f"docs/architecture.md's layer {i} line does not show {missing}"
+
+
 def modules():
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC).with_suffix("")
@@ -53,6 +65,7 @@ def imports_of(name: str, path: Path, tree=None):
             yield from (a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
+                assert node.level <= len(package) + 1, f"difflab.{name}: a relative import beyond the difflab package"
                 base = package[: len(package) - node.level + 1]
                 mod = ".".join(["difflab", *base] + ([node.module] if node.module else []))
                 if node.module is None:  # from . import x: each name may be a module
@@ -151,6 +164,12 @@ def test_callbacks_are_callbacks():
             mod = importlib.import_module(f"difflab.{name}")
             assert any(isinstance(v, type) and issubclass(v, Callback) and v.__module__ == mod.__name__ for v in vars(mod).values()), \
                 f"difflab.{name} defines no Callback: it belongs outside callbacks/"
+
+
+def test_the_console_scripts_are_thin():
+    """cli/ composes and hands the config to the library (issue 30): at most 800 lines in all."""
+    lines = sum(len(p.read_text().splitlines()) for p in (SRC / "cli").glob("*.py"))
+    assert lines <= 800, f"src/difflab/cli holds {lines} lines: move the work into library modules"
 
 
 def test_no_file_over_400_lines():

@@ -110,7 +110,7 @@ def test_oracle_fid_lies_within_the_noise_of_real_data():
     real sets of the same size against that reference (the floor's draws): inside the prediction
     interval mean ± 4·sd·√(1 + 1/K) of K such floors, same reference and feature net. One
     floor alone cannot say this: at 512 samples a single FID varies by its own size."""
-    from difflab.cli.common import build_target
+    from difflab.evaluation import build_target
     from difflab.evaluation import SamplerChoice, feature_network, generate
     from difflab.metrics import extract, fid
 
@@ -212,7 +212,7 @@ def test_checkpoint_for_other_data_is_refused(tmp_path, checkpoint, monkeypatch)
 def test_sampling_compile_option_reaches_the_checkpoint_network(checkpoint):
     """difflab-sample/difflab-eval `compile=`: the checkpoint's network is compiled in place (no
     `_orig_mod.`), and a bf16-true copy of it is compiled again; compile=false leaves it eager."""
-    from difflab.cli.common import build_target
+    from difflab.evaluation import build_target
     from difflab.evaluation.sampling import in_precision
     from difflab.models.options import is_compiled
 

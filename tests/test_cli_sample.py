@@ -91,7 +91,7 @@ def test_config_defaults():
 @pytest.mark.parametrize("process", ["ddpm", "continuous_snr", "vp", "subvp", "ve", "flow"])
 def test_every_process_option_and_batch_size_independence(process):
     """Same seed → same samples whatever batch_size (each 32-sample chunk has its own generator)."""
-    from difflab.cli.common import build_target
+    from difflab.evaluation import build_target
     from difflab.evaluation import SamplerChoice, draw_samples
 
     cfg = _compose(f"process={process}", "sampler=ancestral", "sampler.steps=8")
@@ -109,7 +109,7 @@ def test_every_sampler_config_composes_and_runs():
     from difflab.cli.common import CONFIG_DIR
     from omegaconf import OmegaConf
 
-    from difflab.cli.common import build_target
+    from difflab.evaluation import build_target
     from difflab.evaluation import SamplerChoice, draw_samples
 
     from difflab.samplers import SAMPLERS

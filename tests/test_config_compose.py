@@ -110,7 +110,7 @@ def test_every_trainer(name, tmp_path):
 
 @pytest.mark.parametrize("name", options("logger"))
 def test_every_logger(name, tmp_path, monkeypatch):
-    from difflab.cli.train import build_logger
+    from difflab.training import build_logger
 
     if name == "wandb":
         pytest.importorskip("wandb")  # a declared dependency; GPU images without it use logger=csv
@@ -121,7 +121,7 @@ def test_every_logger(name, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", options("callbacks"))
 def test_every_callbacks_option(name, tmp_path):
-    from difflab.cli.train import build_callbacks
+    from difflab.training import build_callbacks
 
     cbs = build_callbacks(cfg_of(f"callbacks={name}"), tmp_path, with_logger=True)
     assert cbs

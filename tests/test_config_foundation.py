@@ -5,7 +5,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from difflab.cli.common import CONFIG_DIR, build_oracle
+from difflab.cli.common import CONFIG_DIR
+from difflab.evaluation import build_oracle
 from difflab import parameterizations, processes
 
 CONF = Path(CONFIG_DIR)

@@ -144,7 +144,7 @@ def test_sampling_off_the_cpu_makes_no_host_sync_per_step(procs, sampler, meta_w
 def test_torch_globals_a_cli_run_sets_are_put_back():
     before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark)
     with torch_globals_restored():
-        from difflab.cli.common import resolve_device
+        from difflab.evaluation import resolve_device
 
         torch.set_float32_matmul_precision("medium")  # as difflab-train's run() does ("high")
         resolve_device("cpu")

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from difflab.cli.common import CONFIG_DIR, UsageError
-from difflab.cli.evaluate import find_job_dir, job_pairs, load_samples
+from difflab.scoring import find_job_dir, job_pairs, load_samples
 
 
 def _job(sweep, name, n=8, nfe=10):

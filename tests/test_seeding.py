@@ -33,7 +33,7 @@ def compose(config: str, *overrides):
 
 
 def oracle_target():
-    from difflab.cli.common import build_target
+    from difflab.evaluation import build_target
 
     cfg = compose("sample", "process=vp", *SAMPLER)
     return build_target(cfg, torch.device("cpu")), SamplerChoice.from_config(cfg.sampler)

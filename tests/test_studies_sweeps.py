@@ -5,7 +5,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from difflab.cli.common import CONFIG_DIR, UsageError
-from difflab.cli.sweep_check import check_sweep, check_sweep_argv, multirun_overrides
+from difflab.cli.sweep_check import check_sweep, check_sweep_argv
+from difflab.studies.sweeps import multirun_overrides
 
 
 def test_a_sweep_over_a_group_the_config_does_not_read_is_refused():
@@ -54,7 +55,8 @@ def test_job_directories_are_named_after_their_overrides():
 
 def subdirs(argv):
     """Each job's hydra.sweep.subdir for `difflab-train <argv>`, as the -m run composes it."""
-    from difflab.cli.sweep_check import checked_jobs, multirun_overrides
+    from difflab.cli.sweep_check import checked_jobs
+    from difflab.studies.sweeps import multirun_overrides
 
     dirname = check_sweep_argv("train", "difflab-train", argv)
     jobs = checked_jobs("train", multirun_overrides(argv)[1])
@@ -81,7 +83,7 @@ def test_job_directories_name_only_the_swept_overrides():
 
 
 def test_a_long_or_path_job_name_becomes_a_hash():
-    from difflab.cli.common import job_dirname
+    from difflab.runs import job_dirname
 
     long = ",".join(f"data.means=[[{i},0],[3,{i}]]" for i in range(20))
     names = [job_dirname(n) for n in (long, long + "x", "data.root=/a/b", "data.root=/a/c")]

@@ -13,6 +13,12 @@ A job's state (`job_state`):
   without `eval_at_end`, `last.ckpt` has reached `trainer.max_steps`;
 - ``unfinished``: none of these — queued, running, or killed without a word (a rerun resumes it
   from its last.ckpt).
+
+A training run's life (`difflab.training.train` calls these, in this order): `rerun_state` (a
+rerun -m job is skipped, resumed or started again), `check_same_run_config` (a run directory
+belongs to one config), `checkpoint_to_resume` + `resume_config` (resume=<dir> trains with the
+run's own config.yaml), `check_same_model` (a checkpoint resumes only into the same model). They
+take the command line's overrides and whether the run is a -m job as plain arguments.
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ import json
 import time
 from pathlib import Path
 
-from .utils import write_json
+from .config_check import UsageError, group_overrides
+from .utils import flatten, plain, resolved_config, write_json
 
 #: the record a failed job leaves in its directory
 FAILED = "failed.json"
@@ -132,3 +139,151 @@ def summary_lines(prog: str, failed: list[tuple[Path, str]], total: int | None =
              "only the failed and unfinished ones"]
     lines += [f"{prog}: failed: {path}: {error}" for path, error in failed]
     return lines
+
+
+#: a job directory name longer than this (bytes) is replaced by a hash (file systems allow 255)
+MAX_DIRNAME = 200
+
+
+def job_dirname(overrides: str) -> str:
+    """A -m job's directory name (`hydra.sweep.subdir`): its swept overrides, as Hydra's
+    override_dirname gives them (`schedule=cosine,weighting=elbo`); `overrides-<sha1>` of them when
+    they hold a '/' (a path as value) or exceed MAX_DIRNAME bytes. "" (nothing swept): the job
+    writes into the sweep's output directory itself."""
+    import hashlib
+
+    if "/" in overrides or len(overrides.encode()) > MAX_DIRNAME:
+        return "overrides-" + hashlib.sha1(overrides.encode()).hexdigest()[:12]
+    return overrides
+
+
+def run_dir(resume) -> str:
+    """`output`'s default: the run being resumed (`resume=DIR`), else runs/<timestamp with
+    microseconds>. (`${oc.select:resume,...}` returned the null of an unset `resume`, and Hydra
+    refused a null run directory.)"""
+    from datetime import datetime
+
+    return str(resume) if resume is not None else f"runs/{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+
+
+def secondary_process() -> bool:
+    """A process that Lightning's `ddp` launcher, torchrun or SLURM started beside rank 0: it re-runs
+    this script, and must neither re-check, lock nor write the run directory rank 0 holds.
+    Lightning's launcher sets LOCAL_RANK/NODE_RANK, SLURM SLURM_PROCID; torchrun sets RANK and
+    GROUP_RANK (the node), and its process on node 1 has LOCAL_RANK=0, so RANK is read too."""
+    import os
+
+    return any(int(os.environ.get(k, "0") or 0) > 0
+               for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"))
+
+
+def has_results(out: Path) -> bool:
+    return (out / "config.yaml").exists() or any((out / "checkpoints").glob("*.ckpt"))
+
+
+def rerun_state(cfg, out: Path, multirun: bool) -> str:
+    """For a job of a rerun `-m` sweep (hydra#3328): "done" when its results exist (metrics.json,
+    or a final checkpoint when it asks for no eval_at_end), "resume" when it has a last.ckpt, "new"
+    otherwise. Outside a sweep (or with an explicit ckpt_path/resume) always "new"."""
+    import torch
+
+    if not multirun or cfg.get("ckpt_path") or cfg.get("resume"):
+        return "new"
+    last = out / "checkpoints" / "last.ckpt"
+    if (out / "metrics.json").is_file():
+        return "done"
+    if not last.is_file():
+        return "new"
+    if not cfg.get("eval_at_end"):
+        step = int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", 0))
+        if cfg.trainer.get("max_steps") not in (None, -1) and step >= int(cfg.trainer.max_steps):
+            return "done"
+    return "resume"
+
+
+#: keys a continued run may change (where to write, how to run), never compared with the saved run
+RESUME_KEYS = ("output", "ckpt_path", "resume", "threads", "device", "fail_fast")
+
+
+def check_same_run_config(cfg, out: Path, overrides, resume_keys=RESUME_KEYS) -> None:
+    """A run directory belongs to one config. Training into one that holds another run's config.yaml
+    (output= + ckpt_path=, or a rerun -m job) with group choices (experiment=, data=, model=...) that
+    compose a different config is refused, naming the differing keys; key=value overrides
+    (trainer.max_steps=...) are what a continued run may change. A command of key=value overrides
+    alone (resume=<dir> trainer.max_steps=...) continues the run with its own config.yaml."""
+    import yaml
+
+    saved_path = out / "config.yaml"
+    overrides = [o for o in overrides if not o.startswith("hydra")]
+    groups = group_overrides(overrides)
+    if cfg.get("resume"):  # a group of the config (model=, process=...): resume_config names it in its own words
+        groups = [g for g in groups if g.lstrip("+").partition("=")[0] not in cfg]
+    if not saved_path.is_file() or not groups:
+        return
+    changed = {o.lstrip("+~").partition("=")[0] for o in overrides} - {g.lstrip("+").partition("=")[0] for g in group_overrides(overrides)}
+    skip = tuple(changed) + tuple(resume_keys) + ("hydra",)
+    now, saved = flatten(resolved_config(cfg)), flatten(yaml.safe_load(saved_path.read_text()) or {})
+    diff = sorted(k for k in now.keys() | saved.keys()
+                  if now.get(k) != saved.get(k) and not any(k == s or k.startswith(s + ".") for s in skip))
+    if diff:
+        more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+        raise UsageError(f"{out} holds a run of another config ({', '.join(diff[:6])}{more} differ); choose a new output=, "
+                         f"or continue that run with resume={out} and key=value overrides")
+
+
+def checkpoint_to_resume(cfg):
+    """(path, checkpoint dict) of `ckpt_path` (or `resume`'s last.ckpt), read and checked, or (None, None)."""
+    import os
+
+    from .checkpoints import read_checkpoint
+
+    path = cfg.get("ckpt_path") or (Path(str(cfg.resume)) / "checkpoints" / "last.ckpt" if cfg.get("resume") else None)
+    requeued = Path(str(cfg.output)) / "checkpoints" / "last.ckpt"
+    if not path and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and requeued.is_file():
+        path = requeued  # a requeued SLURM job continues its own run
+    if not path:
+        return None, None
+    if not Path(str(path)).is_file():
+        raise UsageError(f"ckpt_path={path} does not exist; resume from <run dir>/checkpoints/last.ckpt (or resume=<run dir>)")
+    return Path(str(path)), read_checkpoint(path)
+
+
+def resume_config(cfg, out: Path, overrides):
+    """The config a resumed run trains with: the run's own config.yaml, with the command line's
+    key=value `overrides` applied (e.g. trainer.max_steps=...), so no option has to be repeated.
+    A group choice (model=..., process=...) that differs from the saved run is refused."""
+    from omegaconf import OmegaConf, open_dict
+
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file() or not overrides:
+        return cfg  # a checkpoint from elsewhere, or composed by a caller: the given config
+    saved = OmegaConf.load(saved_path)
+    groups = []
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key in RESUME_KEYS or key.startswith("hydra") or ("." not in key and key not in cfg):
+            continue  # where to write, or a recipe name (experiment=): the saved config already holds it
+        if "." not in key and OmegaConf.is_dict(cfg[key]):
+            groups.append((key, value))
+            continue
+        with open_dict(saved):
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+    for key, value in groups:  # a group choice must be the saved run's (with the key=value overrides applied)
+        if plain(cfg[key]) != plain(saved.get(key)):
+            raise UsageError(f"resuming {out} uses its own config.yaml, and {key}={value} changes it; drop {key}= "
+                             "or start a new run with another output=")
+    with open_dict(saved):
+        for key in RESUME_KEYS:
+            if key in cfg:
+                saved[key] = cfg[key]
+    return saved
+
+
+def check_same_model(ckpt: dict, module, path: Path) -> None:
+    """Refuse to resume a checkpoint into a run with another model, process, parameterization or data shape."""
+    from .checkpoints import mismatched_keys
+
+    diff = mismatched_keys(ckpt["hyper_parameters"], module.hparams)
+    if diff:
+        raise UsageError(f"{path} was trained with another configuration ({', '.join(diff[:6])} differ); resume with "
+                         "the run's own config (resume=<run dir>) or start a new run with another output=")

@@ -11,24 +11,15 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from ..config_check import CONFIG_DIR, UsageError, one_line, remove_if_empty
 from ..runs import clear_failure, failed_jobs, record_failure, summary_lines
 from ..utils import quiet_console
-from .common import CONFIG_DIR, UsageError, _remove_if_empty, check_override_types, did_you_mean, one_line, output_dir
-from .jobs import in_multirun
+from .common import check_override_types, did_you_mean, in_multirun, output_dir, sweep_dir
 
 
 class StopSweep(BaseException):
     """`fail_fast=true`: the first failed job of a -m sweep stops the sweep (a BaseException, so
     Hydra's launcher, which records a job's Exception and goes on, lets it through)."""
-
-
-def sweep_dir() -> Path | None:
-    """The running -m sweep's directory (None outside one)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not in_multirun():
-        return None
-    return Path(str(HydraConfig.get().sweep.dir))
 
 
 class _Captured(dict):
@@ -75,7 +66,7 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
                 if not here:  # in this process's own sweep, the summary at its end says it
                     print(f"{prog}: error: {text}", file=sys.stderr)
                 if not multirun:
-                    _remove_if_empty(out)
+                    remove_if_empty(out)
                     sys.exit(2)
                 job_failed(cfg, out, text)
             except Exception as e:  # noqa: BLE001 - in a sweep, an error of one job is recorded and the others go on

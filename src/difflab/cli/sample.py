@@ -16,7 +16,9 @@ import torch
 
 from ..evaluation import PRECISIONS, SamplerChoice, draw_samples
 from ..utils import RunLock, provenance, save_npz, write_json, write_text
-from .common import UsageError, build_target, refuse_existing, resolve_device, set_threads, user_chose
+from ..config_check import UsageError, refuse_existing
+from ..evaluation import build_target, resolve_device, set_threads
+from .common import user_chose
 from .entry import hydra_entry
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

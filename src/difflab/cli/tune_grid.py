@@ -16,7 +16,9 @@ from pathlib import Path
 from ..evaluation import SamplerChoice
 from ..progress import Progress, program
 from ..utils import RunLock, plain, write_json
-from .common import UsageError, build_target, refuse_existing, resolve_device, set_threads, user_chose
+from ..config_check import UsageError, refuse_existing
+from ..evaluation import build_target, resolve_device, set_threads
+from .common import user_chose
 from .entry import hydra_entry
 
 PROG = "difflab-tune-grid"

@@ -12,7 +12,10 @@ same `seed` gives the same samples and the same numbers everywhere.
 - `metrics`: likelihoods (nll/bpd by ODE and ELBO, with standard errors) and sample quality
   (swd, mmd, FID/KID/IS by protocol name, mixture weights).
 - `run`: `evaluate(target, metrics, ...)` → metrics dict (+ the samples it scored).
+- `build`: what a command runs on: `resolve_device`, `set_threads`, `build_target` (the
+  `EvalTarget` of a config: a checkpoint or an exact model), `build_oracle`.
 """
+from .build import build, build_oracle, build_target, resolve_device, set_threads
 from .metrics import (
     DISTANCE_METRICS,
     FEATURE_METRICS,
@@ -45,5 +48,6 @@ __all__ = [
     "METRICS", "LIKELIHOOD_METRICS", "SAMPLE_METRICS", "DISTANCE_METRICS", "FEATURE_METRICS", "MIXTURE_METRICS",
     "check_metrics", "mixture_weights", "register_metric", "discover_metrics",
     "feature_network", "features_name", "feature_metrics", "score_samples", "likelihood_metrics",
+    "build", "build_oracle", "build_target", "resolve_device", "set_threads",
     "evaluate", "generate", "options", "sample_metrics", "CLASSIFIER_METRICS", "REFERENCE_SPLITS", "data_classifier",
 ]
