@@ -23,7 +23,7 @@ from .target import real_examples
 
 #: every metric by name, each with its kind: "likelihood" (of the model, `likelihood_metrics`) or
 #: "sample" (of samples against real data, `score_samples`); a live tuple of the registered names
-METRICS = Registry("metric", defaults={"kind": "sample"})
+METRICS = Registry("metric", defaults={"kind": "sample", "held_out": False})
 LIKELIHOOD_METRICS = METRICS.view(kind="likelihood")
 SAMPLE_METRICS = METRICS.view(kind="sample")
 #: groups of built-in metrics computed together (one function each, registered below)
@@ -38,8 +38,10 @@ REFERENCE_SPLITS = ("train", "val")
 KINDS = ("likelihood", "sample")
 
 
-def register_metric(*names: str, kind: str = "sample"):
-    """Decorator: register a function as the metric(s) `names` of `kind` ("sample" or "likelihood").
+def register_metric(*names: str, kind: str = "sample", held_out: bool | Sequence[str] = False):
+    """Decorator: register a function as the metric(s) `names` of `kind` ("sample" or "likelihood");
+    `held_out`: the metric (True, or those of `names`) needs `real_other`, real examples outside
+    the reference (drawn only when a metric asked for needs them: the floors of swd, FID).
 
     The function takes, by name, what it needs: a sample metric any of `samples` (the samples
     scored, on the CPU), `real` (the reference), `real_other` (real examples outside it, or None),
@@ -52,7 +54,12 @@ def register_metric(*names: str, kind: str = "sample"):
     (`discover_metrics`), or its dotted path in `metrics=[...]`."""
     if kind not in KINDS:
         raise ValueError(f"a metric's kind must be one of {KINDS}, got {kind!r}")
-    return METRICS.decorator(*names, kind=kind)
+
+    def wrap(fn):
+        for name in names or (fn.__name__,):
+            METRICS.register(name, fn, kind=kind, held_out=held_out if isinstance(held_out, bool) else name in held_out)
+        return fn
+    return wrap
 
 
 def discover_metrics(config_dirs) -> list[str]:
@@ -344,13 +351,13 @@ def _likelihoods(target, metrics: Sequence[str], seed: int, num_eval: int, split
     return out
 
 
-@register_metric("swd", "mmd")
+@register_metric("swd", "mmd", held_out=("swd",))
 def _distances(samples: Tensor, real: Tensor, real_other: Tensor | None, metrics: Sequence[str], seed: int,
                num_projections: int) -> dict:
     return distances(samples, real[: samples.shape[0]], metrics, seed=seed, num_projections=num_projections, real_other=real_other)
 
 
-@register_metric("fid", "kid", "is")
+@register_metric("fid", "kid", "is", held_out=("fid",))
 def _features(samples: Tensor, real: Tensor, real_other: Tensor | None, metrics: Sequence[str], seed: int, features,
               inception_weights, net, cache_name, device, datamodule, reference_split: str, context: dict) -> dict:
     """FID (Heusel et al. 2017), KID (Bińkowski et al. 2018), IS (Salimans et al. 2016) of the samples: the feature net (built once, left
@@ -382,7 +389,7 @@ def _weights(samples: Tensor, mixture) -> dict:
     return mixture_weights(samples, mixture)
 
 
-@register_metric("confidence", "copying")
+@register_metric("confidence", "copying", held_out=True)
 def _classifier(samples: Tensor, real: Tensor, real_other: Tensor | None, metrics: Sequence[str], net, device, datamodule,
                 reference_split: str) -> dict:
     clf = net if getattr(net, "name", None) == "classifier" else data_classifier(datamodule).to(device or "cpu")

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .metrics import LIKELIHOOD_METRICS, REFERENCE_SPLITS, SAMPLE_METRICS, check_metrics, likelihood_metrics, score_samples
+from .metrics import LIKELIHOOD_METRICS, METRICS, REFERENCE_SPLITS, SAMPLE_METRICS, check_metrics, likelihood_metrics, score_samples
 from .sampling import SamplerChoice, draw_samples
 
 
@@ -49,7 +49,7 @@ def sample_metrics(target, metrics: Sequence[str], *, seed: int = 0, sampler: Sa
     real = target.real(max(n, int(num_reference)), seed + 5, split=reference_split).float().cpu()
     # real examples not in `real`, for the floors (swd_floor, fid_*_floor: a perfect model's scores)
     other = None
-    if {"swd", "fid", "confidence", "copying"} & set(wanted):
+    if any(METRICS.get(m).info["held_out"] for m in wanted):
         other = target.held_out(n, seed + 6, real.shape[0]) if reference_split == "train" else target.real(n, seed + 6, "train")
     other = other.float().cpu() if other is not None else None
     dm = target.get_datamodule() if target.mixture is None and target.data_spec.get("_target_") else None
