@@ -18,9 +18,17 @@ from difflab.models import GMMOracle
 from difflab.parameterizations import EDM, V, FlowVelocity
 from difflab.processes import DDPM, VESDE, VPSDE, Flow
 from difflab.samplers import sample
-from test_samplers_quality import N, ORACLE, distance  # noqa: F401  (the 4-reference distance and its floor)
+from helpers.oracle import N, ORACLE, reference_distance
 
 f64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def distance():
+    """The 4-reference distance and its noise floor (tests/helpers/oracle.py)."""
+    return reference_distance()
+
+
 MIXTURE = ORACLE  # data=gmm's default mixture
 PROCESSES = {"flow": lambda: Flow(), "ve_edm": lambda: VESDE(0.002, 80.0), "vp": lambda: VPSDE(0.1, 20.0)}
 

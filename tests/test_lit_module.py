@@ -8,28 +8,8 @@ import torch
 from torch import nn
 
 from difflab.ema import ExponentialMovingAverage
-from difflab.data import GMMDataModule
 from difflab.lit_module import DiffusionModule, LRLambda, load_denoiser
-
-MIX = dict(means=[[-2.0, 0.0], [2.0, 1.0]], stds=[0.5, 0.3], weights=[0.4, 0.6])
-
-
-def make_module(data_shape=(2,), **kw):
-    spec = dict(
-        model={"_target_": "difflab.models.MLP", "dim": 2, "hidden": 32, "depth": 2, "emb_dim": 16},
-        process={"_target_": "difflab.processes.VPSDE"},
-        parameterization={"_target_": "difflab.parameterizations.Epsilon"},
-        loss={"_target_": "difflab.losses.DiffusionLoss", "weighting": "simple", "time_sampling": "uniform"},
-        data_shape=data_shape, data_config={"_target_": "difflab.data.GMMDataModule", **MIX},
-        denoiser={"conditioning": "log_snr"}, optim={"lr": 1e-2}, ema={"decay": 0.9, "warmup": False},
-    )
-    spec.update(kw)
-    return DiffusionModule(**spec)
-
-
-def make_data(num_train=64, batch_size=16):
-    return GMMDataModule(**MIX, num_train=num_train, num_val=0, batch_size=batch_size)
-
+from helpers.modules import MIX, make_data, make_module
 
 def trainer(tmp_path, max_steps, **kw):
     return L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -9,13 +9,11 @@ with 4 reference sets, the floor over 6 exact sets, each sampler over 3 seeds.""
 import pytest
 import torch
 
-from difflab.metrics.distances import sliced_wasserstein
-from difflab.models import GMMOracle
 from difflab.processes import VPSDE
 from difflab.samplers import sample
+from helpers.oracle import N, ORACLE, reference_distance
 
-ORACLE = GMMOracle([[-2.5, -1.0], [2.5, -1.0], [0.0, 2.5]], [0.5, 0.4, 0.6], [0.3, 0.5, 0.2])
-N, SEEDS = 4096, (1, 2, 3)
+SEEDS = (1, 2, 3)
 # step counts named in docs/samplers.md (keep the two in sync)
 README_STEPS = {"ancestral": 100, "ddim": 50, "euler_maruyama": 100, "pc": 100, "annealed_langevin": 200,
                 "ode_euler": 100, "ode_heun": 25, "ode_rk45": 1, "dpm_solver": 25}
@@ -25,13 +23,7 @@ FEW_STEPS = {"ancestral": 5, "ddim": 3, "euler_maruyama": 5, "pc": 5, "annealed_
 
 @pytest.fixture(scope="module")
 def distance():
-    refs = [ORACLE.sample(N, generator=torch.Generator().manual_seed(1000 + k)) for k in range(4)]
-
-    def d(x):
-        return sum(sliced_wasserstein(x, r, 128, torch.Generator().manual_seed(7)) for r in refs) / len(refs)
-
-    floor = sum(d(ORACLE.sample(N, generator=torch.Generator().manual_seed(2000 + j))) for j in range(6)) / 6
-    return d, floor
+    return reference_distance()
 
 
 def _mean_distance(d, process, sampler, steps, **opts):

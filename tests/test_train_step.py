@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from difflab.lit_module import load_denoiser
-from test_lit_module import make_data, make_module
+from helpers.modules import make_data, make_module
 
 EAGER = {"backend": "eager"}  # torch.compile's machinery without a C++ build: seconds on a CPU
 
