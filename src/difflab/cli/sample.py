@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation import PRECISIONS, SamplerChoice, draw_samples
-from ..utils import RunLock, provenance, save_npz, write_json, write_text
 from ..config_check import UsageError, refuse_existing
-from ..evaluation import build_target, resolve_device, set_threads
+from ..evaluation import PRECISIONS, SamplerChoice, build_target, draw_samples, resolve_device, set_threads
+from ..utils import RunLock, provenance, save_npz, write_json, write_text
 from .common import user_chose
 from .entry import hydra_entry
 

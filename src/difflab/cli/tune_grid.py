@@ -13,11 +13,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..evaluation import SamplerChoice
+from ..config_check import UsageError, refuse_existing
+from ..evaluation import SamplerChoice, build_target, resolve_device, set_threads
 from ..progress import Progress, program
 from ..utils import RunLock, plain, write_json
-from ..config_check import UsageError, refuse_existing
-from ..evaluation import build_target, resolve_device, set_threads
 from .common import user_chose
 from .entry import hydra_entry
 
