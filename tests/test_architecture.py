@@ -48,6 +48,9 @@ def test_the_doc_shows_every_layer():
         words = set(re.findall(r"[A-Za-z_]+", lines[i]))
         missing = [n for n in names if n not in words]
         assert not missing, f"docs/architecture.md's layer {i} line does not show {missing}"
+    described = {n for row in re.findall(r"^\| (.+?) \|", doc, re.M) for n in re.findall(r"`([\w.]+)`", row)}
+    undescribed = [n for names in LAYERS for n in names if n not in described]
+    assert not undescribed, f"docs/architecture.md's module table has no row for {undescribed}"
 
 
 def modules():
