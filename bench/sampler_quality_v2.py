@@ -51,7 +51,11 @@ above (≈ 1,800 configuration × NFE runs per mixture; a first try at n = 16,38
 per mixture on this loaded machine and was stopped before any result); the same n for every NFE and both sides.
 The tuning floor is ≈ 2.8× the scoring one, so the tuning set separates configurations less finely near
 convergence (20 NFE) than the scoring set could. Scoring runs only the picks and table 2 (≈ 6,000 calls of
-n = 65,536 per mixture, ≈ 12 min each). v1's 50 NFE is left out: there every good
+n = 65,536 per mixture, ≈ 12 min each).
+
+Confirmation at the issue's size (added before any scoring result was looked at, and reported whatever it
+says): table 1 alone again on the scoring set at n = 262,144 with a 4M reference, the same picks
+(`score --table1-only --n 262144 --ref-n 4000000`, bench/results/sampler_quality_v2_n262k.{json,txt}). v1's 50 NFE is left out: there every good
 sampler sat at the noise floor (v1, 1.0–1.02), and the issue's targets are at 5, 10 and 20 NFE.
 
     # tuning sweep (one process per pair of mixtures, then merge; --txt writes the choices beside it)
@@ -62,6 +66,9 @@ sampler sat at the noise floor (v1, 1.0–1.02), and the issue's targets are at 
     PYTHONPATH=src python bench/sampler_quality_v2.py score --mixtures 0 1 --out /tmp/sq2/score01.json
     PYTHONPATH=src python bench/sampler_quality_v2.py score --mixtures 2 3 --out /tmp/sq2/score23.json
     PYTHONPATH=src python bench/sampler_quality_v2.py merge /tmp/sq2/score*.json --out bench/results/sampler_quality_v2.json
+    # the confirmation at n = 262,144 (table 1 only), likewise in 2 processes
+    PYTHONPATH=src python bench/sampler_quality_v2.py score --table1-only --n 262144 --ref-n 4000000 --mixtures 0 1 --out /tmp/sq2/big01.json
+    PYTHONPATH=src python bench/sampler_quality_v2.py merge /tmp/sq2/big*.json --out bench/results/sampler_quality_v2_n262k.json
 """
 from __future__ import annotations
 
@@ -436,7 +443,7 @@ def score_run(args) -> None:
             process = PROCESSES[pname]()
             for nfe in NFES:
                 row = runs.setdefault(pname, {}).setdefault(str(nfe), {})
-                for key in table_keys(chosen, pname, process, nfe):
+                for key in table_keys(chosen, pname, process, nfe, args.table1_only):
                     if key in row:
                         continue
                     if key.startswith("diffusers:") or "[" in key or key.endswith("/vp"):  # process-free: run once
@@ -454,10 +461,10 @@ def score_run(args) -> None:
     _write(res, Path(args.out))
 
 
-def table_keys(chosen: dict, pname: str, process, nfe: int) -> list[str]:
+def table_keys(chosen: dict, pname: str, process, nfe: int, table1_only: bool = False) -> list[str]:
     c = chosen["cells"][pname][str(nfe)]
     keys = [c["ours"], c["ours_yaml"], c["peer"]]
-    if pname == "vp":  # table 2: sampler against sampler on the same grid
+    if pname == "vp" and not table1_only:  # table 2: sampler against sampler on the same grid
         grids = ["edm", "uniform_log_snr", "vp_uniform_t"]
         cap = c["ours"].partition("@")[2]
         grids += [f"vp_uniform_t@{cap}"] if cap else []
@@ -544,11 +551,12 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--mixtures", type=int, nargs="+", default=[0, 1, 2, 3], help="indices in the set (0-3)")
         p.add_argument("--processes", nargs="+", default=list(PROCESSES))
-        p.add_argument("--n", type=int, help=f"override the set's n (smoke runs only; {name}: {SETTINGS[name]['n']})")
-        p.add_argument("--ref-n", type=int, help="override the reference size (smoke runs only)")
+        p.add_argument("--n", type=int, help=f"override the set's n ({name}: {SETTINGS[name]['n']})")
+        p.add_argument("--ref-n", type=int, help="override the reference size (1M)")
         p.add_argument("--out", required=True)
         if name == "score":
             p.add_argument("--tuning", default=str(TUNING_OUT))
+            p.add_argument("--table1-only", action="store_true", help="only the picks of table 1 (and the converged ODE)")
     p = sub.add_parser("merge")
     p.add_argument("parts", nargs="+")
     p.add_argument("--out", required=True)
