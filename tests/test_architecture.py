@@ -433,3 +433,25 @@ def test_the_private_api_check_leaves_difflab_names_alone():
     ok = ("class A:\n    def __init__(self):\n        self._x = 1\n    def f(self, other):\n        return other._saved + self._x\n"
           "def g(cfg):\n    return cfg.model._target_\n")
     assert not private_api_uses("snippet", ok, own_private_names() | {"_saved"})
+
+
+# ----------------------------------------------------------------------------- tests
+def test_no_test_file_imports_another_test_file():
+    """Shared test helpers live in tests/helpers/ (or a conftest / a folder's helper module such as
+    tests/slurm/cluster.py), never in a test file another test file imports: a test module's
+    import then runs its fixtures' module-level code twice and ties unrelated files together."""
+    import ast
+
+    tests = Path(__file__).resolve().parent
+    bad = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + ([a.name for a in node.names] if not node.module else [])
+            for name in names:
+                if any(part.startswith("test_") for part in name.split(".")):
+                    bad.append(f"{path.relative_to(tests)}:{node.lineno} imports {name}")
+    assert not bad, bad

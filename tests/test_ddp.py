@@ -22,24 +22,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from difflab.cli.common import CONFIG_DIR
 from difflab.cli.train import train
+from helpers.ddp import compose_train
 
 pytestmark = pytest.mark.slow
-
-
-def _cfg(out: Path, overrides):
-    base = [
-        f"output={out}", "data=gmm", "data.num_train=64", "data.num_val=0", "+data.shuffle=true",
-        "model=mlp", "model.dim=2", "model.hidden=32", "model.depth=2", "optim.eps=1e-4", "weighting=simple", "process=vp", "parameterization=eps", "logger=none", "callbacks=none",
-        "per_sample_noise=true", "optim.lr=1e-2", "ema.decay=0.5", "ema.warmup=false",
-        "trainer.max_steps=3", "trainer.limit_val_batches=0", "trainer.enable_model_summary=false",
-        "+trainer.enable_progress_bar=false",
-    ]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=base + overrides)
 
 
 def _load(out: Path):
@@ -49,9 +36,9 @@ def _load(out: Path):
 
 def test_ddp_spawn_two_cpu_processes_equal_one_process(tmp_path):
     one, acc, two = tmp_path / "one", tmp_path / "acc", tmp_path / "two"
-    train(_cfg(one, ["trainer=cpu", "data.batch_size=8"]), one)
-    train(_cfg(acc, ["trainer=cpu", "data.batch_size=4", "trainer.accumulate_grad_batches=2"]), acc)
-    train(_cfg(two, ["trainer=ddp_spawn", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=4"]), two)
+    train(compose_train(one, ["trainer=cpu", "data.batch_size=8"]), one)
+    train(compose_train(acc, ["trainer=cpu", "data.batch_size=4", "trainer.accumulate_grad_batches=2"]), acc)
+    train(compose_train(two, ["trainer=ddp_spawn", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=4"]), two)
     step1, sd1, ema1 = _load(one)
     step2, sd2, ema2 = _load(two)
     assert step1 == step2 == 3

@@ -173,7 +173,7 @@ def test_a_crossed_learned_schedule_is_named_without_a_host_sync(tmp_path):
     NaN (no check is read back) and the training guard names the schedule as the reason. The
     CPU path (`check_on_host`) raises at once, as test_processes checks."""
     from difflab.processes import ContinuousSNR
-    from test_lit_module import make_data, make_module, trainer
+    from helpers.modules import make_data, make_module, trainer
 
     p = ContinuousSNR("learned", -5, 5, hidden=8)
     p.log_snr_schedule.check_on_host = False  # as on a GPU
@@ -196,7 +196,7 @@ def test_a_crossed_learned_schedule_is_named_without_a_host_sync(tmp_path):
 def test_a_checkpoint_with_a_crossed_learned_schedule_is_refused_on_load(tmp_path):
     """Sampling it on a GPU would only give NaN: load_denoiser says why, once, on the host."""
     from difflab.lit_module import load_denoiser
-    from test_lit_module import make_data, make_module, trainer
+    from helpers.modules import make_data, make_module, trainer
 
     module = make_module(process=LEARNED_PROCESS)
     trainer(tmp_path, 2).fit(module, make_data())

@@ -127,8 +127,6 @@ def test_user_metric_through_one_function_and_one_yaml(tmp_path, toy_ext):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the console scripts do not yet pass the config directories of hydra.searchpath to "
-                   "difflab.evaluation.metrics.discover_metrics (src/difflab/cli is being moved; see docs/evaluation.md)")
 def test_user_metric_through_difflab_eval(tmp_path, toy_ext):
     """difflab-eval metrics=[swd,toy_radius]: metrics.json holds the user's metric, equal to the
     function's value on the samples.npz it scored."""

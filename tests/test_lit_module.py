@@ -9,13 +9,7 @@ from torch import nn
 
 from difflab.ema import ExponentialMovingAverage
 from difflab.lit_module import DiffusionModule, LRLambda, load_denoiser
-from helpers.modules import MIX, make_data, make_module
-
-def trainer(tmp_path, max_steps, **kw):
-    return L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                     limit_val_batches=0, num_sanity_val_steps=0, **kw)
-
+from helpers.modules import MIX, make_data, make_module, trainer
 
 # ----------------------------------------------------------------------------- EMA
 def test_ema_matches_closed_form_and_warmup():

@@ -8,6 +8,7 @@ import torch
 
 from difflab.cli.report import main as report_main
 from difflab.report import load_study, split_overrides
+from helpers.reports import table_rows
 
 
 def fake_job(root, name, metrics=None, losses=None, overrides=None, config=None):
@@ -29,16 +30,6 @@ def fake_job(root, name, metrics=None, losses=None, overrides=None, config=None)
     if config is not None:
         (job / "config.yaml").write_text(json.dumps(config))
     return job
-
-
-def table_rows(report):
-    """The rows of the per-job table (the first table; the per-metric grids follow it)."""
-    text = report.read_text().splitlines()
-    start = next(i for i, l in enumerate(text) if l.startswith("|"))
-    lines = [l for l in text[start:] if l.startswith("|") or not l.strip()]
-    lines = lines[:lines.index("")] if "" in lines else lines
-    head = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(head, (c.strip() for c in l.strip("|").split("|")))) for l in lines[2:]]
 
 
 def test_schedule_by_weighting_table_and_plots(tmp_path, capsys):

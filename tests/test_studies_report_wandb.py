@@ -8,7 +8,7 @@ import pytest
 
 from difflab.cli.report import main as report_main
 
-from test_studies_report import table_rows
+from helpers.reports import table_rows
 
 
 class FakeRun:

@@ -133,3 +133,23 @@ def test_a_single_run_still_fails_with_one_line_and_status_2(tmp_path, monkeypat
     code, err = run_main(train, ["difflab-train", "optim.lr=1e30", *SWEEP, f"output={out}"], monkeypatch, capsys)
     assert code == 2 and "training loss is inf" in err
     assert not (out / "failed.json").exists()
+
+
+def test_a_sweep_sbatch_refuses_is_one_line_and_exit_2(tmp_path):
+    """hydra/launcher=slurm where sbatch refuses the submission (no SLURM reachable, a bad partition):
+    one line naming the launcher, sbatch's own error and what to try, exit status 2, no traceback."""
+    import subprocess
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2\nexit 1\n")
+    (fake / "sbatch").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"),
+               HYDRA_FULL_ERROR="0", WANDB_MODE="disabled")
+    r = subprocess.run([sys.executable, "-m", "difflab.cli.train", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=nope",
+                        "optim.lr=1e-3,2e-3", *SWEEP, f"output={tmp_path / 'sweep'}"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("difflab-train: error: ")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "the slurm launcher could not submit the sweep" in lines[0] and "Invalid partition name specified" in lines[0]
+    assert "hydra/launcher=submitit_local" in lines[0]

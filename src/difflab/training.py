@@ -33,7 +33,10 @@ def build_module(cfg, data_shape):
     from .lit_module import DiffusionModule
 
     if cfg.get("weighting") is None:
-        raise UsageError("no loss chosen: add weighting=simple (or elbo, snr, min_snr, likelihood, sigma2)")
+        from .losses import WEIGHTINGS
+
+        raise UsageError(f"no loss chosen: add weighting=simple (or one of {', '.join(w for w in WEIGHTINGS if w != 'simple')}, "
+                         "or a weighting/<name>.yaml of your own)")
     return DiffusionModule(
         model=plain(cfg.model), process=plain(cfg.process), parameterization=plain(cfg.parameterization),
         loss=plain(cfg.weighting), data_shape=data_shape, data_config=plain(cfg.data),

@@ -92,3 +92,22 @@ def assert_identical_run(one: Path, two: Path) -> None:
     assert sorted(s1.files) == sorted(s2.files)
     for key in s1.files:
         np.testing.assert_array_equal(s2[key], s1[key], err_msg=key)
+
+
+def compose_train(out: Path, overrides):
+    """difflab-train's config (Hydra's compose API) of COMMON's model and data with logger=none and
+    no evaluation, for in-process runs (`difflab.cli.train.train(cfg, out)`)."""
+    from hydra import compose, initialize_config_dir
+
+    from difflab.config_check import CONFIG_DIR
+
+    base = [
+        f"output={out}", "data=gmm", "data.num_train=64", "data.num_val=0", "+data.shuffle=true",
+        "model=mlp", "model.dim=2", "model.hidden=32", "model.depth=2", "optim.eps=1e-4", "weighting=simple", "process=vp",
+        "parameterization=eps", "logger=none", "callbacks=none",
+        "per_sample_noise=true", "optim.lr=1e-2", "ema.decay=0.5", "ema.warmup=false",
+        "trainer.max_steps=3", "trainer.limit_val_batches=0", "trainer.enable_model_summary=false",
+        "+trainer.enable_progress_bar=false",
+    ]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=base + overrides)

@@ -1,4 +1,6 @@
 """A small DiffusionModule and its data (an MLP on a 2-component mixture) for Lightning-level tests."""
+import lightning as L
+
 from difflab.data import GMMDataModule
 from difflab.lit_module import DiffusionModule
 
@@ -20,3 +22,10 @@ def make_module(data_shape=(2,), **kw):
 
 def make_data(num_train=64, batch_size=16):
     return GMMDataModule(**MIX, num_train=num_train, num_val=0, batch_size=batch_size)
+
+
+def trainer(tmp_path, max_steps, **kw):
+    """A bare CPU Trainer: no logger, checkpoints, progress bar or validation."""
+    return L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+                     limit_val_batches=0, num_sanity_val_steps=0, **kw)

@@ -36,11 +36,11 @@ def test_process_group_is_destroyed_at_exit(tmp_path, monkeypatch):
 def test_ddp_spawn_workers_exit_cleanly(tmp_path):
     """2-process ddp_spawn fits, each must end without a worker dying at exit
     (2 x DIFFLAB_FAULT_REPEATS runs; 25 runs caught the abort 3 times before the fix, 50 runs none after)."""
-    from test_ddp import _cfg
+    from helpers.ddp import compose_train
 
     from difflab.cli.train import train
 
     for i in range(2 * REPEATS):
         out = tmp_path / str(i)
-        train(_cfg(out, ["trainer=ddp_spawn", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=4"]), out)
+        train(compose_train(out, ["trainer=ddp_spawn", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=4"]), out)
         assert (out / "checkpoints" / "last.ckpt").is_file()

@@ -121,7 +121,7 @@ def test_two_slurm_tasks_log_one_wandb_run(tmp_path, slurm):  # noqa: F811
     `wandb_run_id` names, finished, with one history row per logged step (not one per task) and
     eval_at_end's swd in its summary; task 1 opens none (tests/test_studies_wandb.py reads the run)."""
     pytest.importorskip("wandb")
-    from test_studies_wandb import read_run
+    from helpers.wandb_files import read_run
 
     env = {k: v for k, v in job_env(slurm.env).items() if not k.startswith("WANDB_")}
     env["WANDB_MODE"] = "offline"  # with logger.offline=true: offline files only, whatever key there is

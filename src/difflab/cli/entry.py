@@ -30,6 +30,9 @@ class _Captured(dict):
         return (dict, ())
 
 
+USAGE_ERROR = f"{UsageError.__module__}.{UsageError.__qualname__}: "  # how Hydra's traceback ends for one
+
+
 def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[], None]]:
     """Decorate `run(cfg, output_dir)` into a console-script `main()`.
 
@@ -59,6 +62,7 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
                 clear_failure(out)
             try:
                 check_override_types(cfg, config_name)
+                discover_user_parts()
                 run(cfg, out)
             except (UsageError, ValueError, InstantiationException, FileNotFoundError) as e:
                 msg = str(e).strip().splitlines()
@@ -113,7 +117,10 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
             except SystemExit as e:  # Hydra exits 1 on config errors; ours is 2
                 if "stderr" in captured:
                     text, sys.stderr = sys.stderr.getvalue(), captured.pop("stderr")
-                    if text.strip():
+                    usage = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith(USAGE_ERROR)]
+                    if usage:  # a UsageError outside any job (a launcher that cannot submit): its message alone
+                        print(f"{prog}: error: {usage[-1]}", file=sys.stderr)
+                    elif text.strip():
                         print(f"{prog}: error: {one_line(text)}{did_you_mean(text, config_name)}", file=sys.stderr)
                 if e.code == 1:  # Hydra's config errors; our own codes (2, 128 + signal) pass through
                     sys.exit(2)
@@ -133,6 +140,19 @@ def hydra_entry(config_name: str, prog: str) -> Callable[[Callable], Callable[[]
         return main
 
     return wrap
+
+
+def discover_user_parts() -> None:
+    """A user's metric YAMLs (`metric/<name>.yaml` in a config directory of hydra.searchpath) are
+    registered before the run (docs/evaluation.md, "Adding a metric"); weightings and samplers
+    need nothing: their YAML's `_target_` names the function."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from ..evaluation.metrics import discover_metrics
+
+    dirs = [s["path"] for s in HydraConfig.get().runtime.config_sources if s["schema"] == "file"]
+    if dirs:
+        discover_metrics(dirs)
 
 
 def use_difflab_launchers() -> None:

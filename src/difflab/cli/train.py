@@ -13,21 +13,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from .. import training
 from ..runs import secondary_process  # noqa: F401 - imported from here by the DDP tests
 from .common import sweep_dir, task_overrides
 from .entry import hydra_entry
 
 
 def train(cfg, out: Path):
-    """`training.train` with this command line's overrides and -m sweep (none under the compose API)."""
+    """`training.train` with this command line's overrides and -m sweep (none under the compose API).
+    torch and Lightning are imported here, in the process that trains: a `-m` sweep's submitting
+    process (hydra.launcher.wait=false on SLURM) composes and submits in ~2 s without them."""
+    from .. import training
+
     sweep = sweep_dir()
     return training.train(cfg, out, overrides=task_overrides(), sweep=sweep.name if sweep else None)
 
 
 def run(cfg, out: Path) -> None:
+    import torch
+
     torch.set_float32_matmul_precision("high")
     train(cfg, out)
 

@@ -17,6 +17,7 @@ Everything else — the executor, its parameters, the pickled job — is the plu
 """
 
 
+import submitit
 import logging
 import os
 import sys
@@ -75,7 +76,15 @@ class _Launcher(BaseSubmititLauncher):
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
-        jobs = executor.map_array(self, *zip(*params))
+        try:
+            jobs = executor.map_array(self, *zip(*params))
+        except submitit.core.utils.FailedJobError as e:  # sbatch refused: no SLURM here, a bad partition, ...
+            from difflab.config_check import UsageError
+
+            why = "; ".join(line.strip() for line in str(e).splitlines() if "fatal" in line or "error" in line)[-400:]
+            raise UsageError(f"the {self._EXECUTOR} launcher could not submit the sweep ({why or str(e).strip()}); check that "
+                             f"`sinfo` answers here and the hydra.launcher.* settings, or run the jobs on this machine "
+                             f"with hydra/launcher=submitit_local") from None
         dirs = [self._job_dir(o) for o in job_overrides]
         if not self.wait:
             ids = " ".join(str(j.job_id) for j in jobs)
