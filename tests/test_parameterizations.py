@@ -102,3 +102,43 @@ def test_prediction_computes_each_form_once_and_only_when_read():
     torch.testing.assert_close(pred.score, -out / s)
     x0, eps, score = pred
     assert x0 is pred.x0 and eps is out and score is pred.score and len(pred) == 3 and pred[1] is out
+
+
+def test_conditioning_auto_is_the_parameterizations_own():
+    """`conditioning="auto"` (difflab-train's default): EDM's c_noise = ¼ ln σ̃ (Karras et al. 2022,
+    Table 1) for EDM, log-SNR otherwise; so `parameterization=edm` alone is EDM's preconditioning,
+    c_in = 1/√(σ̃² + σ_d²) on x̃ included."""
+    from difflab.parameterizations import EDM
+    from difflab.processes import VESDE
+
+    class Spy(nn.Module):
+        def forward(self, z, c):
+            self.z, self.c = z, c
+            return torch.zeros_like(z)
+
+    for param, expected in [(EDM(0.5), "log_sigma_tilde"), (Epsilon(), "log_snr")]:
+        assert Denoiser(Spy(), VPSDE(), param, conditioning="auto").conditioning == expected
+    spy, p, t = Spy(), VESDE(0.002, 80.0), torch.tensor([0.1, 0.9])
+    z = torch.ones(2, 3)
+    Denoiser(spy, p, EDM(0.5), conditioning="auto")(z, t)
+    sigma = p.sigma(t)  # VE: alpha = 1, sigma~ = sigma
+    torch.testing.assert_close(spy.c, 0.25 * sigma.log())
+    torch.testing.assert_close(spy.z, z / (sigma**2 + 0.25).sqrt()[:, None])
+
+
+def test_parameterization_edm_alone_composes_edms_denoiser():
+    """difflab-train's config with parameterization=edm and no denoiser.* override builds EDM's
+    conditioning; weighting=edm brings EDM's loss weight and log-normal noise levels with the
+    parameterization's sigma_data."""
+    from hydra import compose, initialize_config_dir
+
+    from difflab.config_check import CONFIG_DIR
+    from difflab.training import build_module
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["data=gmm", "model=mlp", "process=ve", "parameterization=edm",
+                                          "parameterization.sigma_data=2.0", "weighting=edm"])
+    module = build_module(cfg, (2,))
+    assert module.net.conditioning == "log_sigma_tilde" and not module.net.scale_input
+    assert module.loss_fn.weighting == "edm" and module.loss_fn.time_sampler.kind == "log_normal"
+    assert module.loss_fn.weighting_options["sigma_data"] == 2.0

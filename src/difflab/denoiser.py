@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from .parameterizations import Parameterization, Prediction, input_scale_of
 from .processes.base import Process, append_dims
 
-CONDITIONINGS = ("t", "log_snr", "sigma", "log_sigma", "log_sigma_tilde")
+CONDITIONINGS = ("t", "log_snr", "sigma", "log_sigma", "log_sigma_tilde", "auto")
 
 
 def autocast_off(device_type: str):
@@ -32,6 +32,8 @@ class Denoiser(nn.Module):
       sigma      — σ_t (NCSN's noise level)
       log_sigma  — ¼ log σ_t (EDM's c_noise where α = 1)
       log_sigma_tilde — ¼ log σ̃, σ̃ = σ_t/α_t (EDM's c_noise, Karras et al. 2022 Table 1, on any process)
+      auto       — the parameterization's own (`Parameterization.conditioning`: EDM's c_noise for
+                   `EDM`), else log_snr; so parameterization=edm alone is EDM's whole preconditioning
     With `scale_input=True` the network sees z / sqrt(α² + σ²), unit scale even for VE. A
     parameterization with its own input scale (EDM's c_in: `Parameterization.input_scale`)
     applies that one instead, so the two cannot be combined.
@@ -46,6 +48,8 @@ class Denoiser(nn.Module):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        if conditioning == "auto":
+            conditioning = getattr(parameterization, "conditioning", None) or "log_snr"
         if scale_input and input_scale_of(parameterization, torch.ones(1), torch.ones(1)) is not None:
             raise ValueError(f"{parameterization!r} scales the network input itself (c_in); set denoiser.scale_input=false")
         self.model = model

@@ -205,11 +205,15 @@ class EDM(X0):
         c_out = σ̃ σ_d/√(σ̃² + σ_d²),   c_in = 1/√(σ̃² + σ_d²),   c_noise = ¼ ln σ̃,
 
     with σ_d = `sigma_data`. out = F̂; x̂ = D. The network sees c_in x̃ = z/√(σ² + α² σ_d²)
-    (`input_scale`, applied by the `Denoiser`); c_noise is `Denoiser(conditioning="log_sigma_tilde")`.
+    (`input_scale`, applied by the `Denoiser`); c_noise is `Denoiser(conditioning="log_sigma_tilde")`,
+    which `conditioning="auto"` (difflab-train's default) picks from `conditioning` below.
     The regression target (EDM Eq. 8, F = (x − c_skip x̃)/c_out) is written without cancellation:
         F = (σ̃ x/σ_d − σ_d ε)/√(σ̃² + σ_d²).
     ε − ε̂ = (x̂ − x)/σ̃ is formed from x̂ as for `X0`; EDM's loss λ(σ̃)‖D − x‖², λ = (σ̃² + σ_d²)/(σ̃ σ_d)²,
     is `weighting=edm`."""
+
+    #: the noise conditioning of EDM's Table 1 (c_noise = ¼ ln σ̃) that `Denoiser(conditioning="auto")` uses
+    conditioning = "log_sigma_tilde"
 
     name = "edm"
 
