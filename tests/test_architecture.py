@@ -19,12 +19,12 @@ LAYERS = [
     ("models", "data", "losses", "samplers", "likelihood", "metrics", "plotting", "loggers", "ema", "fused"),
     ("lit_module", "checkpoints", "runs"),
     ("evaluation",),
-    ("callbacks", "report", "report_common", "report_plots", "report_wandb"),
+    ("callbacks",),
     ("training", "demo", "scoring", "studies"),  # each command's work, from a composed config
     ("cli",),
 ]
 # import cycles allowed for now, each one exactly this set of modules
-KNOWN_CYCLES: list[set[str]] = []  # none left: report / report_plots share the leaf report_common
+KNOWN_CYCLES: list[set[str]] = []  # none left: studies.table / studies.plots share the leaf studies.common
 
 
 def layer_of(module: str) -> int:
@@ -187,7 +187,7 @@ FOREIGN = ("torch", "lightning", "pytorch_lightning", "lightning_fabric", "hydra
 PRIVATE_OK_IN = {"compat"}
 # private attributes of other libraries' objects, which compat.py does not cover
 OTHER_LIBRARIES = {
-    "_json_dict",  # wandb's run summary (report_wandb)
+    "_json_dict",  # wandb's run summary (studies.wandb)
 }
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from difflab.cli.report import main as report_main
-from difflab.report import load_study, split_overrides
+from difflab.studies.jobs import load_study
+from difflab.studies.overrides import split_overrides
 from helpers.reports import table_rows
 
 
@@ -162,7 +163,7 @@ def test_nfe_plot_series_and_the_floor_line(tmp_path):
     """Metric vs NFE: one series per sampler (and other swept setting); a sweep of the step count
     alone is one series, not one per job; the real-vs-real floor (mean of `<metric>_floor`
     over the jobs) is drawn as a line, so a curve reaching it is seen to."""
-    from difflab.report_plots import floor_value, nfe_series
+    from difflab.studies.plots import floor_value, nfe_series
 
     for steps, swd, floor in ((5, 1.0, 0.2), (20, 0.3, 0.22), (10, 0.5, 0.21)):
         fake_job(tmp_path / "a", f"sampler.steps={steps}", metrics={"swd": swd, "swd_floor": floor, "nfe": 2 * steps})
@@ -206,15 +207,16 @@ def test_columns_say_whose_number_they_are(tmp_path):
 
 def test_report_plots_import_no_private_name_of_report():
     """report ↔ report_plots was once an import cycle (report_plots took report's private
-    `_label` / `_slug`); both now import the leaf module report_common, and report_plots never report."""
+    `_label` / `_slug`); studies.table and studies.plots both import the leaf module studies.common,
+    and studies.plots never studies.table."""
     import ast
     from pathlib import Path
 
-    import difflab.report_common as common
-    import difflab.report_plots as plots
+    import difflab.studies.common as common
+    import difflab.studies.plots as plots
 
     imported = [n for n in ast.walk(ast.parse(Path(plots.__file__).read_text())) if isinstance(n, ast.ImportFrom)]
-    assert all(n.module != "report" for n in imported)
+    assert all(n.module not in ("table", "jobs") for n in imported)
     assert not [a.name for n in imported for a in n.names if a.name.startswith("_")]
     leaf = [n for n in ast.walk(ast.parse(Path(common.__file__).read_text())) if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert not [n for n in leaf if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("difflab"))]

@@ -83,7 +83,7 @@ def test_job_directories_name_only_the_swept_overrides():
 
 
 def test_a_long_or_path_job_name_becomes_a_hash():
-    from difflab.runs import job_dirname
+    from difflab.studies.overrides import job_dirname
 
     long = ",".join(f"data.means=[[{i},0],[3,{i}]]" for i in range(20))
     names = [job_dirname(n) for n in (long, long + "x", "data.root=/a/b", "data.root=/a/c")]

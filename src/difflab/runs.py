@@ -141,22 +141,6 @@ def summary_lines(prog: str, failed: list[tuple[Path, str]], total: int | None =
     return lines
 
 
-#: a job directory name longer than this (bytes) is replaced by a hash (file systems allow 255)
-MAX_DIRNAME = 200
-
-
-def job_dirname(overrides: str) -> str:
-    """A -m job's directory name (`hydra.sweep.subdir`): its swept overrides, as Hydra's
-    override_dirname gives them (`schedule=cosine,weighting=elbo`); `overrides-<sha1>` of them when
-    they hold a '/' (a path as value) or exceed MAX_DIRNAME bytes. "" (nothing swept): the job
-    writes into the sweep's output directory itself."""
-    import hashlib
-
-    if "/" in overrides or len(overrides.encode()) > MAX_DIRNAME:
-        return "overrides-" + hashlib.sha1(overrides.encode()).hexdigest()[:12]
-    return overrides
-
-
 def run_dir(resume) -> str:
     """`output`'s default: the run being resumed (`resume=DIR`), else runs/<timestamp with
     microseconds>. (`${oc.select:resume,...}` returned the null of an unset `resume`, and Hydra

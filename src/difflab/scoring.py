@@ -12,7 +12,7 @@ import torch
 from .config_check import UsageError, refuse_existing
 from .evaluation import METRICS, SAMPLE_METRICS, SamplerChoice, build_target, evaluate, options, resolve_device, set_threads
 from .progress import program
-from .report_common import header
+from .studies.common import header
 from .utils import RunLock, provenance, save_npz, write_json
 
 PROG = "difflab-eval"

@@ -11,7 +11,8 @@ from pathlib import Path
 from ..config_check import CONFIG_DIR, UsageError, one_line  # noqa: F401 - the names every script (and test) uses
 from ..config_check import check_override_types as _check_override_types
 from ..config_check import did_you_mean as _did_you_mean
-from ..runs import job_dirname, run_dir
+from ..runs import run_dir
+from ..studies.overrides import job_dirname
 
 
 def _register_resolvers() -> None:

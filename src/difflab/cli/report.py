@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     if (args.multirun_dir is None) == (args.wandb is None) or bool(args.wandb) != bool(args.group):
         parser.error("give a multirun directory, or --wandb ENTITY/PROJECT with --group G")
     from ..progress import Progress, program
-    from ..report import study, write_report, write_study
+    from ..studies.jobs import study
+    from ..studies.table import write_report, write_study
 
     try:
         with program("difflab-report"):  # the progress line of a long plotting step names the command
             if args.wandb:
-                from ..report_wandb import wandb_jobs
+                from ..studies.wandb import wandb_jobs
 
                 out = args.out or Path(f"report_{args.group}")
                 with Progress(f"reading the runs of W&B group {args.group}"):

@@ -97,7 +97,7 @@ def dirname_override(jobs: Sequence[Sequence[str]]) -> str:
     """The override that names each job directory after its swept overrides only: Hydra's
     override_dirname with every key that takes one value in all jobs excluded (and output, the
     sweep's own directory). `schedule=linear,cosine weighting=elbo,simple experiment=gmm` →
-    job directories `schedule=cosine,weighting=elbo`, ... (see `runs.job_dirname`)."""
+    job directories `schedule=cosine,weighting=elbo`, ... (see `studies.overrides.job_dirname`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()

@@ -176,13 +176,10 @@ def _name(sampler) -> str:
 def save(tuned: TunedGrid, path, comment: str = "") -> None:
     """Write the tuned grid as a `sampler` config node (YAML; usable as a conf/sampler/ option, and
     as `sampler.grid=tuned:<path>`), times in full float64 precision, `comment` as header lines."""
-    import os
-
     import yaml
+
+    from ..utils import write_text
 
     head = "".join(f"# {line}\n" for line in comment.strip().splitlines()) if comment.strip() else ""
     text = head + yaml.safe_dump(tuned.sampler_node(), sort_keys=False, default_flow_style=None)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)  # atomic: a reader sees the old grid or the new one

@@ -1,7 +1,7 @@
-"""What the study report's table (`report`) and its plots (`report_plots`) share: the job record,
+"""What the study report's table (`studies.table`) and its plots (`studies.plots`) share: the job record,
 the labels and file names made from it, which metrics are results, and whose number a column is.
 
-A leaf module (it imports nothing of difflab), so `report` and `report_plots` both import it and
+A leaf module (it imports nothing of difflab), so `table`, `plots` and `jobs` import it and
 never each other's private names.
 """
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""The plots of a study report (`report.write_study`): metric vs NFE and metric vs weighting,
+"""The plots of a study report (`studies.table.write_study`): metric vs NFE and metric vs weighting,
 one series per swept setting with the real-vs-real floor dashed, and the loss curves."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .report_common import Job, plotted, slug, varies
-from .report_common import label as job_label
+from .common import Job, plotted, slug, varies
+from .common import label as job_label
 
 
 def _plt():

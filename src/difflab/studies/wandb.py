@@ -2,7 +2,7 @@
 -m logger=wandb names the group after the sweep's output directory and each run after its job
 directory, e.g. `schedule=cosine,weighting=elbo`).
 
-A run gives a `report.Job`: its overrides from the run's name (else the leaves of its config that
+A run gives a `studies.common.Job`: its overrides from the run's name (else the leaves of its config that
 differ between runs), its metrics from the run summary (eval_at_end's numbers with their `_se`;
 what the history also holds, the logged training values, is left out), and its loss curves from
 the run history.
@@ -13,8 +13,10 @@ import math
 import os
 from pathlib import Path
 
-from .loggers import has_wandb_key
-from .report import SKIP_KEYS, Job, add_last_validation, expand_lists, split_overrides
+from ..loggers import has_wandb_key
+from .common import Job
+from .jobs import SKIP_KEYS, add_last_validation, expand_lists
+from .overrides import split_overrides
 
 
 class WandbUnavailable(ValueError):
