@@ -158,3 +158,14 @@ def test_registered_user_weighting_is_a_name_like_the_built_in_ones(toy_ext):
         DiffusionLoss(VPSDE(), Epsilon(), weighting="nope")
     with pytest.raises(ValueError, match=r"has no option weighting.bais .*; it takes .*, bias$"):
         DiffusionLoss(VPSDE(), Epsilon(), weighting="toy_sigmoid_fn", bais=1.0)
+
+
+def test_eval_callback_takes_a_users_metric_by_dotted_path(toy_ext):
+    """EvalCallback(metrics=[..., "toy_ext.mean_radius"]): the path registers the user's function
+    before the callback checks its metric names (it was refused as unknown)."""
+    from difflab.callbacks.eval import EvalCallback
+
+    cb = EvalCallback(metrics=["swd", "toy_ext.mean_radius"], num_samples=16)
+    assert cb.metrics == ("swd", "toy_ext.mean_radius")
+    with pytest.raises(ValueError, match="unknown metrics"):
+        EvalCallback(metrics=["toy_ext.no_such_metric"], num_samples=16)
