@@ -13,6 +13,7 @@ running job resumes it from its own last.ckpt, and it ends bit-identical to an u
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -153,15 +154,18 @@ def test_sweep_through_slurm(tmp_path, slurm):
     launcher = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"]
     env = job_env(slurm.env)
     nowait = tmp_path / "nowait"
-    t0 = time.time()
+    t0, used0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(_cmd(nowait, [*launcher, "hydra.launcher.wait=false"]), capture_output=True, text=True, timeout=120, env=env)
-    took = time.time() - t0
+    took, used = time.time() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (used.ru_utime - used0.ru_utime) + (used.ru_stime - used0.ru_stime)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     m = re.search(r"submitted 3 jobs \(([\d_ ]+)\) without waiting", r.stdout)
     assert m and str(nowait) in r.stdout, r.stdout[-2000:]
-    # it returned at once: the submitting process imports neither torch nor Lightning (the jobs do)
-    print(f"wait=false returned after {took:.1f} s")
-    assert took < 10, f"wait=false took {took:.1f} s to submit 3 jobs"
+    # it returned at once: the submitting process composes and checks the 3 jobs and submits them,
+    # under 10 s of its own CPU time (wall time on a machine running other tests is not the command's;
+    # 6.5 s of wall time measured under load, docs/studies.md)
+    print(f"wait=false returned after {took:.1f} s ({cpu:.1f} s CPU)")
+    assert cpu < 10 and took < 30, f"wait=false took {took:.1f} s ({cpu:.1f} s CPU) to submit 3 jobs"
     # it did not wait: every job is still queued or running, none has its results (each takes ~10 s here)
     queue = subprocess.run(["squeue", "-h", "-o", "%i %t"], capture_output=True, text=True, env=slurm.env).stdout.split("\n")
     array = m.group(1).split()[0].split("_")[0]  # one job array; squeue may fold pending tasks into 12_[1-2]
