@@ -24,13 +24,17 @@ import numpy as np
 import pytest
 import torch
 
-COMMON = [
+#: the model, data, optimiser and length of the run
+RUN = [
     "data=gmm", "data.num_train=64", "data.num_val=0", "+data.shuffle=true",
     "model=mlp", "model.dim=2", "model.hidden=32", "model.depth=2", "optim.eps=1e-4", "weighting=simple",
-    "process=vp", "parameterization=eps", "logger=csv", "callbacks=none",
-    "per_sample_noise=true", "optim.lr=1e-2", "ema.decay=0.5", "ema.warmup=false", "checkpoint_every=2",
-    "trainer.max_steps=3", "trainer.limit_val_batches=0", "trainer.log_every_n_steps=1",
-    "+trainer.enable_progress_bar=false",
+    "process=vp", "parameterization=eps", "callbacks=none",
+    "per_sample_noise=true", "optim.lr=1e-2", "ema.decay=0.5", "ema.warmup=false",
+    "trainer.max_steps=3", "trainer.limit_val_batches=0", "+trainer.enable_progress_bar=false",
+]
+#: RUN through difflab-train, with logs, checkpoints and eval_at_end
+COMMON = [
+    *RUN, "logger=csv", "checkpoint_every=2", "trainer.log_every_n_steps=1",
     "eval_at_end=[swd]", "evaluation.num_samples=64", "evaluation.num_reference=64", "sampler.steps=4",
 ]
 ONE_PROCESS = ["trainer=cpu", "data.batch_size=8"]
@@ -95,19 +99,12 @@ def assert_identical_run(one: Path, two: Path) -> None:
 
 
 def compose_train(out: Path, overrides):
-    """difflab-train's config (Hydra's compose API) of COMMON's model and data with logger=none and
-    no evaluation, for in-process runs (`difflab.cli.train.train(cfg, out)`)."""
+    """difflab-train's config (Hydra's compose API) of RUN with logger=none and no evaluation, for
+    in-process runs (`difflab.cli.train.train(cfg, out)`)."""
     from hydra import compose, initialize_config_dir
 
     from difflab.config_check import CONFIG_DIR
 
-    base = [
-        f"output={out}", "data=gmm", "data.num_train=64", "data.num_val=0", "+data.shuffle=true",
-        "model=mlp", "model.dim=2", "model.hidden=32", "model.depth=2", "optim.eps=1e-4", "weighting=simple", "process=vp",
-        "parameterization=eps", "logger=none", "callbacks=none",
-        "per_sample_noise=true", "optim.lr=1e-2", "ema.decay=0.5", "ema.warmup=false",
-        "trainer.max_steps=3", "trainer.limit_val_batches=0", "trainer.enable_model_summary=false",
-        "+trainer.enable_progress_bar=false",
-    ]
+    base = [f"output={out}", *RUN, "logger=none", "trainer.enable_model_summary=false"]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=base + overrides)

@@ -30,7 +30,6 @@ from torch import Tensor
 from ..evaluation import (
     FEATURE_METRICS,
     LIKELIHOOD_METRICS,
-    METRICS,
     MIXTURE_METRICS,
     SAMPLE_METRICS,
     SEED_CHUNK,
@@ -103,11 +102,8 @@ class EvalCallback(Callback):
         reference_split: str = "train",
     ):
         super().__init__()
-        # weights: difflab-eval / eval_at_end (it needs the exact mixture). A dotted path to a user's
-        # metric registers it first, so the allowed names below include it
-        for m in metrics:
-            METRICS.find(m)
-        check_metrics(metrics, tuple(m for m in SAMPLE_METRICS if m not in MIXTURE_METRICS) + LIKELIHOOD_METRICS)
+        # weights: difflab-eval / eval_at_end (it needs the exact mixture)
+        check_metrics(metrics, exclude=MIXTURE_METRICS)
         if every_n_epochs < 1 or num_samples < 2 or batch_size < 1:
             raise ValueError("EvalCallback: every_n_epochs >= 1, num_samples >= 2 and batch_size >= 1 are required, got "
                              f"{every_n_epochs}, {num_samples}, {batch_size}")

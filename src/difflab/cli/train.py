@@ -20,8 +20,8 @@ from .entry import hydra_entry
 
 def train(cfg, out: Path):
     """`training.train` with this command line's overrides and -m sweep (none under the compose API).
-    torch and Lightning are imported here, in the process that trains: a `-m` sweep's submitting
-    process (hydra.launcher.wait=false on SLURM) composes and submits in ~2 s without them."""
+    torch and Lightning are imported here, in the process that trains, not in a `-m` sweep's
+    submitting process (hydra.launcher.wait=false on SLURM; its cost: docs/studies.md)."""
     from .. import training
 
     sweep = sweep_dir()

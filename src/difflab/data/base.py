@@ -68,7 +68,7 @@ class StepSampler(Sampler[int]):
     So W processes with batch B make exactly the global batches of one process with batch
     W·B (DistributedSampler's layout), and one process accumulating A micro-batches of B
     reads, in micro-batch m, exactly what rank m of A processes reads: with the per-rank
-    gradients summed as DDP sums them (each halved, then added), 1 process × A = A processes
+    gradients summed as DDP sums them (each scaled by 1/A, then added), 1 process × A = A processes
     to the bit. `__iter__` starts where `batches_done()` (micro-batches) says the run is: a
     resumed run reads the batches an uninterrupted one would have read.
     """
@@ -137,7 +137,7 @@ class DeviceBatches:
     def __iter__(self):
         s, b = self.sampler, self.sampler.batch_size
         done = int(s.batches_done()) if s.batches_done is not None else 0
-        epoch, offset = divmod(done, s.batches_per_epoch)
+        epoch = done // s.batches_per_epoch  # the flips' epoch; `s` starts at the right micro-batch
         order = torch.as_tensor(list(iter(s)), dtype=torch.long).to(self.data.device, non_blocking=True)
         if self.flip:  # a generator on the data's device, wherever the data were moved
             g = torch.Generator(device=self.data.device).manual_seed(self.seed * 1_000_003 + epoch)
@@ -275,7 +275,7 @@ class BaseDataModule(L.LightningDataModule):
         self.setup("fit")
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1) if trainer is not None else 1
+        accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
         if len(self.train_set) < accumulate * world * self.batch_size:
             raise ValueError(f"the training set ({len(self.train_set)} items) is smaller than one global batch "
                              f"({world} processes x {accumulate} accumulated x data.batch_size={self.batch_size}); "

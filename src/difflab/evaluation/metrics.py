@@ -72,12 +72,14 @@ def discover_metrics(config_dirs) -> list[str]:
     return added
 
 
-def check_metrics(metrics: Sequence[str], allowed: Sequence[str] = METRICS) -> tuple[str, ...]:
+def check_metrics(metrics: Sequence[str], exclude: Sequence[str] = ()) -> tuple[str, ...]:
+    """`metrics` if each is registered (a dotted path registers its function first) and not in `exclude`."""
     for m in metrics:
         METRICS.find(m)  # a dotted path: imports (and so registers) its function
+    allowed = [m for m in METRICS if m not in exclude]
     unknown = sorted(set(metrics) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose from {list(allowed)}")
+        raise ValueError(f"unknown metrics {unknown}; choose from {allowed}")
     return tuple(metrics)
 
 

@@ -17,7 +17,6 @@ Everything else — the executor, its parameters, the pickled job — is the plu
 """
 
 
-import submitit
 import logging
 import os
 import sys
@@ -31,6 +30,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
+from submitit.core.utils import FailedJobError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class _Launcher(BaseSubmititLauncher):
             params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         try:
             jobs = executor.map_array(self, *zip(*params))
-        except submitit.core.utils.FailedJobError as e:  # sbatch refused: no SLURM here, a bad partition, ...
+        except FailedJobError as e:  # sbatch refused: no SLURM here, a bad partition, ...
             from difflab.config_check import UsageError
 
             why = "; ".join(line.strip() for line in str(e).splitlines() if "fatal" in line or "error" in line)[-400:]
