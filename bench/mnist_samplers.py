@@ -16,8 +16,12 @@ Peers, given the network's own schedule and the common grid families:
 A peer's model call at noise (α, σ) evaluates our network at t = t(λ), λ = 2 log(α/σ). Every configuration's
 network evaluations are counted and must not exceed its NFE budget (Heun: 2 N − 1 ≤ budget).
 
+Held out: every configuration (ours and the peers alike) runs on the tuning seeds (`--tune-seeds`, `--tune-n`
+samples each); each library's best per NFE is then scored on the scoring seeds (`--seeds`, `--n` samples each),
+which nothing was chosen on. The script refuses overlapping seed sets.
+
     PYTHONPATH=src python bench/mnist_samplers.py --ckpt runs/mnist/checkpoints/last.ckpt --root data \
-        [--n 2000] [--seeds 0 1] [--nfe 5 10 20] [--out bench/results/mnist_samplers.json]
+        [--tune-seeds 100] [--tune-n 500] [--seeds 0 1] [--n 2000] [--nfe 5 10 20] [--out bench/results/mnist_samplers.json]
 """
 from __future__ import annotations
 
@@ -122,18 +126,58 @@ def kd_run(model: Counted, name: str, grid: str, nfe: int, x_T: torch.Tensor) ->
     return KD[name](x0, x_T.double() * sigmas[0], sigmas, disable=True, **kw).float()
 
 
+def run_config(model: Counted, clf, ref, lib: str, name: str, grid, nfe: int, seeds, n: int, batch: int) -> dict:
+    """FID of one configuration at one NFE budget for each seed (n samples from that seed's noise)."""
+    from difflab.metrics import extract
+    from difflab.metrics.quality import FeatureStats, frechet_distance
+
+    fids, used, t0 = [], 0, time.time()
+    for seed in seeds:
+        x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+        outs = []
+        for xb in x_T.split(batch):
+            model.calls = 0
+            if lib == "ours":
+                xs = ours(model, name, nfe, xb)
+            elif lib == "diffusers":
+                xs = diffusers_run(model, name, nfe, xb)
+            else:
+                xs = kd_run(model, name, grid, nfe, xb)
+            used = max(used, model.calls)
+            outs.append(xs.clamp(-1, 1))
+        if used > nfe:
+            raise AssertionError(f"{lib} {name} {grid or ''}: {used} network evaluations for a budget of {nfe}")
+        fids.append(frechet_distance(ref, FeatureStats.from_features(extract(clf, torch.cat(outs)))))
+    return {"lib": lib, "sampler": name, "grid": grid, "nfe_budget": nfe, "nfe": used, "seeds": list(seeds), "n": n,
+            "fid": fids, "fid_mean": sum(fids) / len(fids), "seconds": round(time.time() - t0, 1)}
+
+
+def picks(rows: list[dict], nfe: int) -> list[dict]:
+    """Each library's best configuration at this NFE (lowest mean FID): the tuning stage's choice."""
+    out = []
+    for lib in ("ours", "diffusers", "k-diffusion"):
+        cand = [r for r in rows if r["lib"] == lib and r["nfe_budget"] == nfe]
+        if cand:
+            out.append(min(cand, key=lambda r: r["fid_mean"]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckpt", required=True)
     ap.add_argument("--root", required=True, help="MNIST root (holding MNIST/raw)")
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--tune-seeds", type=int, nargs="+", default=[100], help="seeds every choice is made on")
+    ap.add_argument("--tune-n", type=int, default=500, help="samples per tuning seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="scoring seeds (disjoint from --tune-seeds)")
+    ap.add_argument("--n", type=int, default=2000, help="samples per scoring seed")
     ap.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=None, help="configuration names to run (default: all)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "mnist_samplers.json"))
     args = ap.parse_args()
+    if set(args.tune_seeds) & set(args.seeds):
+        ap.error(f"tuning seeds {args.tune_seeds} and scoring seeds {args.seeds} must be disjoint")
     torch.set_num_threads(args.threads)
 
     from difflab.data import MNISTDataModule
@@ -146,56 +190,51 @@ def main() -> None:
     clf = data_classifier(dm)
     test = dm.labelled_images("val")[0]
     ref = FeatureStats.from_features(extract(clf, test.float() / 127.5 - 1))
-    train = dm.labelled_images("train")[0][: args.n].float() / 127.5 - 1
-    floor = frechet_distance(ref, FeatureStats.from_features(extract(clf, train)))
+    train = dm.labelled_images("train")[0]
+    floors = {n: frechet_distance(ref, FeatureStats.from_features(extract(clf, train[:n].float() / 127.5 - 1)))
+              for n in sorted({args.n, args.tune_n})}
     model = Counted(target)
 
     configs = [("ours", s, None) for s in OURS] + [("diffusers", s, None) for s in DIFFUSERS]
     configs += [("k-diffusion", s, g) for s in KD for g in ("karras", "exponential")]
     if args.only:
         configs = [c for c in configs if c[1] in args.only or f"{c[1]}-{c[2]}" in args.only]
-    res = {"protocol": {"n": args.n, "seeds": args.seeds, "reference": "10k MNIST test images, classifier features",
-                        "floor": floor, "ckpt": args.ckpt}, "runs": []}
+    res = {"protocol": {"tune_seeds": args.tune_seeds, "tune_n": args.tune_n, "seeds": args.seeds, "n": args.n,
+                        "reference": "10k MNIST test images, classifier features",
+                        "floor": floors[args.n], "floor_tune": floors[args.tune_n], "ckpt": args.ckpt,
+                        "rule": "every configuration runs on the tuning seeds; each library's best per NFE is scored on the "
+                                "scoring seeds, which no choice was made on"},
+           "tuning": [], "runs": []}
+
+    def save():
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+
     for nfe in args.nfe:
         for lib, name, grid in configs:
-            fids, used, t0 = [], 0, time.time()
-            for seed in args.seeds:
-                x_T = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
-                outs = []
-                for xb in x_T.split(args.batch):
-                    model.calls = 0
-                    if lib == "ours":
-                        xs = ours(model, name, nfe, xb)
-                    elif lib == "diffusers":
-                        xs = diffusers_run(model, name, nfe, xb)
-                    else:
-                        xs = kd_run(model, name, grid, nfe, xb)
-                    used = max(used, model.calls)
-                    outs.append(xs.clamp(-1, 1))
-                if used > nfe:
-                    raise AssertionError(f"{lib} {name} {grid or ''}: {used} network evaluations for a budget of {nfe}")
-                f = FeatureStats.from_features(extract(clf, torch.cat(outs)))
-                fids.append(frechet_distance(ref, f))
-            row = {"lib": lib, "sampler": name, "grid": grid, "nfe_budget": nfe, "nfe": used, "fid": fids,
-                   "fid_mean": sum(fids) / len(fids), "seconds": round(time.time() - t0, 1)}
+            row = run_config(model, clf, ref, lib, name, grid, nfe, args.tune_seeds, args.tune_n, args.batch)
+            res["tuning"].append(row)
+            print("tune", json.dumps(row), flush=True)
+            save()
+        for p in picks(res["tuning"], nfe):
+            row = run_config(model, clf, ref, p["lib"], p["sampler"], p["grid"], nfe, args.seeds, args.n, args.batch)
             res["runs"].append(row)
-            print(json.dumps(row), flush=True)
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+            print("score", json.dumps(row), flush=True)
+            save()
     summarize(res)
 
 
 def summarize(res: dict) -> None:
-    print(f"floor (n training images vs test statistics): {res['protocol']['floor']:.3f}")
+    print(f"floor ({res['protocol']['n']} training images vs test statistics): {res['protocol']['floor']:.3f}")
     for nfe in sorted({r["nfe_budget"] for r in res["runs"]}):
         rows = [r for r in res["runs"] if r["nfe_budget"] == nfe]
-        best = {lib: min((r for r in rows if r["lib"] == lib), key=lambda r: r["fid_mean"], default=None)
-                for lib in ("ours", "diffusers", "k-diffusion")}
-        peer = min((b for k, b in best.items() if k != "ours" and b), key=lambda r: r["fid_mean"], default=None)
-        o = best["ours"]
+        o = next((r for r in rows if r["lib"] == "ours"), None)
+        peer = min((r for r in rows if r["lib"] != "ours"), key=lambda r: r["fid_mean"], default=None)
         if o and peer:
+            per_seed = [a / b for a, b in zip(o["fid"], peer["fid"])]
             print(f"NFE {nfe}: ours {o['sampler']} {o['fid_mean']:.3f} | best peer {peer['lib']} {peer['sampler']} "
-                  f"{peer['grid'] or ''} {peer['fid_mean']:.3f} | ratio {o['fid_mean'] / peer['fid_mean']:.3f}")
+                  f"{peer['grid'] or ''} {peer['fid_mean']:.3f} | ratio {o['fid_mean'] / peer['fid_mean']:.3f} "
+                  f"(per seed {', '.join(f'{x:.3f}' for x in per_seed)})")
 
 
 if __name__ == "__main__":

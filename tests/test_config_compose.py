@@ -138,6 +138,14 @@ def test_experiment_overrides_are_applied():
     assert abs(sum(p.numel() for p in model.parameters()) - 35.7e6) < 0.05e6
 
 
+
+def test_vdm_recipe_starts_at_the_paper_s_endpoints():
+    """VDM (Kingma et al. 2021, Sec. 5 / Appendix): γ(t) = −log SNR(t) with γ_min = −13.3 at t = 0 and
+    γ_max = 5 at t = 1, so log-SNR runs from 13.3 (nearly clean) down to −5."""
+    process = instantiate(cfg_of("experiment=vdm_cifar10").process)
+    lam = process.log_snr(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(lam.double(), torch.tensor([13.3, -5.0], dtype=torch.float64), atol=1e-4, rtol=0)
+
 # ------------------------------------------------------------------ fast_dev_run of every recipe
 TINY_UNET = ["model.ch=16", "model.ch_mult=[1,2]", "model.num_res_blocks=1", "model.attn_resolutions=[16]", "model.num_groups=8"]
 
