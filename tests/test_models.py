@@ -1,5 +1,6 @@
 """Networks: the DDPM CIFAR-10 UNet has Ho et al.'s 35.7M parameters (and diffusers' count for the
 same architecture), any image size works, bf16 autocast on CPU stays finite, configs instantiate."""
+import math
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,34 @@ def test_networks_on_the_test_device_match_the_cpu(name, device):
     with torch.autocast(device.type, dtype=torch.bfloat16):
         pred = den(x.to(device), torch.full((5,), 0.5, device=device))
     assert pred.eps.dtype == torch.float32 and torch.isfinite(pred.eps).all()
+
+
+# ------------------------------------------------------------------ VDM's Fourier features of the input
+def test_base2_fourier_features_are_vdm_s():
+    """Kingma et al. 2021, Appendix C (VDM's Base2FourierFeatures): for channel c and exponent n the
+    features sin(2ⁿ·2π·x_c), cos(2ⁿ·2π·x_c); sines first, then cosines, each in channel-major order."""
+    from difflab.models.unet import base2_fourier_features
+
+    x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(0)).clamp(-1.5, 1.5)
+    ns = (6, 7)
+    got = base2_fourier_features(x, ns)
+    assert got.shape == (2, 2 * 3 * 2, 4, 5) and got.dtype == torch.float32
+    for c in range(3):
+        for k, n in enumerate(ns):
+            arg = (2.0**n) * 2 * math.pi * x[:, c].double()  # float32 products: |arg| ≤ 1.2e3, error ≤ ~1e-4
+            torch.testing.assert_close(got[:, c * 2 + k].double(), torch.sin(arg), atol=5e-4, rtol=0)
+            torch.testing.assert_close(got[:, 6 + c * 2 + k].double(), torch.cos(arg), atol=5e-4, rtol=0)
+    # n = 7 has a period of 2⁻⁷ on x: one 8-bit bin of [−1, 1] (2/255) is nearly one period
+    xs = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    torch.testing.assert_close(base2_fourier_features(xs + 2.0**-7, (7,)), base2_fourier_features(xs, (7,)), atol=5e-4, rtol=0)
+
+
+def test_unet_with_fourier_features_widens_only_its_input_convolution():
+    plain = UNet(in_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=8, num_groups=8)
+    ff = UNet(in_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=8, num_groups=8,
+              fourier_features=(6, 7))
+    assert ff.conv_in.in_channels == 1 + 2 * 2 and plain.conv_in.in_channels == 1
+    extra = sum(p.numel() for p in ff.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == 4 * 16 * 3 * 3  # four more input channels of conv_in, nothing else
+    x = torch.randn(3, 1, 8, 8)
+    assert ff(x, torch.zeros(3)).shape == x.shape

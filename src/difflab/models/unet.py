@@ -25,6 +25,18 @@ from .embeddings import NoiseEmbedding, check_conditioning
 from .options import apply_model_options
 
 
+def base2_fourier_features(x: Tensor, exponents: Sequence[int]) -> Tensor:
+    """VDM's Fourier features of the network input (Kingma et al. 2021, Sec. 3.4 / Appendix C,
+    `Base2FourierFeatures`): for every channel c and exponent n, sin(2ⁿ · 2π · x_c) and
+    cos(2ⁿ · 2π · x_c). [B, C, H, W] → [B, 2·C·N, H, W]: the sines then the cosines, each channel-major
+    (index c·N + k for exponent k), as VDM's `repeat` / `tile`. With 8-bit data on [−1, 1] (bins 2/255
+    apart) n = 7 has a period of one bin, which lets the network see the fine structure that decides the
+    likelihood at high SNR. Computed in float32 whatever the autocast dtype."""
+    w = (2.0 ** torch.as_tensor(list(exponents), dtype=torch.float32, device=x.device)) * (2 * math.pi)
+    h = x.float().repeat_interleave(len(w), dim=1) * w.repeat(x.shape[1])[None, :, None, None]
+    return torch.cat([torch.sin(h), torch.cos(h)], dim=1)
+
+
 def _norm(ch: int, num_groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups, ch, eps=1e-6)
 
@@ -93,7 +105,9 @@ class UNet(nn.Module):
     attn_resolutions: spatial sizes (as computed from image_size) that get self-attention;
     dropout; image_size: the training size (only used to place attention); num_groups of
     GroupNorm (must divide every width); num_heads of attention; emb_max_period of the
-    sinusoidal noise embedding (see `difflab.models.embeddings` for the ranges of c).
+    sinusoidal noise embedding (see `difflab.models.embeddings` for the ranges of c);
+    fourier_features: exponents n of VDM's input Fourier features (`base2_fourier_features`; VDM
+    uses 6, 7), concatenated to the input channels; empty (the default) for none.
     compile, channels_last: see `difflab.models.options` (DiffusionModule applies them after
     its shape check; a network instantiated directly applies them itself).
     """
@@ -101,7 +115,7 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 3, ch: int = 128, ch_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attn_resolutions: Sequence[int] = (16,), dropout: float = 0.1, image_size: int = 32,
                  out_channels: int | None = None, num_groups: int = 32, num_heads: int = 1,
-                 emb_max_period: float = 10000.0,
+                 emb_max_period: float = 10000.0, fourier_features: Sequence[int] = (),
                  compile=False, channels_last: bool = False):
         super().__init__()
         ch_mult, attn_resolutions = tuple(int(m) for m in ch_mult), tuple(int(r) for r in attn_resolutions)
@@ -116,7 +130,8 @@ class UNet(nn.Module):
         self.image_size = int(image_size)
         emb_dim = 4 * ch
         self.embed = NoiseEmbedding(ch, emb_dim, emb_max_period)
-        self.conv_in = nn.Conv2d(self.in_channels, ch, 3, padding=1)
+        self.fourier_features = tuple(int(n) for n in fourier_features or ())
+        self.conv_in = nn.Conv2d(self.in_channels * (1 + 2 * len(self.fourier_features)), ch, 3, padding=1)
 
         self.down = nn.ModuleList()
         skip_widths, cur, res = [ch], ch, self.image_size
@@ -165,6 +180,8 @@ class UNet(nn.Module):
             raise ValueError(f"UNet expects images [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}; "
                              f"set model.in_channels to the data's channel count")
         emb = self.embed(check_conditioning(x, c))
+        if self.fourier_features:
+            x = torch.cat([x, base2_fourier_features(x, self.fourier_features).to(x.dtype)], dim=1)
         h = self.conv_in(x)
         skips = [h]
         for stage in self.down:
