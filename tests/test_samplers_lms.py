@@ -130,3 +130,12 @@ def test_vp_uniform_t_below_sigma_max(pid):
     torch.testing.assert_close(tau.diff(), tau.diff().mean().expand(steps - 1), atol=1e-9, rtol=1e-6)
     with pytest.raises(ValueError, match="sigma_max"):
         make_grid(process, steps, "vp_uniform_t", sigma_max=1e-4)
+    # the same grid by name, as a sampler YAML writes it (grid: vp_uniform_t@12)
+    torch.testing.assert_close(make_grid(process, steps, f"vp_uniform_t@{cap:g}"), ts, atol=0, rtol=0)
+
+
+def test_a_sigma_cap_on_a_grid_without_one_is_refused():
+    with pytest.raises(ValueError, match=r"only vp_uniform_t take a σ̃ cap.*use grid=uniform_t"):
+        make_grid(PROCS["vp"], 5, "uniform_t@10")
+    with pytest.raises(ValueError, match="must be a number"):
+        make_grid(PROCS["vp"], 5, "vp_uniform_t@ten")

@@ -52,7 +52,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "dpm_solver_sde": SamplerSpec.make(exponential.dpm_solver_sde, "uniform_log_snr", lambda o: 1),
     "dpm_solver_3m_sde": SamplerSpec.make(exponential.dpm_solver_3m_sde, "uniform_log_snr", lambda o: 1),
     "unipc": SamplerSpec.make(exponential.unipc, "uniform_log_snr", lambda o: 1),
-    "lms": SamplerSpec.make(multistep.lms, "uniform_t", lambda o: 1),  # + 1 NFE in all with to_zero
+    "lms": SamplerSpec.make(multistep.lms, "vp_uniform_t@10", lambda o: 1),  # + 1 NFE in all with to_zero
 }
 
 

@@ -25,6 +25,7 @@ injects no noise). Grids are written in α, σ, λ only, never by process type:
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -165,16 +166,26 @@ def load_tuned(path, steps: int) -> Tensor:
 
 
 def make_grid(process, steps: int, grid="uniform_t", **kwargs) -> Tensor:
-    """A grid by name, `tuned:<file>` (a tuned grid's YAML, `load_tuned`), a callable, or an explicit
-    descending sequence of times."""
+    """A grid by name, `<name>@<σ̃_max>` (the grid below a σ̃ cap: `vp_uniform_t@10` is
+    `vp_uniform_t` with sigma_max=10), `tuned:<file>` (a tuned grid's YAML, `load_tuned`), a
+    callable, or an explicit descending sequence of times."""
     if callable(grid):
         ts = grid(process, steps, **kwargs)
     elif isinstance(grid, str) and grid.startswith(TUNED_PREFIX):
         ts = load_tuned(grid[len(TUNED_PREFIX):], steps)
     elif isinstance(grid, str):
-        if grid not in GRIDS:
-            raise ValueError(f"unknown grid {grid!r}; choose one of {sorted(GRIDS)} or tuned:<file>")
-        ts = GRIDS[grid](process, steps, **kwargs)
+        name, at, cap = grid.partition("@")
+        if name not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r}; choose one of {sorted(GRIDS)}, <grid>@<sigma_max> or tuned:<file>")
+        if at:
+            capped = [g for g, fn in GRIDS.items() if "sigma_max" in inspect.signature(fn).parameters]
+            if name not in capped:
+                raise ValueError(f"grid {grid!r}: only {', '.join(capped)} take a σ̃ cap (@<sigma_max>); use grid={name}")
+            try:
+                kwargs = {**kwargs, "sigma_max": float(cap)}
+            except ValueError:
+                raise ValueError(f"grid {grid!r}: the σ̃ cap after @ must be a number, e.g. {name}@10") from None
+        ts = GRIDS[name](process, steps, **kwargs)
     else:
         ts = torch.as_tensor(grid, dtype=torch.float64).flatten()
     ts = torch.as_tensor(ts, dtype=torch.float64)
