@@ -10,9 +10,10 @@ tuned, so no hyper-parameter of ours was chosen on these seeds or this network.
 Peers, given the network's own schedule and the common grid families:
 - diffusers: DDIM, DPMSolverMultistep (2M, 3M), UniPC, Euler, Heun, LMS on the network's own schedule
   (`trained_betas` with ᾱ_k = sigmoid(λ((k + 1)/1000)), the continuous-SNR schedule it was trained on), and
-  with Karras σ where the scheduler offers it;
+  with Karras σ, Lu's uniform λ (`use_lu_lambdas`) and the trailing spacing where the scheduler offers them;
 - k-diffusion (tests/kdiffusion_ref.py, its code): euler, heun, lms, dpmpp_2m, dpmpp_3m (η = 0) on Karras
-  (ρ = 7) and exponential σ grids over the network's σ̃ = σ/α range [e^(−λ_max/2), e^(−λ_min/2)].
+  (ρ = 7) and exponential σ grids over the network's σ̃ = σ/α range [e^(−λ_max/2), e^(−λ_min/2)], and on our
+  grids `uniform_t` and `vp_uniform_t@10` (σ̃ of their times, then a last move to σ = 0).
 A peer's model call at noise (α, σ) evaluates our network at t = t(λ), λ = 2 log(α/σ). Every configuration's
 network evaluations are counted and must not exceed its NFE budget (Heun: 2 N − 1 ≤ budget).
 
@@ -39,7 +40,11 @@ import kdiffusion_ref as kd  # noqa: E402
 
 OURS = ("ddim", "dpm_solver", "dpm_solver_3m", "unipc", "lms", "ode_heun")
 DIFFUSERS = ("DDIM", "DPMSolverMultistep", "DPMSolverMultistep-3M", "DPMSolverMultistep-karras", "UniPC",
-             "UniPC-karras", "Euler", "Euler-karras", "Heun", "LMS", "LMS-karras")
+             "UniPC-karras", "Euler", "Euler-karras", "Heun", "LMS", "LMS-karras",
+             # the spacings and λ grid diffusers offers besides its default: Lu et al.'s uniform λ, trailing
+             "DPMSolverMultistep-lu", "DPMSolverMultistep-trailing", "UniPC-trailing", "DDIM-trailing")
+#: k-diffusion's own σ grids, and ours (every grid our samplers' YAMLs use: the peers get them too)
+KD_GRIDS = ("karras", "exponential", "uniform_t", "vp_uniform_t@10")
 KD = {"euler": kd.sample_euler, "heun": kd.sample_heun, "lms": kd.sample_lms, "dpmpp_2m": kd.sample_dpmpp_2m,
       "dpmpp_3m": kd.sample_dpmpp_3m_sde}
 CONF = Path(__file__).resolve().parents[1] / "src" / "difflab" / "conf" / "sampler"
@@ -91,6 +96,10 @@ def diffusers_run(model: Counted, name: str, nfe: int, x_T: torch.Tensor) -> tor
         kw["use_karras_sigmas"] = True
     if variant == "3M":
         kw["solver_order"] = 3
+    if variant == "lu":
+        kw["use_lu_lambdas"] = True
+    if variant == "trailing":
+        kw["timestep_spacing"] = "trailing"
     cls = {"DDIM": diffusers.DDIMScheduler, "Euler": diffusers.EulerDiscreteScheduler, "Heun": diffusers.HeunDiscreteScheduler,
            "LMS": diffusers.LMSDiscreteScheduler, "DPMSolverMultistep": diffusers.DPMSolverMultistepScheduler,
            "UniPC": diffusers.UniPCMultistepScheduler}[base]
@@ -114,7 +123,14 @@ def diffusers_run(model: Counted, name: str, nfe: int, x_T: torch.Tensor) -> tor
 def kd_run(model: Counted, name: str, grid: str, nfe: int, x_T: torch.Tensor) -> torch.Tensor:
     n = (nfe + 1) // 2 if name == "heun" else nfe
     smin, smax = math.exp(-model.lam_max / 2), math.exp(-model.lam_min / 2)
-    sigmas = (kd.get_sigmas_karras if grid == "karras" else kd.get_sigmas_exponential)(n, smin, smax).double()
+    if grid in ("karras", "exponential"):
+        sigmas = (kd.get_sigmas_karras if grid == "karras" else kd.get_sigmas_exponential)(n, smin, smax).double()
+    else:  # one of our grids: its n times t_max … t_min as σ̃ = e^(−λ/2), then k-diffusion's last move to σ = 0
+        from difflab.samplers.grids import make_grid
+
+        ts = make_grid(model.process, n - 1, grid) if n > 1 else torch.tensor([model.process.t_max], dtype=torch.float64)
+        sig = torch.exp(-0.5 * model.process.log_snr(ts).double())
+        sigmas = torch.cat([sig, sig.new_zeros(1)])
     # dpmpp_3m: k-diffusion's 3M SDE sampler at η = 0 (deterministic; the noise sampler is never drawn from)
     kw = {"eta": 0.0, "noise_sampler": lambda s, sn: torch.zeros_like(x_T, dtype=torch.float64)} if name == "dpmpp_3m" else {}
 
@@ -196,9 +212,9 @@ def main() -> None:
     model = Counted(target)
 
     configs = [("ours", s, None) for s in OURS] + [("diffusers", s, None) for s in DIFFUSERS]
-    configs += [("k-diffusion", s, g) for s in KD for g in ("karras", "exponential")]
+    configs += [("k-diffusion", s, g) for s in KD for g in KD_GRIDS]
     if args.only:
-        configs = [c for c in configs if c[1] in args.only or f"{c[1]}-{c[2]}" in args.only]
+        configs = [c for c in configs if c[1] in args.only or f"{c[1]}-{c[2]}" in args.only or f"{c[0]}:{c[1]}" in args.only]
     res = {"protocol": {"tune_seeds": args.tune_seeds, "tune_n": args.tune_n, "seeds": args.seeds, "n": args.n,
                         "reference": "10k MNIST test images, classifier features",
                         "floor": floors[args.n], "floor_tune": floors[args.tune_n], "ckpt": args.ckpt,
