@@ -113,7 +113,8 @@ def test_sample_quality_names_protocol_and_warns(digits, net):
     with pytest.warns(UserWarning, match="500 samples"):
         out = sample_quality(fr, ff, ("fid", "kid", "is"), features="learned", fake_logits=lg, kid_subsets=5)
     assert set(out) == {"fid_learned_n500", "fid_learned_n500_floor", "num_real_floor", "kid_learned_n500",
-                        "kid_learned_n500_std", "is_learned_n500", "is_learned_n500_std"}
+                        "kid_learned_n500_std", "kid_learned_n500_floor", "kid_learned_n500_floor_std",
+                        "is_learned_n500", "is_learned_n500_std"}
     # no held-out features: the last 500 of the 1000 real ones are held out, the rest is the floor's reference
     assert out["fid_learned_n500_floor"] == pytest.approx(fid(fr[:500], fr[500:1000])) and out["num_real_floor"] == 500
     assert protocol_key("fid", 2000) == "fid_n2k" and protocol_key("fid", 50000) == "fid_n50k"
@@ -149,6 +150,30 @@ def test_fid_floor_is_a_perfect_models_fid_under_the_same_protocol():
     d = torch.tensor(diffs)
     mean, se = float(d.mean()), float(d.std() / math.sqrt(reps))
     assert abs(mean) < 3 * se, f"E[fid - floor] = {mean:.4f} ± {se:.4f}, expected 0"
+
+
+def test_kid_floor_is_a_perfect_models_kid_under_the_same_protocol():
+    """KID (Bińkowski et al. 2018) is an unbiased estimate of the squared MMD, so a perfect model's KID and
+    the floor (the held-out real examples against the same reference) both average 0: E[kid - floor] = 0,
+    and the floor itself is 0 within noise."""
+    N, n, reps = 600, 200, 30
+    diffs, floors = [], []
+    for r in range(reps):
+        draw = _gaussian_draws(torch.Generator().manual_seed(100 + r))
+        ref, fake, held = draw(N), draw(n), draw(n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = sample_quality(ref, fake, ("kid",), features="x", held_features=held, kid_subsets=20)
+        assert out["kid_x_n200_floor"] == pytest.approx(kid(ref, held, subsets=20)[0])
+        diffs.append(out["kid_x_n200"] - out["kid_x_n200_floor"])
+        floors.append(out["kid_x_n200_floor"])
+    for name, v in (("kid - floor", torch.tensor(diffs)), ("floor", torch.tensor(floors))):
+        mean, se = float(v.mean()), float(v.std() / math.sqrt(reps))
+        assert abs(mean) < 3 * se, f"E[{name}] = {mean:.5f} ± {se:.5f}, expected 0"
+    # a model off by a shift scores far above its floor
+    draw = _gaussian_draws(torch.Generator().manual_seed(7))
+    out = sample_quality(draw(N), draw(n) + 0.5, ("kid",), features="x", held_features=draw(n), kid_subsets=20)
+    assert out["kid_x_n200"] > out["kid_x_n200_floor"] + 5 * out["kid_x_n200_std"]
 
 
 def test_fid_floor_without_held_out_data_holds_out_part_of_the_reference():

@@ -209,11 +209,14 @@ def sample_quality(
     """FID / KID / IS of generated features against real ones, named by protocol.
 
     Returns e.g. {"fid_n2k": …, "fid_n2k_floor": …, "num_real_floor": …, "kid_n2k": …,
-    "kid_n2k_std": …, "is_n2k": …, "is_n2k_std": …}; with fewer held-out examples than samples
-    "fid_n2k_floor": None and "fid_n2k_floor_unavailable": the reason. The floor is the FID of the first n of
+    "kid_n2k_std": …, "kid_n2k_floor": …, "kid_n2k_floor_std": …, "is_n2k": …, "is_n2k_std": …};
+    with fewer held-out examples than samples "fid_n2k_floor": None and "fid_n2k_floor_unavailable":
+    the reason (KID's floor alike). The floor is the FID of the first n of
     `held_features` (real examples outside the reference) against the same reference as the
     samples; without them, that of the last min(n, N/2) real features against the rest (module
     docstring). An FID within noise of its floor is as good as real data under this protocol.
+    KID's floor is KID of the same held-out examples against the same reference (KID is unbiased,
+    so for a perfect model both have the same expectation, ≈ 0).
     KID's and IS's spread over subsets/splits (torch-fidelity's protocol) is reported as
     `_std` (a standard deviation over subsets, not a standard error).
     """
@@ -234,6 +237,17 @@ def sample_quality(
     if "kid" in metrics:
         key = protocol_key("kid", n, features)
         out[key], out[key + "_std"] = kid(real_features, fake_features, subsets=kid_subsets)
+        if floor:  # the same held-out examples as the FID floor, against the same reference features
+            if held_features is not None and held_features.shape[0] >= 2:
+                reference, held = real_features, held_features[:n]
+            else:
+                k = min(n, real_features.shape[0] // 2)
+                reference, held = real_features[:-k], real_features[-k:]
+            if held.shape[0] >= n and held.shape[0] >= 2:
+                out[key + "_floor"], out[key + "_floor_std"] = kid(reference, held, subsets=kid_subsets)
+            else:
+                out[key + "_floor"] = None
+                out[key + "_floor_unavailable"] = floor_unavailable(held.shape[0], n) or "no real examples outside the reference"
     if "is" in metrics:
         if fake_logits is None:
             raise ValueError("IS needs class logits of the generated samples (fake_logits)")

@@ -48,7 +48,7 @@ def varies(jobs: list[Job], metric: str) -> bool:
 
 def plotted(metrics: list[str]) -> list[str]:
     """The metrics worth a plot: results, not reference values (swd_floor) or counts."""
-    return [m for m in metrics if not m.endswith(("_floor", "num_samples")) and m not in ("data_shape", "num_real_floor")]
+    return [m for m in metrics if not m.endswith(("_floor", "_floor_std", "num_samples")) and m not in ("data_shape", "num_real_floor")]
 
 
 #: the columns that are the data's numbers, not the model's, and what each is

@@ -118,7 +118,7 @@ def plot_eval_curves(jobs, swept, out: Path) -> list[Path]:
     """The EvalCallback's metrics against the training step (`eval/<metric>` columns of the CSV log),
     one panel per metric, every job a line; ± its standard error where the callback logged one."""
     names = sorted({k for j in jobs for k in j.curves if k.startswith("eval/") and k != "eval/seconds"
-                    and not k.endswith(("_se", "_floor")) and "num_" not in k})
+                    and not k.endswith(("_se", "_floor", "_floor_std")) and "num_" not in k})
     if not names:
         return []
     plt = _plt()
