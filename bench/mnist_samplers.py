@@ -5,8 +5,8 @@ Metric: FID in the MNIST protocol classifier's features (`features=classifier`, 
 samples against the 10,000 test images' statistics; the floor is n training images against the same
 statistics. A configuration's score is its mean FID over the prior seeds.
 
-Ours: each deterministic sampler exactly as its `conf/sampler/<name>.yaml` default (grid and options), nothing
-tuned, so no hyper-parameter of ours was chosen on these seeds or this network.
+Ours: each deterministic sampler as its `conf/sampler/<name>.yaml` default (grid and options), and on the
+grid families the peers get (`edm` = Karras ρ = 7, `uniform_t`).
 Peers, given the network's own schedule and the common grid families:
 - diffusers: DDIM, DPMSolverMultistep (2M, 3M), UniPC, Euler, Heun, LMS on the network's own schedule
   (`trained_betas` with ᾱ_k = sigmoid(λ((k + 1)/1000)), the continuous-SNR schedule it was trained on), and
@@ -43,6 +43,8 @@ DIFFUSERS = ("DDIM", "DPMSolverMultistep", "DPMSolverMultistep-3M", "DPMSolverMu
              "UniPC-karras", "Euler", "Euler-karras", "Heun", "LMS", "LMS-karras",
              # the spacings and λ grid diffusers offers besides its default: Lu et al.'s uniform λ, trailing
              "DPMSolverMultistep-lu", "DPMSolverMultistep-trailing", "UniPC-trailing", "DDIM-trailing")
+#: ours on the grid families the peers get (Karras ρ = 7 is our `edm`), besides each YAML's own grid (None)
+OURS_GRIDS = ("edm", "uniform_t")
 #: k-diffusion's own σ grids, and ours (every grid our samplers' YAMLs use: the peers get them too)
 KD_GRIDS = ("karras", "exponential", "uniform_t", "vp_uniform_t@10")
 KD = {"euler": kd.sample_euler, "heun": kd.sample_heun, "lms": kd.sample_lms, "dpmpp_2m": kd.sample_dpmpp_2m,
@@ -70,7 +72,7 @@ class Counted:
         return self.den(z, t)
 
 
-def ours(model: Counted, name: str, nfe: int, x_T: torch.Tensor):
+def ours(model: Counted, name: str, nfe: int, x_T: torch.Tensor, grid: str | None = None):
     from omegaconf import OmegaConf
 
     from difflab.evaluation import SamplerChoice
@@ -78,6 +80,8 @@ def ours(model: Counted, name: str, nfe: int, x_T: torch.Tensor):
 
     node = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"), resolve=True)
     node["steps"] = max(1, nfe // 2) if name == "ode_heun" else nfe  # our Heun: 2 evaluations per step
+    if grid is not None:  # one of the grid families the peers get, instead of the YAML's
+        node["grid"] = grid
     choice = SamplerChoice.from_config(node)
     with torch.no_grad():
         return sample(model, model.process, tuple(x_T.shape), choice.sampler, choice.steps, x_T=x_T, grid=choice.grid,
@@ -154,7 +158,7 @@ def run_config(model: Counted, clf, ref, lib: str, name: str, grid, nfe: int, se
         for xb in x_T.split(batch):
             model.calls = 0
             if lib == "ours":
-                xs = ours(model, name, nfe, xb)
+                xs = ours(model, name, nfe, xb, grid)
             elif lib == "diffusers":
                 xs = diffusers_run(model, name, nfe, xb)
             else:
@@ -211,10 +215,11 @@ def main() -> None:
               for n in sorted({args.n, args.tune_n})}
     model = Counted(target)
 
-    configs = [("ours", s, None) for s in OURS] + [("diffusers", s, None) for s in DIFFUSERS]
+    configs = [("ours", s, g) for s in OURS for g in (None,) + OURS_GRIDS] + [("diffusers", s, None) for s in DIFFUSERS]
     configs += [("k-diffusion", s, g) for s in KD for g in KD_GRIDS]
     if args.only:
-        configs = [c for c in configs if c[1] in args.only or f"{c[1]}-{c[2]}" in args.only or f"{c[0]}:{c[1]}" in args.only]
+        keys = lambda c: {c[1], f"{c[1]}-{c[2]}", f"{c[0]}:{c[1]}", f"{c[0]}:{c[1]}-{c[2]}"}  # noqa: E731
+        configs = [c for c in configs if keys(c) & set(args.only)]
     res = {"protocol": {"tune_seeds": args.tune_seeds, "tune_n": args.tune_n, "seeds": args.seeds, "n": args.n,
                         "reference": "10k MNIST test images, classifier features",
                         "floor": floors[args.n], "floor_tune": floors[args.tune_n], "ckpt": args.ckpt,
