@@ -19,6 +19,7 @@ Everything else — the executor, its parameters, the pickled job — is the plu
 
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,12 @@ class _Launcher(BaseSubmititLauncher):
             if fail_fast and failure(out) is not None:
                 for other in jobs[k + 1:]:
                     other.cancel(check=False)
+                    # submitit's local cancel is a SIGINT to the job's controller, which a process started with
+                    # SIGINT ignored (pytest-xdist workers, nohup) never sees: SIGTERM is what the controller
+                    # forwards to its task, whose SaveLast saves and stops (a SLURM job's cancel is scancel)
+                    controller = getattr(other, "_process", None)
+                    if controller is not None and controller.poll() is None:
+                        controller.send_signal(signal.SIGTERM)
                 from difflab.cli.entry import StopSweep
 
                 raise StopSweep(str(out))
