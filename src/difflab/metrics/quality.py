@@ -118,17 +118,25 @@ def fid_floor(real_features: Tensor, n: int, real_stats: FeatureStats | None = N
     without them the last k = min(n, N/2) of `real_features` are held out and the rest is the
     floor's reference. With k < n held-out examples the floor is NaN (not computed: it would sit
     above a perfect model's FID), with a warning; `floor_unavailable(k, n)` says why."""
+    reference, held = floor_split(real_features, n, held_features)
+    k = int(held.shape[0])
     if held_features is not None and held_features.shape[0] >= 2:
-        held = held_features[:n]
-        reference = real_stats if real_stats is not None else real_features
-        if warn_few_held_out(held.shape[0], n):
-            return math.nan, int(held.shape[0])
-    else:
-        k = min(n, real_features.shape[0] // 2)
-        if warn_few_held_out(k, n, "more reference examples (num_reference >= 2 x the samples)") or k < 2:
+        if warn_few_held_out(k, n):
             return math.nan, k
-        reference, held = real_features[:-k], real_features[-k:]
-    return fid(reference, held), int(held.shape[0])
+        reference = real_stats if real_stats is not None else reference
+    elif warn_few_held_out(k, n, "more reference examples (num_reference >= 2 x the samples)") or k < 2:
+        return math.nan, k
+    return fid(reference, held), k
+
+
+def floor_split(real_features: Tensor, n: int, held_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(reference, held-out) features of a real-vs-real floor for n samples: the first n of
+    `held_features` against all of `real_features`, or without them the last k = min(n, N/2) real
+    features against the rest (module docstring)."""
+    if held_features is not None and held_features.shape[0] >= 2:
+        return real_features, held_features[:n]
+    k = min(n, real_features.shape[0] // 2)
+    return real_features[:-k], real_features[-k:]
 
 
 def floor_unavailable(k: int, n: int) -> str | None:
@@ -238,11 +246,7 @@ def sample_quality(
         key = protocol_key("kid", n, features)
         out[key], out[key + "_std"] = kid(real_features, fake_features, subsets=kid_subsets)
         if floor:  # the same held-out examples as the FID floor, against the same reference features
-            if held_features is not None and held_features.shape[0] >= 2:
-                reference, held = real_features, held_features[:n]
-            else:
-                k = min(n, real_features.shape[0] // 2)
-                reference, held = real_features[:-k], real_features[-k:]
+            reference, held = floor_split(real_features, n, held_features)
             if held.shape[0] >= n and held.shape[0] >= 2:
                 out[key + "_floor"], out[key + "_floor_std"] = kid(reference, held, subsets=kid_subsets)
             else:
