@@ -6,7 +6,8 @@ samples against the 10,000 test images' statistics; the floor is n training imag
 statistics. A configuration's score is its mean FID over the prior seeds.
 
 Ours: each deterministic sampler as its `conf/sampler/<name>.yaml` default (grid and options), and on the
-grid families the peers get (`edm` = Karras ρ = 7, `uniform_t`).
+grid families the peers get (`edm` = Karras ρ = 7, `uniform_t`); UniPC also at order 2 (`unipc_2`; diffusers'
+UniPC is order 2 by default and gets order 3 as `UniPC-3M`).
 Peers, given the network's own schedule and the common grid families:
 - diffusers: DDIM, DPMSolverMultistep (2M, 3M), UniPC, Euler, Heun, LMS on the network's own schedule
   (`trained_betas` with ᾱ_k = sigmoid(λ((k + 1)/1000)), the continuous-SNR schedule it was trained on), and
@@ -20,6 +21,12 @@ network evaluations are counted and must not exceed its NFE budget (Heun: 2 N �
 Held out: every configuration (ours and the peers alike) runs on the tuning seeds (`--tune-seeds`, `--tune-n`
 samples each); each library's best per NFE is then scored on the scoring seeds (`--seeds`, `--n` samples each),
 which nothing was chosen on. The script refuses overlapping seed sets.
+
+Tuned grids (`--tuned NFE=FILE`): a grid that `difflab-tune-grid` fitted to this network on tuning draws (the
+global objective of LD3, docs/samplers.md) joins the tuning stage at that NFE for every sampler of ours and of
+k-diffusion alike (ours run its K + 1 times to σ̃_min; k-diffusion gets the same σ̃ = σ/α points). With `--only`
+naming each library's earlier pick, the picks over (earlier configurations ∪ tuned grid) are the same as a
+full rerun's, since every earlier configuration already lost to those picks on the same tuning seeds.
 
     PYTHONPATH=src python bench/mnist_samplers.py --ckpt runs/mnist/checkpoints/last.ckpt --root data \
         [--tune-seeds 100] [--tune-n 500] [--seeds 0 1] [--n 2000] [--nfe 5 10 20] [--out bench/results/mnist_samplers.json]
@@ -38,11 +45,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import kdiffusion_ref as kd  # noqa: E402
 
-OURS = ("ddim", "dpm_solver", "dpm_solver_3m", "unipc", "lms", "ode_heun")
+OURS = ("ddim", "dpm_solver", "dpm_solver_3m", "unipc", "unipc_2", "lms", "ode_heun")
+#: ours with an option other than its YAML's (diffusers' UniPC is order 2 by default; it gets order 3 as UniPC-3M)
+VARIANTS = {"unipc_2": ("unipc", {"order": 2})}
 DIFFUSERS = ("DDIM", "DPMSolverMultistep", "DPMSolverMultistep-3M", "DPMSolverMultistep-karras", "UniPC",
              "UniPC-karras", "Euler", "Euler-karras", "Heun", "LMS", "LMS-karras",
              # the spacings and λ grid diffusers offers besides its default: Lu et al.'s uniform λ, trailing
-             "DPMSolverMultistep-lu", "DPMSolverMultistep-trailing", "UniPC-trailing", "DDIM-trailing")
+             "DPMSolverMultistep-lu", "DPMSolverMultistep-trailing", "UniPC-trailing", "DDIM-trailing", "UniPC-3M")
 #: ours on the grid families the peers get (Karras ρ = 7 is our `edm`), besides each YAML's own grid (None)
 OURS_GRIDS = ("edm", "uniform_t")
 #: k-diffusion's own σ grids, and ours (every grid our samplers' YAMLs use: the peers get them too)
@@ -78,7 +87,8 @@ def ours(model: Counted, name: str, nfe: int, x_T: torch.Tensor, grid: str | Non
     from difflab.evaluation import SamplerChoice
     from difflab.samplers import sample
 
-    node = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"), resolve=True)
+    base, options = VARIANTS.get(name, (name, {}))
+    node = {**OmegaConf.to_container(OmegaConf.load(CONF / f"{base}.yaml"), resolve=True), **options}
     node["steps"] = max(1, nfe // 2) if name == "ode_heun" else nfe  # our Heun: 2 evaluations per step
     if grid is not None:  # one of the grid families the peers get, instead of the YAML's
         node["grid"] = grid
@@ -129,6 +139,10 @@ def kd_run(model: Counted, name: str, grid: str, nfe: int, x_T: torch.Tensor) ->
     smin, smax = math.exp(-model.lam_max / 2), math.exp(-model.lam_min / 2)
     if grid in ("karras", "exponential"):
         sigmas = (kd.get_sigmas_karras if grid == "karras" else kd.get_sigmas_exponential)(n, smin, smax).double()
+    elif grid.startswith("tuned:"):  # a grid fitted by difflab-tune-grid: its n + 1 times, as ours run it (to σ̃_min)
+        from difflab.samplers.grids import make_grid
+
+        sigmas = torch.exp(-0.5 * model.process.log_snr(make_grid(model.process, n, grid)).double())
     else:  # one of our grids: its n times t_max … t_min as σ̃ = e^(−λ/2), then k-diffusion's last move to σ = 0
         from difflab.samplers.grids import make_grid
 
@@ -184,18 +198,38 @@ def picks(rows: list[dict], nfe: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--ckpt", required=True)
-    ap.add_argument("--root", required=True, help="MNIST root (holding MNIST/raw)")
+    ap.add_argument("--ckpt", help="the checkpoint (required unless --report)")
+    ap.add_argument("--root", help="MNIST root (holding MNIST/raw; required unless --report)")
     ap.add_argument("--tune-seeds", type=int, nargs="+", default=[100], help="seeds every choice is made on")
     ap.add_argument("--tune-n", type=int, default=500, help="samples per tuning seed")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="scoring seeds (disjoint from --tune-seeds)")
     ap.add_argument("--n", type=int, default=2000, help="samples per scoring seed")
     ap.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20])
-    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=64, help="network batch (64 is the CPU's fastest for 28x28)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=None, help="configuration names to run (default: all)")
+    ap.add_argument("--tuned", nargs="*", default=[], metavar="NFE=FILE",
+                    help="a grid fitted by difflab-tune-grid on tuning seeds (its steps = NFE), run by ours and by "
+                         "k-diffusion's samplers alike at that NFE, e.g. 10=runs/tuned10/grid.yaml")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "mnist_samplers.json"))
+    ap.add_argument("--report", metavar="JSON", nargs="+",
+                    help="only print the table and draw the plot of finished runs' JSONs; a later JSON's scored picks "
+                         "replace an earlier one's at the NFEs it ran (a --tuned rerun with --only naming the earlier "
+                         "picks); the plot is written beside the first")
     args = ap.parse_args()
+    if args.report:
+        res = json.loads(Path(args.report[0]).read_text())
+        for later in args.report[1:]:
+            more = json.loads(Path(later).read_text())
+            assert more["protocol"]["seeds"] == res["protocol"]["seeds"] and more["protocol"]["n"] == res["protocol"]["n"]
+            nfes = {r["nfe_budget"] for r in more["runs"]}
+            res["runs"] = [r for r in res["runs"] if r["nfe_budget"] not in nfes] + more["runs"]
+            res["tuning"] += more["tuning"]
+        summarize(res)
+        print("plot:", plot(res, Path(args.report[0]).with_suffix(".png")))
+        return
+    if not (args.ckpt and args.root):
+        ap.error("--ckpt and --root are required (unless --report)")
     if set(args.tune_seeds) & set(args.seeds):
         ap.error(f"tuning seeds {args.tune_seeds} and scoring seeds {args.seeds} must be disjoint")
     torch.set_num_threads(args.threads)
@@ -231,8 +265,11 @@ def main() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
 
+    tuned = dict(t.split("=", 1) for t in args.tuned)
     for nfe in args.nfe:
-        for lib, name, grid in configs:
+        extra = [(lib, s, f"tuned:{tuned[str(nfe)]}") for lib, names in (("ours", OURS), ("k-diffusion", KD))
+                 for s in names if s != "heun" and s != "ode_heun"] if str(nfe) in tuned else []
+        for lib, name, grid in configs + extra:
             row = run_config(model, clf, ref, lib, name, grid, nfe, args.tune_seeds, args.tune_n, args.batch)
             res["tuning"].append(row)
             print("tune", json.dumps(row), flush=True)
@@ -243,6 +280,7 @@ def main() -> None:
             print("score", json.dumps(row), flush=True)
             save()
     summarize(res)
+    print("plot:", plot(res, Path(args.out).with_suffix(".png")))
 
 
 def summarize(res: dict) -> None:
@@ -256,6 +294,48 @@ def summarize(res: dict) -> None:
             print(f"NFE {nfe}: ours {o['sampler']} {o['fid_mean']:.3f} | best peer {peer['lib']} {peer['sampler']} "
                   f"{peer['grid'] or ''} {peer['fid_mean']:.3f} | ratio {o['fid_mean'] / peer['fid_mean']:.3f} "
                   f"(per seed {', '.join(f'{x:.3f}' for x in per_seed)})")
+
+
+def plot(res: dict, path: Path) -> Path:
+    """FID on the scoring seeds against NFE, one line per library's tuning pick (its name at each point), the
+    floor dashed; error bars: the spread of the per-seed FIDs."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for lib, style, dy in (("ours", "o-", -11), ("diffusers", "s--", 6), ("k-diffusion", "^--", -2)):
+        rows = sorted((r for r in res["runs"] if r["lib"] == lib), key=lambda r: r["nfe_budget"])
+        if not rows:
+            continue
+        x = [r["nfe_budget"] for r in rows]
+        y = [r["fid_mean"] for r in rows]
+        err = [(max(r["fid"]) - min(r["fid"])) / 2 for r in rows]
+        ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label="difflab" if lib == "ours" else lib)
+        for r in rows:
+            ax.annotate(f"{r['sampler']}{'/' + r['grid'] if r['grid'] else ''}", (r["nfe_budget"], r["fid_mean"]),
+                        textcoords="offset points", xytext=(5, dy), fontsize=6, color=ax.lines[-1].get_color())
+    p = res["protocol"]
+    ax.axhline(p["floor"], color="grey", ls=":", label=f"floor ({p['n']} training digits)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    nfes = sorted({r["nfe_budget"] for r in res["runs"]})
+    ax.set_xticks(nfes, [str(n) for n in nfes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlim(min(nfes) * 0.85, max(nfes) * 1.6)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_xlabel("network evaluations (NFE)")
+    ax.set_ylabel(f"FID, classifier features, n = {p['n']} (mean of seeds {p['seeds']})")
+    ax.set_title("MNIST: each library's pick on the tuning seeds, scored on others", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
