@@ -22,6 +22,12 @@ Held out: every configuration (ours and the peers alike) runs on the tuning seed
 samples each); each library's best per NFE is then scored on the scoring seeds (`--seeds`, `--n` samples each),
 which nothing was chosen on. The script refuses overlapping seed sets.
 
+Stochastic samplers (`--stochastic`): ours (`dpm_solver_sde`, `dpm_solver_3m_sde` at η = 1, `ancestral`,
+`edm_stochastic` with its YAML's churn), diffusers' SDE-DPM-Solver++ (its own and Karras σ), Euler ancestral and DDPM,
+and k-diffusion's DPM-Solver++ 2M/3M SDE at η = 1 on its grids and ours. Each draws its per-step noise from its own
+generator seeded by (seed, batch), so the initial noise is shared and the later noise is not: their FIDs differ by
+chance as well as by method.
+
 Tuned grids (`--tuned NFE=FILE`): a grid that `difflab-tune-grid` fitted to this network on tuning draws (the
 global objective of LD3, docs/samplers.md) joins the tuning stage at that NFE for every sampler of ours and of
 k-diffusion alike (ours run its K + 1 times to σ̃_min; k-diffusion gets the same σ̃ = σ/α points). With `--only`
@@ -52,12 +58,18 @@ DIFFUSERS = ("DDIM", "DPMSolverMultistep", "DPMSolverMultistep-3M", "DPMSolverMu
              "UniPC-karras", "Euler", "Euler-karras", "Heun", "LMS", "LMS-karras",
              # the spacings and λ grid diffusers offers besides its default: Lu et al.'s uniform λ, trailing
              "DPMSolverMultistep-lu", "DPMSolverMultistep-trailing", "UniPC-trailing", "DDIM-trailing", "UniPC-3M")
-#: ours on the grid families the peers get (Karras ρ = 7 is our `edm`), besides each YAML's own grid (None)
-OURS_GRIDS = ("edm", "uniform_t")
+#: `--stochastic`: samplers that draw fresh noise at every step (their own generator, seeded by (seed, batch));
+#: ours at their YAML options (η = 1 for the DPM-Solver SDEs, EDM's churn), the peers' counterparts at η = 1
+OURS_SDE = ("dpm_solver_sde", "dpm_solver_3m_sde", "ancestral", "edm_stochastic")
+DIFFUSERS_SDE = ("DPMSolverMultistep-sde", "DPMSolverMultistep-sdekarras", "EulerAncestral", "DDPM")
+KD_SDE = ("dpmpp_2m_sde", "dpmpp_3m_sde")
+#: ours on every grid family the peers get (Karras ρ = 7 is our `edm`, exponential σ our `uniform_log_snr`, and
+#: our own two that k-diffusion also gets), besides each YAML's own grid (None; a family equal to it is not rerun)
+OURS_GRIDS = ("edm", "uniform_t", "uniform_log_snr", "vp_uniform_t@10")
 #: k-diffusion's own σ grids, and ours (every grid our samplers' YAMLs use: the peers get them too)
 KD_GRIDS = ("karras", "exponential", "uniform_t", "vp_uniform_t@10")
 KD = {"euler": kd.sample_euler, "heun": kd.sample_heun, "lms": kd.sample_lms, "dpmpp_2m": kd.sample_dpmpp_2m,
-      "dpmpp_3m": kd.sample_dpmpp_3m_sde}
+      "dpmpp_3m": kd.sample_dpmpp_3m_sde, "dpmpp_2m_sde": kd.sample_dpmpp_2m_sde, "dpmpp_3m_sde": kd.sample_dpmpp_3m_sde}
 CONF = Path(__file__).resolve().parents[1] / "src" / "difflab" / "conf" / "sampler"
 
 
@@ -81,7 +93,7 @@ class Counted:
         return self.den(z, t)
 
 
-def ours(model: Counted, name: str, nfe: int, x_T: torch.Tensor, grid: str | None = None):
+def ours(model: Counted, name: str, nfe: int, x_T: torch.Tensor, grid: str | None = None, gen=None):
     from omegaconf import OmegaConf
 
     from difflab.evaluation import SamplerChoice
@@ -89,16 +101,16 @@ def ours(model: Counted, name: str, nfe: int, x_T: torch.Tensor, grid: str | Non
 
     base, options = VARIANTS.get(name, (name, {}))
     node = {**OmegaConf.to_container(OmegaConf.load(CONF / f"{base}.yaml"), resolve=True), **options}
-    node["steps"] = max(1, nfe // 2) if name == "ode_heun" else nfe  # our Heun: 2 evaluations per step
+    node["steps"] = max(1, nfe // 2) if base in ("ode_heun", "edm_stochastic") else nfe  # Heun: 2 evaluations per step
     if grid is not None:  # one of the grid families the peers get, instead of the YAML's
         node["grid"] = grid
     choice = SamplerChoice.from_config(node)
     with torch.no_grad():
         return sample(model, model.process, tuple(x_T.shape), choice.sampler, choice.steps, x_T=x_T, grid=choice.grid,
-                      **choice.options).samples
+                      generator=gen, **choice.options).samples
 
 
-def diffusers_run(model: Counted, name: str, nfe: int, x_T: torch.Tensor) -> torch.Tensor:
+def diffusers_run(model: Counted, name: str, nfe: int, x_T: torch.Tensor, gen=None) -> torch.Tensor:
     import diffusers
 
     base, _, variant = name.partition("-")
@@ -106,8 +118,10 @@ def diffusers_run(model: Counted, name: str, nfe: int, x_T: torch.Tensor) -> tor
     ac = torch.sigmoid(lam)
     betas = 1 - ac / torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
     kw = dict(num_train_timesteps=1000, trained_betas=betas.tolist())
-    if variant == "karras":
+    if variant in ("karras", "sdekarras"):
         kw["use_karras_sigmas"] = True
+    if variant.startswith("sde"):
+        kw["algorithm_type"] = "sde-dpmsolver++"
     if variant == "3M":
         kw["solver_order"] = 3
     if variant == "lu":
@@ -116,8 +130,9 @@ def diffusers_run(model: Counted, name: str, nfe: int, x_T: torch.Tensor) -> tor
         kw["timestep_spacing"] = "trailing"
     cls = {"DDIM": diffusers.DDIMScheduler, "Euler": diffusers.EulerDiscreteScheduler, "Heun": diffusers.HeunDiscreteScheduler,
            "LMS": diffusers.LMSDiscreteScheduler, "DPMSolverMultistep": diffusers.DPMSolverMultistepScheduler,
-           "UniPC": diffusers.UniPCMultistepScheduler}[base]
-    if base == "DDIM":
+           "UniPC": diffusers.UniPCMultistepScheduler, "EulerAncestral": diffusers.EulerAncestralDiscreteScheduler,
+           "DDPM": diffusers.DDPMScheduler}[base]
+    if base in ("DDIM", "DDPM"):
         kw["clip_sample"] = False
     sch = cls(**kw)
     sch.set_timesteps((nfe + 1) // 2 if base == "Heun" else nfe)  # Heun: 2 N − 1 evaluations
@@ -125,16 +140,17 @@ def diffusers_run(model: Counted, name: str, nfe: int, x_T: torch.Tensor) -> tor
     z = x_T.clone().float() * float(sch.init_noise_sigma)
     for k in sch.timesteps:
         zin = sch.scale_model_input(z, k)
-        if base == "DDIM":
+        if base in ("DDIM", "DDPM"):
             a, s = math.sqrt(float(acd[int(k)])), math.sqrt(1 - float(acd[int(k)]))
         else:  # σ-parameterised: the model input is VP with α = 1/√(1+σ²)
             sg = float(sch.sigmas[sch.step_index or 0])
             a, s = 1 / math.sqrt(1 + sg * sg), sg / math.sqrt(1 + sg * sg)
-        z = sch.step(model.at(zin, a, s).eps.float(), k, z).prev_sample
+        extra = {"generator": gen} if base in ("DDPM", "EulerAncestral") or variant.startswith("sde") else {}
+        z = sch.step(model.at(zin, a, s).eps.float(), k, z, **extra).prev_sample
     return z
 
 
-def kd_run(model: Counted, name: str, grid: str, nfe: int, x_T: torch.Tensor) -> torch.Tensor:
+def kd_run(model: Counted, name: str, grid: str, nfe: int, x_T: torch.Tensor, gen=None) -> torch.Tensor:
     n = (nfe + 1) // 2 if name == "heun" else nfe
     smin, smax = math.exp(-model.lam_max / 2), math.exp(-model.lam_min / 2)
     if grid in ("karras", "exponential"):
@@ -151,6 +167,8 @@ def kd_run(model: Counted, name: str, grid: str, nfe: int, x_T: torch.Tensor) ->
         sigmas = torch.cat([sig, sig.new_zeros(1)])
     # dpmpp_3m: k-diffusion's 3M SDE sampler at η = 0 (deterministic; the noise sampler is never drawn from)
     kw = {"eta": 0.0, "noise_sampler": lambda s, sn: torch.zeros_like(x_T, dtype=torch.float64)} if name == "dpmpp_3m" else {}
+    if name.endswith("_sde"):  # η = 1, Gaussian noise from this batch's generator (k-diffusion's default is a Brownian tree)
+        kw = {"eta": 1.0, "noise_sampler": lambda s, sn: torch.randn(x_T.shape, generator=gen, dtype=torch.float64)}
 
     def x0(x, sg):  # k-diffusion's denoiser D(x; σ) on x = x₀ + σ ε (VE): our network at z = x/√(1+σ²)
         s = float(sg.reshape(-1)[0])
@@ -169,14 +187,15 @@ def run_config(model: Counted, clf, ref, lib: str, name: str, grid, nfe: int, se
     for seed in seeds:
         x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
         outs = []
-        for xb in x_T.split(batch):
+        for b, xb in enumerate(x_T.split(batch)):
             model.calls = 0
+            gen = torch.Generator().manual_seed(1_000_003 * (seed + 1) + b)  # a stochastic sampler's own noise
             if lib == "ours":
-                xs = ours(model, name, nfe, xb, grid)
+                xs = ours(model, name, nfe, xb, grid, gen)
             elif lib == "diffusers":
-                xs = diffusers_run(model, name, nfe, xb)
+                xs = diffusers_run(model, name, nfe, xb, gen)
             else:
-                xs = kd_run(model, name, grid, nfe, xb)
+                xs = kd_run(model, name, grid, nfe, xb, gen)
             used = max(used, model.calls)
             outs.append(xs.clamp(-1, 1))
         if used > nfe:
@@ -208,6 +227,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64, help="network batch (64 is the CPU's fastest for 28x28)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=None, help="configuration names to run (default: all)")
+    ap.add_argument("--reuse", nargs="*", default=[], metavar="JSON",
+                    help="earlier results of this script: a configuration already run at the same NFE on the same seeds "
+                         "and n is taken from them, not run again (every configuration is seeded, so it is the same number)")
+    ap.add_argument("--stochastic", action="store_true",
+                    help="also the samplers that draw noise at every step (ours, diffusers' and k-diffusion's)")
     ap.add_argument("--tuned", nargs="*", default=[], metavar="NFE=FILE",
                     help="a grid fitted by difflab-tune-grid on tuning seeds (its steps = NFE), run by ours and by "
                          "k-diffusion's samplers alike at that NFE, e.g. 10=runs/tuned10/grid.yaml")
@@ -249,8 +273,20 @@ def main() -> None:
               for n in sorted({args.n, args.tune_n})}
     model = Counted(target)
 
-    configs = [("ours", s, g) for s in OURS for g in (None,) + OURS_GRIDS] + [("diffusers", s, None) for s in DIFFUSERS]
-    configs += [("k-diffusion", s, g) for s in KD for g in KD_GRIDS]
+    def yaml_grid(name):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.load(CONF / f"{VARIANTS.get(name, (name,))[0]}.yaml").get("grid")
+
+    def ours_grids(name):
+        return [None] + [g for g in OURS_GRIDS if g != yaml_grid(name)]
+
+    configs = [("ours", s, g) for s in OURS for g in ours_grids(s)] + [("diffusers", s, None) for s in DIFFUSERS]
+    configs += [("k-diffusion", s, g) for s in KD if not s.endswith("_sde") for g in KD_GRIDS]
+    if args.stochastic:
+        configs += [("ours", s, g) for s in OURS_SDE for g in ours_grids(s)]
+        configs += [("diffusers", s, None) for s in DIFFUSERS_SDE]
+        configs += [("k-diffusion", s, g) for s in KD_SDE for g in KD_GRIDS]
     if args.only:
         keys = lambda c: {c[1], f"{c[1]}-{c[2]}", f"{c[0]}:{c[1]}", f"{c[0]}:{c[1]}-{c[2]}"}  # noqa: E731
         configs = [c for c in configs if keys(c) & set(args.only)]
@@ -266,16 +302,28 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
 
     tuned = dict(t.split("=", 1) for t in args.tuned)
+    done = {}
+    for path in args.reuse:
+        old = json.loads(Path(path).read_text())
+        for r in old["tuning"] + old["runs"]:
+            done[(r["lib"], r["sampler"], r["grid"], r["nfe_budget"], tuple(r["seeds"]), r["n"])] = r
+
+    def cached(lib, name, grid, nfe, seeds, n):
+        r = done.get((lib, name, grid, nfe, tuple(seeds), n))
+        return dict(r, reused=True) if r else None
+
     for nfe in args.nfe:
         extra = [(lib, s, f"tuned:{tuned[str(nfe)]}") for lib, names in (("ours", OURS), ("k-diffusion", KD))
-                 for s in names if s != "heun" and s != "ode_heun"] if str(nfe) in tuned else []
+                 for s in names if s not in ("heun", "ode_heun") and not s.endswith("_sde")] if str(nfe) in tuned else []
         for lib, name, grid in configs + extra:
-            row = run_config(model, clf, ref, lib, name, grid, nfe, args.tune_seeds, args.tune_n, args.batch)
+            row = cached(lib, name, grid, nfe, args.tune_seeds, args.tune_n) or \
+                run_config(model, clf, ref, lib, name, grid, nfe, args.tune_seeds, args.tune_n, args.batch)
             res["tuning"].append(row)
             print("tune", json.dumps(row), flush=True)
             save()
         for p in picks(res["tuning"], nfe):
-            row = run_config(model, clf, ref, p["lib"], p["sampler"], p["grid"], nfe, args.seeds, args.n, args.batch)
+            row = cached(p["lib"], p["sampler"], p["grid"], nfe, args.seeds, args.n) or \
+                run_config(model, clf, ref, p["lib"], p["sampler"], p["grid"], nfe, args.seeds, args.n, args.batch)
             res["runs"].append(row)
             print("score", json.dumps(row), flush=True)
             save()
