@@ -40,6 +40,7 @@ full rerun's, since every earlier configuration already lost to those picks on t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -93,15 +94,21 @@ class Counted:
         return self.den(z, t)
 
 
-def ours(model: Counted, name: str, nfe: int, x_T: torch.Tensor, grid: str | None = None, gen=None):
+@functools.lru_cache(maxsize=None)
+def _yaml_node(name: str) -> dict:
+    """Our sampler `name` as its `conf/sampler` YAML (read once), with a VARIANTS entry's options on top."""
     from omegaconf import OmegaConf
 
+    base, options = VARIANTS.get(name, (name, {}))
+    return {**OmegaConf.to_container(OmegaConf.load(CONF / f"{base}.yaml"), resolve=True), **options}
+
+
+def ours(model: Counted, name: str, nfe: int, x_T: torch.Tensor, grid: str | None = None, gen=None):
     from difflab.evaluation import SamplerChoice
     from difflab.samplers import sample
 
-    base, options = VARIANTS.get(name, (name, {}))
-    node = {**OmegaConf.to_container(OmegaConf.load(CONF / f"{base}.yaml"), resolve=True), **options}
-    node["steps"] = max(1, nfe // 2) if base in ("ode_heun", "edm_stochastic") else nfe  # Heun: 2 evaluations per step
+    node = dict(_yaml_node(name))
+    node["steps"] = max(1, nfe // 2) if node["name"] in ("ode_heun", "edm_stochastic") else nfe  # Heun: 2 evaluations per step
     if grid is not None:  # one of the grid families the peers get, instead of the YAML's
         node["grid"] = grid
     choice = SamplerChoice.from_config(node)
@@ -155,20 +162,23 @@ def kd_run(model: Counted, name: str, grid: str, nfe: int, x_T: torch.Tensor, ge
     smin, smax = math.exp(-model.lam_max / 2), math.exp(-model.lam_min / 2)
     if grid in ("karras", "exponential"):
         sigmas = (kd.get_sigmas_karras if grid == "karras" else kd.get_sigmas_exponential)(n, smin, smax).double()
-    elif grid.startswith("tuned:"):  # a grid fitted by difflab-tune-grid: its n + 1 times, as ours run it (to σ̃_min)
+    else:  # one of our grids as σ̃ = e^(−λ/2) of its times
         from difflab.samplers.grids import make_grid
 
-        sigmas = torch.exp(-0.5 * model.process.log_snr(make_grid(model.process, n, grid)).double())
-    else:  # one of our grids: its n times t_max … t_min as σ̃ = e^(−λ/2), then k-diffusion's last move to σ = 0
-        from difflab.samplers.grids import make_grid
-
-        ts = make_grid(model.process, n - 1, grid) if n > 1 else torch.tensor([model.process.t_max], dtype=torch.float64)
-        sig = torch.exp(-0.5 * model.process.log_snr(ts).double())
-        sigmas = torch.cat([sig, sig.new_zeros(1)])
-    # dpmpp_3m: k-diffusion's 3M SDE sampler at η = 0 (deterministic; the noise sampler is never drawn from)
-    kw = {"eta": 0.0, "noise_sampler": lambda s, sn: torch.zeros_like(x_T, dtype=torch.float64)} if name == "dpmpp_3m" else {}
-    if name.endswith("_sde"):  # η = 1, Gaussian noise from this batch's generator (k-diffusion's default is a Brownian tree)
+        tuned = grid.startswith("tuned:")  # difflab-tune-grid's n + 1 times, run as ours run them (to σ̃_min)
+        if tuned or n > 1:  # else its n times t_max … t_min, then k-diffusion's last move to σ = 0
+            ts = make_grid(model.process, n if tuned else n - 1, grid)
+        else:
+            ts = torch.tensor([model.process.t_max], dtype=torch.float64)
+        sigmas = torch.exp(-0.5 * model.process.log_snr(ts).double())
+        if not tuned:
+            sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+    if name == "dpmpp_3m":  # k-diffusion's 3M SDE sampler at η = 0 (deterministic; the noise sampler is never drawn from)
+        kw = {"eta": 0.0, "noise_sampler": lambda s, sn: torch.zeros_like(x_T, dtype=torch.float64)}
+    elif name.endswith("_sde"):  # η = 1, Gaussian noise from this batch's generator (k-diffusion's default is a Brownian tree)
         kw = {"eta": 1.0, "noise_sampler": lambda s, sn: torch.randn(x_T.shape, generator=gen, dtype=torch.float64)}
+    else:
+        kw = {}
 
     def x0(x, sg):  # k-diffusion's denoiser D(x; σ) on x = x₀ + σ ε (VE): our network at z = x/√(1+σ²)
         s = float(sg.reshape(-1)[0])
@@ -273,13 +283,8 @@ def main() -> None:
               for n in sorted({args.n, args.tune_n})}
     model = Counted(target)
 
-    def yaml_grid(name):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.load(CONF / f"{VARIANTS.get(name, (name,))[0]}.yaml").get("grid")
-
     def ours_grids(name):
-        return [None] + [g for g in OURS_GRIDS if g != yaml_grid(name)]
+        return [None] + [g for g in OURS_GRIDS if g != _yaml_node(name).get("grid")]
 
     configs = [("ours", s, g) for s in OURS for g in ours_grids(s)] + [("diffusers", s, None) for s in DIFFUSERS]
     configs += [("k-diffusion", s, g) for s in KD if not s.endswith("_sde") for g in KD_GRIDS]
