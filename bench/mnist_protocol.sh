@@ -10,6 +10,8 @@
 #    first 64 test images (each an adaptive dopri5 solve: the cost is stated in metrics.json).
 # Each step writes OUT_DIR/<step>/metrics.json; OUT_DIR/mnist_protocol.json gathers them.
 # Sampling batch: batch_size=auto (64 on a CPU for 28x28 images; sample i depends only on (seed, i)).
+# MNIST_SAMPLER="sampler=dpm_solver_sde sampler.steps=20" replaces step 1's sampler: pick it on other seeds
+# (bench/mnist_confident_by_sampler.sh, tuning seed 100), never on seed 1.
 set -euo pipefail
 run=${1:?usage: mnist_protocol.sh RUN_DIR MNIST_ROOT OUT_DIR [THREADS]}; root=${2:?MNIST root}; out=${3:?output}
 threads=${4:-2}
@@ -19,7 +21,7 @@ common=(ckpt_path="$ckpt" data=mnist data.root="$root" threads="$threads" seed=1
 mkdir -p "$out"
 t0=$(date +%s)
 "$bin/difflab-eval" "${common[@]}" metrics=[fid,kid,confidence,copying] features=classifier reference_split=val \
-  num_samples=10000 num_reference=10000 sampler=dpm_solver sampler.steps=20 output="$out/samples"
+  num_samples=10000 num_reference=10000 ${MNIST_SAMPLER:-sampler=dpm_solver sampler.steps=20} output="$out/samples"
 t1=$(date +%s)
 "$bin/difflab-eval" "${common[@]}" metrics=[bpd_elbo] elbo.decoder=discretized split=val num_eval=10000 \
   mc_samples=50000 mc_batch_size=500 output="$out/elbo"

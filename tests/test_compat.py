@@ -283,3 +283,19 @@ def test_hyperparameters_kept_from_the_logger_are_unchanged():
     from lightning.pytorch.loggers.utilities import _log_hyperparams  # noqa: F401 - what reads the flag
     assert "pl_module._log_hyperparams" in inspect.getsource(_log_hyperparams)
     assert module._log_hyperparams is False
+
+
+def test_native_bf16_on_the_cpu_agrees_with_the_kernel_s_cpu_flags():
+    """native_bf16("cpu") (torch's private cpuinfo queries) against an independent source: the
+    flags Linux reports in /proc/cpuinfo (avx512_bf16, amx_bf16/amx_tile)."""
+    import platform
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo")
+    if platform.system() != "Linux" or not info.is_file():
+        pytest.skip("the independent check reads Linux's /proc/cpuinfo")
+    flags = next((line.split(":", 1)[1].split() for line in info.read_text().splitlines() if line.startswith("flags")), [])
+    assert compat.native_bf16("cpu") == bool({"avx512_bf16", "amx_tile"} & set(flags))
+    assert compat.native_bf16("mps") is False
+    if not torch.cuda.is_available():
+        assert compat.native_bf16("cuda") is False

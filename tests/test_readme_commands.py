@@ -26,7 +26,7 @@ NOT_RUN = {
                  "python -m difflab.cli.demo, end to end",
     "make test": "the whole suite, this test among it (.ci/run runs it on CI)",
     ".venv/bin/difflab-train experiment=mnist data.root=data output=runs/mnist":
-        "10,000 steps on the official MNIST in ./data (docs/mnist.md); tests/test_mnist.py trains experiment=mnist "
+        "16,000 steps on the official MNIST in ./data (docs/mnist.md); tests/test_mnist.py trains experiment=mnist "
         "for a few steps on the official files through the same CLI",
     "bash bench/mnist_protocol.sh runs/mnist data runs/mnist_eval":
         "10,000 samples and 50,000 ELBO draws of the model above, sizes the script fixes; tests/test_mnist.py "

@@ -103,3 +103,41 @@ def test_a_run_directory_belongs_to_one_config(tmp_path, monkeypatch, capsys):
 
     assert run_cli(monkeypatch, f"resume={out}", "trainer.max_steps=4") == 0
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_is_bf16_only_where_the_device_has_it_and_the_run_keeps_auto(tmp_path, monkeypatch, capsys, native):
+    """trainer.precision=auto trains under bf16-mixed where `compat.native_bf16` says the device
+    computes bf16 in hardware, else in 32-true; config.yaml keeps `auto` (so a rerun or resume on
+    another machine is the same config) and the choice is printed once."""
+    from difflab import compat
+
+    asked = []
+    monkeypatch.setattr(compat, "native_bf16", lambda device: asked.append(device) or native)
+    out = tmp_path / "run"
+    assert run_cli(monkeypatch, f"output={out}", "trainer.max_steps=2", "trainer.precision=auto", *TINY) == 0
+    want = "bf16-mixed" if native else "32-true"
+    assert asked == ["cpu"]  # trainer=cpu: the CPU is asked, whatever GPU the machine has
+    assert f"precision: auto -> {want}" in capsys.readouterr().err
+    assert "precision: auto" in (out / "config.yaml").read_text()
+    # resumed with the same (auto) config: accepted, and the same choice again
+    assert run_cli(monkeypatch, f"resume={out}", "trainer.max_steps=3") == 0
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_trainer_precision_passes_lightning_values_through_and_picks_the_device(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from difflab import compat
+    from difflab.training import trainer_precision
+
+    asked = []
+    monkeypatch.setattr(compat, "native_bf16", lambda device: asked.append(device) or device == "cuda")
+    for value in ("32-true", "bf16-mixed", "16-mixed", "bf16-true"):
+        assert trainer_precision(OmegaConf.create({"precision": value, "accelerator": "cpu"})) == value
+    assert asked == []
+    assert trainer_precision(OmegaConf.create({"precision": "auto", "accelerator": "gpu"})) == "bf16-mixed"
+    assert trainer_precision(OmegaConf.create({"precision": "auto", "accelerator": "cpu"})) == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trainer_precision(OmegaConf.create({"precision": "auto", "accelerator": "auto"})) == "32-true"
+    assert asked == ["cuda", "cpu", "cpu"]

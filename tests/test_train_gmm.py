@@ -55,23 +55,32 @@ def draw(denoiser, process, seed):
     return sample(denoiser, process, (N, 2), SAMPLER, STEPS, generator=torch.Generator().manual_seed(seed)).samples
 
 
-@pytest.mark.parametrize("param", list(RUNS))
-def test_trained_parameterization_samples_like_the_oracle(param, reference, tmp_path):
+# bf16 autocast in training (trainer.precision=bf16-mixed, what `auto` picks on a CPU or GPU with
+# native bf16): the network runs in bf16, the loss, weights, EMA and sampling stay float32, and the
+# trained model must meet the same oracle bounds, for sampling (v) and likelihood (eps, ELBO).
+BF16 = ["trainer.precision=bf16-mixed"]
+CASES = [(p, RUNS[p]) for p in RUNS] + [("eps", RUNS["eps"] + BF16), ("v", RUNS["v"] + BF16)]
+
+
+@pytest.mark.parametrize("param,overrides", CASES, ids=[p + ("-bf16" if BF16[0] in o else "") for p, o in CASES])
+def test_trained_parameterization_samples_like_the_oracle(param, overrides, reference, tmp_path):
     torch.set_num_threads(1)
     oracle, distance = reference
-    cfg = compose_train("experiment=gmm", f"parameterization={param}", *RUNS[param],
+    cfg = compose_train("experiment=gmm", f"parameterization={param}", *overrides,
                         f"output={tmp_path / 'run'}", "logger=none", "callbacks=none",
                         "+trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
     module, trainer, _ = train(cfg, tmp_path / "run")
     assert trainer.global_step == cfg.trainer.max_steps
+    assert str(trainer.precision) == str(cfg.trainer.precision)
     den = module.denoiser(use_ema=True).cpu()
+    assert all(p.dtype == torch.float32 for p in den.parameters())  # bf16 autocast never changes the stored weights
     process = den.process
 
     seeds = (1, 2, 3)
     with torch.no_grad():
         model_d = sum(distance(draw(den, process, s)) for s in seeds) / len(seeds)
     exact_d = sum(distance(draw(oracle.denoiser(process), process, s)) for s in seeds) / len(seeds)
-    print(f"\n{param} {list(RUNS[param])}: SWD model {model_d:.4f}, oracle {exact_d:.4f} ({SAMPLER}, {STEPS} steps)")
+    print(f"\n{param} {list(overrides)}: SWD model {model_d:.4f}, oracle {exact_d:.4f} ({SAMPLER}, {STEPS} steps)")
     assert model_d <= 2 * exact_d, f"{param}: SWD {model_d:.4f} > 2 x oracle's {exact_d:.4f} ({SAMPLER}, {STEPS} steps)"
 
     if cfg.weighting.weighting == "elbo":

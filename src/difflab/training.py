@@ -45,6 +45,24 @@ def build_module(cfg, data_shape):
     )
 
 
+def trainer_precision(trainer_cfg) -> str:
+    """Lightning's `precision` for a trainer config. `auto` is difflab's own value: bf16-mixed
+    (bf16 autocast for the network; losses, EMA and sampling stay float32) where the training
+    device computes bf16 natively (`compat.native_bf16`), else 32-true, so a recipe may ask for
+    the faster precision without running ~10x slower on a CPU that emulates bf16. The run's
+    config.yaml keeps `auto`; the choice is printed at the start."""
+    from .compat import native_bf16
+
+    value = str(trainer_cfg.get("precision", "32-true"))
+    if value != "auto":
+        return value
+    accel = str(trainer_cfg.get("accelerator", "auto"))
+    import torch
+
+    device = "cuda" if accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available()) else "cpu"
+    return "bf16-mixed" if native_bf16(device) else "32-true"
+
+
 def model_line(module) -> str:
     """The model summary in one line: `model: Denoiser(MLP) 175.2K parameters`."""
     net = module.net
@@ -139,10 +157,13 @@ def _fit(cfg, out: Path, overrides: list[str], sweep: str | None):
     if (ckpt is not None or restart) and hasattr(logger, "keep_before_step"):  # rows after the checkpoint are logged again
         logger.keep_before_step = int(ckpt.get("global_step", 0)) if ckpt is not None else 0
     callbacks = build_callbacks(cfg, out, with_logger=bool(logger))
+    precision = trainer_precision(cfg.trainer)
     trainer = build(cfg.trainer, "trainer", logger=logger, callbacks=callbacks, default_root_dir=str(out),
-                    enable_checkpointing=False)
+                    enable_checkpointing=False, precision=precision)
     if not secondary_process():
-        print(f"  {model_line(module)}", file=sys.stderr)  # not a "difflab-train:" line: those are events and errors
+        print(f"  {model_line(module)}", file=sys.stderr)
+        if str(cfg.trainer.get("precision")) == "auto":
+            print(f"  precision: auto -> {precision}", file=sys.stderr)  # not a "difflab-train:" line: those are events and errors
     # rank 0 only: a secondary process (torchrun's node 1 starts at the same time) that wrote it
     # first would make rank 0's own check above refuse the run as "already holds a training run"
     if not secondary_process() and (restart or not (out / "config.yaml").exists()):
