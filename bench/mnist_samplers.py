@@ -52,13 +52,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import kdiffusion_ref as kd  # noqa: E402
 
-OURS = ("ddim", "dpm_solver", "dpm_solver_3m", "unipc", "unipc_2", "lms", "ode_heun")
+OURS = ("ddim", "dpm_solver", "dpm_solver_3m", "unipc", "unipc_2", "lms", "ipndm", "ode_heun")
 #: ours with an option other than its YAML's (diffusers' UniPC is order 2 by default; it gets order 3 as UniPC-3M)
 VARIANTS = {"unipc_2": ("unipc", {"order": 2})}
 DIFFUSERS = ("DDIM", "DPMSolverMultistep", "DPMSolverMultistep-3M", "DPMSolverMultistep-karras", "UniPC",
              "UniPC-karras", "Euler", "Euler-karras", "Heun", "LMS", "LMS-karras",
              # the spacings and λ grid diffusers offers besides its default: Lu et al.'s uniform λ, trailing
-             "DPMSolverMultistep-lu", "DPMSolverMultistep-trailing", "UniPC-trailing", "DDIM-trailing", "UniPC-3M")
+             "DPMSolverMultistep-lu", "DPMSolverMultistep-trailing", "UniPC-trailing", "DDIM-trailing", "UniPC-3M",
+             # the multistep methods diffusers has besides: DEIS (Zhang & Chen 2023, tAB order 3) on the network's
+             # schedule and Karras σ, and IPNDMScheduler (its own cosine σ schedule, model output v)
+             "DEIS", "DEIS-karras", "IPNDM")
 #: `--stochastic`: samplers that draw fresh noise at every step (their own generator, seeded by (seed, batch));
 #: ours at their YAML options (η = 1 for the DPM-Solver SDEs, EDM's churn), the peers' counterparts at η = 1
 OURS_SDE = ("dpm_solver_sde", "dpm_solver_3m_sde", "ancestral", "edm_stochastic")
@@ -138,9 +141,19 @@ def diffusers_run(model: Counted, name: str, nfe: int, x_T: torch.Tensor, gen=No
     cls = {"DDIM": diffusers.DDIMScheduler, "Euler": diffusers.EulerDiscreteScheduler, "Heun": diffusers.HeunDiscreteScheduler,
            "LMS": diffusers.LMSDiscreteScheduler, "DPMSolverMultistep": diffusers.DPMSolverMultistepScheduler,
            "UniPC": diffusers.UniPCMultistepScheduler, "EulerAncestral": diffusers.EulerAncestralDiscreteScheduler,
-           "DDPM": diffusers.DDPMScheduler}[base]
+           "DDPM": diffusers.DDPMScheduler, "DEIS": diffusers.DEISMultistepScheduler, "IPNDM": diffusers.IPNDMScheduler}[base]
     if base in ("DDIM", "DDPM"):
         kw["clip_sample"] = False
+    if base == "IPNDM":  # its own schedule: σ_i = sin²(π s_i/2), α_i = √(1 − σ_i²), s uniform from 1 to 0; model output v
+        sch = cls(num_train_timesteps=1000)
+        sch.set_timesteps(nfe)
+        z = x_T.clone().float()
+        for k in sch.timesteps:
+            i = sch.step_index or 0
+            a, s = float(sch.alphas[i]), float(sch.betas[i])
+            pred = model.at(z, max(a, 1e-12), s)
+            z = sch.step((a * pred.eps - s * pred.x0).float(), k, z).prev_sample
+        return z
     sch = cls(**kw)
     sch.set_timesteps((nfe + 1) // 2 if base == "Heun" else nfe)  # Heun: 2 N − 1 evaluations
     acd = sch.alphas_cumprod.double()

@@ -18,7 +18,7 @@ from difflab.samplers import SAMPLERS, sample
 from difflab.samplers.core import _infer_device
 
 ORACLE = GMMOracle([[-2.0, 0.0], [2.0, 0.5]], [0.5, 0.6], [0.4, 0.6])
-DETERMINISTIC = ["ddim", "ode_euler", "ode_heun", "dpm_solver", "dpm_solver_3m", "unipc", "lms"]
+DETERMINISTIC = ["ddim", "ode_euler", "ode_heun", "dpm_solver", "dpm_solver_3m", "unipc", "lms", "ipndm"]
 
 
 @pytest.fixture(scope="module")

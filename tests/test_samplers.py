@@ -12,7 +12,7 @@ ORACLE = GMMOracle([[-2.0, 0.0], [2.0, 0.5]], [0.5, 0.6], [0.4, 0.6])
 STOCHASTIC = ["ancestral", "ddim", "euler_maruyama", "pc", "annealed_langevin", "dpm_solver_sde", "dpm_solver_3m_sde"]
 EXPECTED_NFE_PER_STEP = {"ancestral": 1, "ddim": 1, "euler_maruyama": 1, "pc": 2, "annealed_langevin": 5,
                          "ode_euler": 1, "ode_heun": 2, "dpm_solver": 1, "edm_stochastic": 2, "dpm_solver_3m": 1,
-                         "dpm_solver_sde": 1, "dpm_solver_3m_sde": 1, "unipc": 1, "lms": 1}
+                         "dpm_solver_sde": 1, "dpm_solver_3m_sde": 1, "unipc": 1, "lms": 1, "ipndm": 1}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def procs():
 def test_registry_names():
     assert set(SAMPLERS) == {"ancestral", "ddim", "euler_maruyama", "pc", "annealed_langevin", "ode_euler",
                              "ode_heun", "ode_rk45", "dpm_solver", "edm_stochastic", "dpm_solver_3m", "dpm_solver_sde",
-                             "dpm_solver_3m_sde", "unipc", "lms"}
+                             "dpm_solver_3m_sde", "unipc", "lms", "ipndm"}
 
 
 @pytest.mark.parametrize("pid", PROCESS_IDS)

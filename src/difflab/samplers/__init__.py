@@ -9,7 +9,7 @@ from . import grids
 from .core import SAMPLERS, SampleOutput, SamplerSpec, check_sampler, sample
 from .grids import GRIDS, ddpm_leading, ddpm_trailing, edm, make_grid, uniform_log_snr, uniform_t
 from .exponential import dpm_solver, dpm_solver_3m, dpm_solver_3m_sde, dpm_solver_sde, unipc
-from .multistep import lms
+from .multistep import ipndm, lms
 from .ode import edm_stochastic, ode_euler, ode_heun, ode_rk45
 from .stochastic import ancestral, annealed_langevin, ddim, euler_maruyama, langevin, langevin_step, pc
 
@@ -18,5 +18,5 @@ __all__ = [
     "uniform_t", "uniform_log_snr", "edm", "ddpm_leading", "ddpm_trailing",
     "ancestral", "ddim", "euler_maruyama", "pc", "annealed_langevin", "langevin", "langevin_step",
     "ode_euler", "ode_heun", "ode_rk45", "edm_stochastic", "dpm_solver", "dpm_solver_3m", "dpm_solver_sde",
-    "dpm_solver_3m_sde", "unipc", "lms",
+    "dpm_solver_3m_sde", "unipc", "lms", "ipndm",
 ]

@@ -53,6 +53,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "dpm_solver_3m_sde": SamplerSpec.make(exponential.dpm_solver_3m_sde, "uniform_log_snr", lambda o: 1),
     "unipc": SamplerSpec.make(exponential.unipc, "uniform_log_snr", lambda o: 1),
     "lms": SamplerSpec.make(multistep.lms, "vp_uniform_t@10", lambda o: 1),  # + 1 NFE in all with to_zero
+    "ipndm": SamplerSpec.make(multistep.ipndm, "edm", lambda o: 1),  # + 1 NFE in all with to_zero
 }
 
 
