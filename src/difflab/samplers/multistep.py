@@ -42,8 +42,15 @@ def lms(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, or
     the predicted x̃_{i+1}, the move x̃_i → x̃_{i+1} is redone with the Adams–Moulton weights of the nodes
     σ̃_{i+1}, σ̃_i, … (`order` of them), without a new evaluation (the idea of UniC, Zhao et al. 2023);
     the slope kept for the next moves is (x̃_{i+1} − x̂)/σ̃_{i+1} at the corrected x̃. Same NFE."""
+    return _multistep(model, process, x, ts, callback, order, to_zero, corrector, lms_coefficients, "lms")
+
+
+def _multistep(model, process, x: Tensor, ts: Tensor, callback, order, to_zero: bool, corrector: bool, weights,
+               name: str) -> Tensor:
+    """The Adams loop of `lms` and `ipndm` in (σ̃, x̃): `weights(nodes, a, b)` gives the slopes' weights of the move
+    a → b from the σ̃ nodes of the last `order` slopes (most recent first)."""
     if int(order) != order or not 1 <= order <= 4:
-        raise ValueError(f"lms: order must be an integer in 1..4, got {order}")
+        raise ValueError(f"{name}: order must be an integer in 1..4, got {order}")
     c = GridConstants.of(process, ts)
     levels = c.sigma_tilde + ([0.0] if to_zero else [])
     x = x / c.alpha[0]
@@ -53,11 +60,11 @@ def lms(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, or
         denoised = model(c.alpha[i] * x, c.t[i]).x0
         if corrector and prev is not None:
             nodes = [((x - denoised) / levels[i], levels[i])] + ds[: int(order) - 1]
-            coeffs = lms_coefficients([s for _, s in nodes], prev[1], levels[i])
+            coeffs = weights([s for _, s in nodes], prev[1], levels[i])
             x = prev[0] + sum(cf * d for cf, (d, _) in zip(coeffs, nodes))
         if levels[i + 1] != levels[i]:  # a repeated grid time (ddpm_leading) is no move
             ds = [((x - denoised) / levels[i], levels[i])] + ds[: int(order) - 1]
-            coeffs = lms_coefficients([s for _, s in ds], levels[i], levels[i + 1])
+            coeffs = weights([s for _, s in ds], levels[i], levels[i + 1])
             prev = (x, levels[i])
             x = x + sum(cf * d for cf, (d, _) in zip(coeffs, ds))
         t_next = c.t[i + 1] if i + 1 < len(c.t) else 0.0
@@ -68,6 +75,12 @@ def lms(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, or
 #: Adams–Bashforth weights of a constant step h, most recent slope first: x_{i+1} = x_i + h Σ_j b_j d_{i−j}
 #: (Hairer, Nørsett & Wanner, Solving ODEs I, Sec. III.1, Table 1.1).
 AB_CONSTANT_STEP = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
+
+
+def constant_step_weights(nodes: list, a: float, b: float) -> list:
+    """iPNDM's weights of the move a → b: (b − a) times the constant-step Adams–Bashforth weights of as many
+    slopes as `nodes` holds, whatever the nodes' spacing."""
+    return [(b - a) * w for w in AB_CONSTANT_STEP[len(nodes)]]
 
 
 def ipndm(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, order: int = 4,
@@ -82,18 +95,4 @@ def ipndm(model, process, x: Tensor, ts: Tensor, callback=None, generator=None, 
     this is `lms` exactly; on the ρ = 7 grid (`edm`, the default) the fixed weights extrapolate the slope
     less than the variable-step ones, which the papers found better at low NFE. to_zero: one more move to
     σ̃ = 0 after t_min (NFE = steps + 1), returning x̃(0) = x. NFE = steps otherwise."""
-    if int(order) != order or not 1 <= order <= 4:
-        raise ValueError(f"ipndm: order must be an integer in 1..4, got {order}")
-    c = GridConstants.of(process, ts)
-    levels = c.sigma_tilde + ([0.0] if to_zero else [])
-    x = x / c.alpha[0]
-    ds: list = []  # the slopes of the last moves, most recent first
-    for i in range(len(levels) - 1):
-        denoised = model(c.alpha[i] * x, c.t[i]).x0
-        if levels[i + 1] != levels[i]:  # a repeated grid time (ddpm_leading) is no move
-            ds = [(x - denoised) / levels[i]] + ds[: int(order) - 1]
-            b = AB_CONSTANT_STEP[len(ds)]
-            x = x + (levels[i + 1] - levels[i]) * sum(bj * d for bj, d in zip(b, ds))
-        t_next = c.t[i + 1] if i + 1 < len(c.t) else 0.0
-        report(callback, i, c.t[i], t_next, x if to_zero and i == len(c.t) - 1 else c.alpha[i + 1] * x, denoised)
-    return x if to_zero else c.alpha[-1] * x
+    return _multistep(model, process, x, ts, callback, order, to_zero, False, constant_step_weights, "ipndm")
